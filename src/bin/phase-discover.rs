@@ -1,0 +1,48 @@
+//! `phase-discover`: find a provider's manifest URL through the DHT.
+//!
+//! Exit codes: 0 found, 2 nothing found before the timeout or bad usage,
+//! 1 any other error.
+
+use std::process::ExitCode;
+
+use plasmd::config::{self, DiscoverCommand};
+use plasmd::discover;
+
+fn main() -> ExitCode {
+    let cfg = match config::parse_discover(std::env::args_os().skip(1)) {
+        Ok(DiscoverCommand::Run(cfg)) => cfg,
+        Ok(DiscoverCommand::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("phase-discover: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // stdout carries the answer; keep stderr to warnings unless asked.
+    plasmd::init_logging("warn");
+    match discover::discover(&cfg) {
+        Ok(Some(record)) => {
+            if cfg.json {
+                println!("{}", record.to_json());
+            } else {
+                println!("{}", record.url);
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!(
+                "phase-discover: no provider found for {}/{} within {}s",
+                cfg.channel,
+                cfg.arch,
+                cfg.timeout.as_secs()
+            );
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("phase-discover: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,814 @@
+//! Command-line flags and the TOML config file, turned into one validated
+//! configuration per command.
+//!
+//! Every default and every check on user input lives here, so the rest of
+//! the program can trust what it is given. Flags win over the file. Errors
+//! are one line naming the flag, key, file or value at fault; the binaries
+//! map them to exit code 2. This module does not open sockets or read the
+//! artifacts (except to check the directory exists).
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use serde::Deserialize;
+
+use crate::record::check_name;
+
+/// Default HTTP listen address.
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
+/// Default p2p listen address.
+pub const DEFAULT_P2P_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
+/// Default record TTL, from the conventions.
+pub const DEFAULT_RECORD_TTL: u64 = 3600;
+/// Default `phase-discover` timeout.
+pub const DEFAULT_DISCOVER_TIMEOUT: u64 = 30;
+/// Largest config file we read: a config is a few hundred bytes.
+const MAX_CONFIG_BYTES: u64 = 256 * 1024;
+
+/// A bad flag, config file or value. Always the user's to fix: exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Args(String),
+    #[error("config file {0}: {1}")]
+    File(PathBuf, String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<lexopt::Error> for ConfigError {
+    fn from(e: lexopt::Error) -> Self {
+        ConfigError::Args(e.to_string())
+    }
+}
+
+/// What `plasmd` was asked to do.
+#[derive(Debug)]
+pub enum Command {
+    Serve(ServeConfig),
+    Node(NodeConfig),
+    Id {
+        identity: PathBuf,
+    },
+    /// Print this text on stdout and exit 0 (`--help`, `--version`).
+    Print(String),
+}
+
+/// Record lifetime settings (`[provider.dht]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DhtTiming {
+    /// How long a record lives in the DHT after each put.
+    pub record_ttl: Duration,
+    /// How often the provider puts its records again; always < `record_ttl`.
+    pub refresh_interval: Duration,
+}
+
+/// Everything `plasmd serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub artifacts: PathBuf,
+    pub channels: Vec<String>,
+    pub archs: Vec<String>,
+    pub http_listen: SocketAddr,
+    pub p2p: P2pConfig,
+    /// Base URL advertised instead of one derived from the HTTP address.
+    pub external_url: Option<String>,
+    pub provider_name: Option<String>,
+    pub dht: DhtTiming,
+}
+
+/// The libp2p side, shared by `serve` and `node`.
+#[derive(Debug, Clone)]
+pub struct P2pConfig {
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub identity: PathBuf,
+    /// Cap on how long this node keeps any record, its own or received.
+    pub record_ttl: Duration,
+}
+
+/// Everything `plasmd node` needs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub p2p: P2pConfig,
+}
+
+/// Everything `phase-discover` needs.
+#[derive(Debug, Clone)]
+pub struct DiscoverConfig {
+    pub channel: String,
+    pub arch: String,
+    pub bootstrap: Vec<Multiaddr>,
+    pub timeout: Duration,
+    pub json: bool,
+}
+
+/// What `phase-discover` was asked to do.
+#[derive(Debug)]
+pub enum DiscoverCommand {
+    Run(DiscoverConfig),
+    Print(String),
+}
+
+// ---------------------------------------------------------------------------
+// The config file
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    provider: ProviderSection,
+    #[serde(default)]
+    http: HttpSection,
+    #[serde(default)]
+    p2p: P2pSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderSection {
+    artifacts: Option<PathBuf>,
+    channels: Option<Vec<String>>,
+    archs: Option<Vec<String>>,
+    name: Option<String>,
+    external_url: Option<String>,
+    #[serde(default)]
+    dht: DhtSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DhtSection {
+    record_ttl: Option<u64>,
+    refresh_interval: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpSection {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct P2pSection {
+    listen: Option<Vec<String>>,
+    bootstrap: Option<Vec<String>>,
+    identity: Option<PathBuf>,
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    use std::io::Read;
+    let err = |m: String| ConfigError::File(path.to_path_buf(), m);
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| err(e.to_string()))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(err(
+            "larger than 256 KiB; is this really a config file?".into()
+        ));
+    }
+    toml::from_str(&text).map_err(|e| err(one_line(&e.to_string())))
+}
+
+/// toml's messages span several lines with a source excerpt; keep them to one.
+fn one_line(msg: &str) -> String {
+    let mut parts: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' ')
+        })
+        .collect();
+    parts.dedup();
+    parts.join(": ")
+}
+
+// ---------------------------------------------------------------------------
+// plasmd's command line
+
+const PLASMD_HELP: &str = "\
+plasmd: serve netboot artifacts over HTTP and advertise them in a Kademlia DHT
+
+Usage:
+  plasmd serve [OPTIONS]     serve an artifacts tree and advertise each channel/arch
+  plasmd node [OPTIONS]      run a DHT-only storage/bootstrap node
+  plasmd id --identity FILE  print the peer id of a key file (created if missing)
+
+Run `plasmd <command> --help` for the options of each command.
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input.
+";
+
+const SERVE_HELP: &str = "\
+plasmd serve: serve boot artifacts over HTTP and advertise every channel/arch in the DHT
+
+Usage: plasmd serve [OPTIONS]
+
+Options (each also settable in the --config file; flags win):
+  --config FILE            TOML config file ([provider], [provider.dht], [http], [p2p])
+  --artifacts DIR          artifacts root holding <channel>/<arch>/<files>   [provider] artifacts
+  --channel C              serve only this channel (repeatable; default: every directory)
+  --arch A                 serve only this architecture (repeatable; default: every directory)
+  --http-listen ADDR:PORT  HTTP listen address (default 0.0.0.0:8080)          [http] listen
+  --p2p-listen MULTIADDR   libp2p listen address, repeatable (default /ip4/0.0.0.0/tcp/4001)
+  --bootstrap MULTIADDR    a DHT peer to join through, repeatable (/ip4/.../tcp/.../p2p/<id>)
+  --external-url URL       base URL to advertise, e.g. http://boot.lab:8080 (default: derived
+                           from --http-listen, or the first non-loopback address for 0.0.0.0)
+  --identity FILE          ed25519 key file, created with mode 0600 if missing (default
+                           /var/lib/plasmd/identity.key, else $XDG_STATE_HOME/plasmd/identity.key)
+  --provider-name NAME     human-readable name put in the records
+  --record-ttl SECS        lifetime of each DHT record (default 3600)
+  --refresh-interval SECS  how often records are put again (default 2/3 of the TTL; < TTL)
+  -h, --help               print this help
+  -V, --version            print the version
+";
+
+const NODE_HELP: &str = "\
+plasmd node: a DHT-only peer that stores records and lets others join the DHT
+
+Usage: plasmd node [OPTIONS]
+
+Options (each also settable in the --config file; flags win):
+  --config FILE            TOML config file ([p2p], [provider.dht] record_ttl)
+  --p2p-listen MULTIADDR   libp2p listen address, repeatable (default /ip4/0.0.0.0/tcp/4001)
+  --bootstrap MULTIADDR    another DHT peer to join through, repeatable
+  --identity FILE          ed25519 key file, created with mode 0600 if missing
+  --record-ttl SECS        longest time any record is kept (default 3600)
+  -h, --help               print this help
+  -V, --version            print the version
+";
+
+const ID_HELP: &str = "\
+plasmd id: print the peer id of an identity key file
+
+Usage: plasmd id --identity FILE
+
+Creates FILE (an ed25519 key, mode 0600) if it does not exist.
+";
+
+/// `plasmd <version>`.
+pub fn version_line(bin: &str) -> String {
+    format!("{bin} {}\n", env!("CARGO_PKG_VERSION"))
+}
+
+/// Flags collected from the command line, before merging with the file.
+#[derive(Default)]
+struct Flags {
+    config: Option<PathBuf>,
+    artifacts: Option<PathBuf>,
+    channels: Vec<String>,
+    archs: Vec<String>,
+    http_listen: Option<String>,
+    p2p_listen: Vec<String>,
+    bootstrap: Vec<String>,
+    external_url: Option<String>,
+    identity: Option<PathBuf>,
+    provider_name: Option<String>,
+    record_ttl: Option<u64>,
+    refresh_interval: Option<u64>,
+}
+
+/// Which flags a subcommand accepts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sub {
+    Serve,
+    Node,
+    Id,
+}
+
+/// Parses `plasmd`'s arguments (without the program name).
+pub fn parse_plasmd<I>(args: I) -> Result<Command, ConfigError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let sub = match p.next()? {
+        Some(Value(v)) => match v.to_str() {
+            Some("serve") => Sub::Serve,
+            Some("node") => Sub::Node,
+            Some("id") => Sub::Id,
+            _ => {
+                return Err(ConfigError::Args(format!(
+                    "unknown command {:?}; expected serve, node or id (see plasmd --help)",
+                    v
+                )))
+            }
+        },
+        Some(Short('h') | Long("help")) => return Ok(Command::Print(PLASMD_HELP.into())),
+        Some(Short('V') | Long("version")) => return Ok(Command::Print(version_line("plasmd"))),
+        Some(other) => return Err(other.unexpected().into()),
+        None => {
+            return Err(ConfigError::Args(
+                "missing command: serve, node or id (see plasmd --help)".into(),
+            ))
+        }
+    };
+    let mut f = Flags::default();
+    while let Some(arg) = p.next()? {
+        let name = match &arg {
+            Long(n) => *n,
+            Short(_) => "",
+            Value(_) => "",
+        };
+        let allowed = match name {
+            "config" | "p2p-listen" | "bootstrap" | "record-ttl" => sub != Sub::Id,
+            "identity" => true,
+            "artifacts" | "channel" | "arch" | "http-listen" | "external-url" | "provider-name"
+            | "refresh-interval" => sub == Sub::Serve,
+            _ => true,
+        };
+        if !allowed {
+            return Err(ConfigError::Args(format!(
+                "--{name} is not an option of `plasmd {}` (see its --help)",
+                sub_name(sub)
+            )));
+        }
+        match arg {
+            Short('h') | Long("help") => {
+                return Ok(Command::Print(
+                    match sub {
+                        Sub::Serve => SERVE_HELP,
+                        Sub::Node => NODE_HELP,
+                        Sub::Id => ID_HELP,
+                    }
+                    .into(),
+                ))
+            }
+            Short('V') | Long("version") => return Ok(Command::Print(version_line("plasmd"))),
+            Long("config") => f.config = Some(p.value()?.into()),
+            Long("artifacts") => f.artifacts = Some(p.value()?.into()),
+            Long("channel") => f.channels.push(string(&mut p, "--channel")?),
+            Long("arch") => f.archs.push(string(&mut p, "--arch")?),
+            Long("http-listen") => f.http_listen = Some(string(&mut p, "--http-listen")?),
+            Long("p2p-listen") => f.p2p_listen.push(string(&mut p, "--p2p-listen")?),
+            Long("bootstrap") => f.bootstrap.push(string(&mut p, "--bootstrap")?),
+            Long("external-url") => f.external_url = Some(string(&mut p, "--external-url")?),
+            Long("identity") => f.identity = Some(p.value()?.into()),
+            Long("provider-name") => f.provider_name = Some(string(&mut p, "--provider-name")?),
+            Long("record-ttl") => f.record_ttl = Some(secs(&mut p, "--record-ttl")?),
+            Long("refresh-interval") => {
+                f.refresh_interval = Some(secs(&mut p, "--refresh-interval")?)
+            }
+            other => {
+                return Err(ConfigError::Args(format!(
+                    "{} (see plasmd {} --help)",
+                    other.unexpected(),
+                    sub_name(sub)
+                )))
+            }
+        }
+    }
+    match sub {
+        Sub::Id => {
+            let identity = f
+                .identity
+                .ok_or_else(|| ConfigError::Args("plasmd id needs --identity FILE".into()))?;
+            Ok(Command::Id { identity })
+        }
+        Sub::Node => build_node(f).map(Command::Node),
+        Sub::Serve => build_serve(f).map(Command::Serve),
+    }
+}
+
+fn sub_name(sub: Sub) -> &'static str {
+    match sub {
+        Sub::Serve => "serve",
+        Sub::Node => "node",
+        Sub::Id => "id",
+    }
+}
+
+fn string(p: &mut lexopt::Parser, flag: &str) -> Result<String, ConfigError> {
+    p.value()?
+        .into_string()
+        .map_err(|v| ConfigError::Args(format!("{flag}: {v:?} is not valid UTF-8")))
+}
+
+fn secs(p: &mut lexopt::Parser, flag: &str) -> Result<u64, ConfigError> {
+    let v = string(p, flag)?;
+    v.parse()
+        .map_err(|_| ConfigError::Args(format!("{flag}: {v:?} is not a whole number of seconds")))
+}
+
+fn build_p2p(f: &Flags, file: &FileConfig) -> Result<P2pConfig, ConfigError> {
+    let listen_src: Vec<String> = if !f.p2p_listen.is_empty() {
+        f.p2p_listen.clone()
+    } else {
+        file.p2p
+            .listen
+            .clone()
+            .unwrap_or_else(|| vec![DEFAULT_P2P_LISTEN.to_string()])
+    };
+    if listen_src.is_empty() {
+        return Err(ConfigError::Invalid(
+            "[p2p] listen is empty: give at least one address".into(),
+        ));
+    }
+    let listen = listen_src
+        .iter()
+        .map(|s| parse_multiaddr("--p2p-listen / [p2p] listen", s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bootstrap_src = if !f.bootstrap.is_empty() {
+        f.bootstrap.clone()
+    } else {
+        file.p2p.bootstrap.clone().unwrap_or_default()
+    };
+    let bootstrap = parse_bootstrap(&bootstrap_src)?;
+    let identity = match f.identity.clone().or_else(|| file.p2p.identity.clone()) {
+        Some(p) => p,
+        None => default_identity_path()?,
+    };
+    let ttl = f
+        .record_ttl
+        .or(file.provider.dht.record_ttl)
+        .unwrap_or(DEFAULT_RECORD_TTL);
+    if ttl == 0 {
+        return Err(ConfigError::Invalid(
+            "record TTL (--record-ttl / [provider.dht] record_ttl) must be at least 1 second"
+                .into(),
+        ));
+    }
+    Ok(P2pConfig {
+        listen,
+        bootstrap,
+        identity,
+        record_ttl: Duration::from_secs(ttl),
+    })
+}
+
+fn load_flags_file(f: &Flags) -> Result<FileConfig, ConfigError> {
+    match &f.config {
+        Some(path) => load_file(path),
+        None => Ok(FileConfig::default()),
+    }
+}
+
+fn build_node(f: Flags) -> Result<NodeConfig, ConfigError> {
+    let file = load_flags_file(&f)?;
+    Ok(NodeConfig {
+        p2p: build_p2p(&f, &file)?,
+    })
+}
+
+fn build_serve(f: Flags) -> Result<ServeConfig, ConfigError> {
+    let file = load_flags_file(&f)?;
+    let p2p = build_p2p(&f, &file)?;
+
+    let artifacts = f
+        .artifacts
+        .clone()
+        .or_else(|| file.provider.artifacts.clone())
+        .ok_or_else(|| {
+            ConfigError::Invalid(
+                "no artifacts directory: give --artifacts DIR or [provider] artifacts".into(),
+            )
+        })?;
+    match std::fs::metadata(&artifacts) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(ConfigError::Invalid(format!(
+                "artifacts directory {}: not a directory",
+                artifacts.display()
+            )))
+        }
+        Err(e) => {
+            return Err(ConfigError::Invalid(format!(
+                "artifacts directory {}: {e}",
+                artifacts.display()
+            )))
+        }
+    }
+
+    let pick = |flags: &Vec<String>, file: &Option<Vec<String>>| {
+        if flags.is_empty() {
+            file.clone().unwrap_or_default()
+        } else {
+            flags.clone()
+        }
+    };
+    let channels = pick(&f.channels, &file.provider.channels);
+    let archs = pick(&f.archs, &file.provider.archs);
+    for c in &channels {
+        check_name("channel", c).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    }
+    for a in &archs {
+        check_name("arch", a).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    }
+
+    let http_src = f
+        .http_listen
+        .clone()
+        .or_else(|| file.http.listen.clone())
+        .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_string());
+    let http_listen: SocketAddr = http_src.parse().map_err(|_| {
+        ConfigError::Invalid(format!(
+            "--http-listen / [http] listen: {http_src:?} is not an IP:PORT address (e.g. 0.0.0.0:8080)"
+        ))
+    })?;
+
+    let external_url = match f
+        .external_url
+        .clone()
+        .or_else(|| file.provider.external_url.clone())
+    {
+        Some(u) => Some(check_base_url(&u)?),
+        None => None,
+    };
+
+    let provider_name = f
+        .provider_name
+        .clone()
+        .or_else(|| file.provider.name.clone());
+    if let Some(name) = &provider_name {
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            return Err(ConfigError::Invalid(format!(
+                "provider name {name:?}: use 1-64 printable characters"
+            )));
+        }
+    }
+
+    let ttl = p2p.record_ttl.as_secs();
+    let refresh = f
+        .refresh_interval
+        .or(file.provider.dht.refresh_interval)
+        .unwrap_or(ttl * 2 / 3);
+    if refresh == 0 {
+        return Err(ConfigError::Invalid(format!(
+            "refresh interval (--refresh-interval / [provider.dht] refresh_interval) must be at least 1 second (record TTL is {ttl} s)"
+        )));
+    }
+    if refresh >= ttl {
+        return Err(ConfigError::Invalid(format!(
+            "refresh interval {refresh} s must be shorter than the record TTL {ttl} s, or records lapse between refreshes"
+        )));
+    }
+
+    Ok(ServeConfig {
+        artifacts,
+        channels,
+        archs,
+        http_listen,
+        dht: DhtTiming {
+            record_ttl: p2p.record_ttl,
+            refresh_interval: Duration::from_secs(refresh),
+        },
+        p2p,
+        external_url,
+        provider_name,
+    })
+}
+
+fn parse_multiaddr(what: &str, s: &str) -> Result<Multiaddr, ConfigError> {
+    s.parse::<Multiaddr>()
+        .map_err(|e| ConfigError::Invalid(format!("{what}: {s:?} is not a valid multiaddr: {e}")))
+}
+
+fn parse_bootstrap(list: &[String]) -> Result<Vec<Multiaddr>, ConfigError> {
+    list.iter()
+        .map(|s| {
+            let addr = parse_multiaddr("--bootstrap / [p2p] bootstrap", s)?;
+            let has_transport = addr
+                .iter()
+                .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_)));
+            if !has_transport {
+                return Err(ConfigError::Invalid(format!(
+                    "--bootstrap: {s:?} has no /tcp/PORT; expected /ip4/ADDR/tcp/PORT/p2p/PEER_ID"
+                )));
+            }
+            Ok(addr)
+        })
+        .collect()
+}
+
+/// Checks an `--external-url` and returns it without a trailing slash.
+fn check_base_url(u: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| {
+        ConfigError::Invalid(format!(
+            "--external-url / [provider] external_url {u:?}: {why} (expected e.g. http://boot.lab:8080)"
+        ))
+    };
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(|| bad("must start with http:// or https://"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    if u.chars().any(|c| c.is_whitespace() || c.is_control()) || u.contains(['?', '#']) {
+        return Err(bad("must not contain spaces, a query or a fragment"));
+    }
+    if u.len() > 512 {
+        return Err(bad("longer than 512 bytes"));
+    }
+    Ok(u.trim_end_matches('/').to_string())
+}
+
+/// `/var/lib/plasmd/identity.key` when that directory is (or can be made)
+/// writable, else under `$XDG_STATE_HOME` or `~/.local/state`.
+fn default_identity_path() -> Result<PathBuf, ConfigError> {
+    let system = Path::new("/var/lib/plasmd");
+    if std::fs::create_dir_all(system).is_ok() && dir_writable(system) {
+        return Ok(system.join("identity.key"));
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .ok_or_else(|| {
+            ConfigError::Invalid(
+                "no place for the identity key: /var/lib/plasmd is not writable and neither XDG_STATE_HOME nor HOME is set; give --identity FILE".into(),
+            )
+        })?;
+    Ok(state.join("plasmd").join("identity.key"))
+}
+
+fn dir_writable(dir: &Path) -> bool {
+    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
+// ---------------------------------------------------------------------------
+// phase-discover's command line
+
+const DISCOVER_HELP: &str = "\
+phase-discover: find a netboot provider for a channel/arch through the DHT
+
+Usage: phase-discover --channel C --arch A --bootstrap MULTIADDR [OPTIONS]
+
+Options:
+  --channel C            channel to look up, e.g. stable
+  --arch A               architecture to look up, e.g. arm64
+  --bootstrap MULTIADDR  a DHT peer to ask, repeatable (/ip4/ADDR/tcp/PORT/p2p/PEER_ID)
+  --timeout SECS         give up after this long (default 30)
+  --json                 print the whole record as JSON instead of the URL
+  -h, --help             print this help
+  -V, --version          print the version
+
+Prints the manifest URL of the newest valid record on stdout.
+Exit codes: 0 found, 2 nothing found before the timeout (or bad usage), 1 other errors.
+";
+
+/// Parses `phase-discover`'s arguments (without the program name).
+pub fn parse_discover<I>(args: I) -> Result<DiscoverCommand, ConfigError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let (mut channel, mut arch, mut bootstrap) = (None, None, Vec::new());
+    let (mut timeout, mut json) = (DEFAULT_DISCOVER_TIMEOUT, false);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(DiscoverCommand::Print(DISCOVER_HELP.into())),
+            Short('V') | Long("version") => {
+                return Ok(DiscoverCommand::Print(version_line("phase-discover")))
+            }
+            Long("channel") => channel = Some(string(&mut p, "--channel")?),
+            Long("arch") => arch = Some(string(&mut p, "--arch")?),
+            Long("bootstrap") => bootstrap.push(string(&mut p, "--bootstrap")?),
+            Long("timeout") => timeout = secs(&mut p, "--timeout")?,
+            Long("json") => json = true,
+            other => {
+                return Err(ConfigError::Args(format!(
+                    "{} (see phase-discover --help)",
+                    other.unexpected()
+                )))
+            }
+        }
+    }
+    let channel = channel.ok_or_else(|| ConfigError::Args("missing --channel C".into()))?;
+    let arch = arch.ok_or_else(|| ConfigError::Args("missing --arch A".into()))?;
+    check_name("channel", &channel).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    check_name("arch", &arch).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    if bootstrap.is_empty() {
+        return Err(ConfigError::Args(
+            "no DHT peer to ask: give --bootstrap MULTIADDR (the address `plasmd serve` or `plasmd node` prints)".into(),
+        ));
+    }
+    if timeout == 0 {
+        return Err(ConfigError::Invalid(
+            "--timeout must be at least 1 second".into(),
+        ));
+    }
+    Ok(DiscoverCommand::Run(DiscoverConfig {
+        channel,
+        arch,
+        bootstrap: parse_bootstrap(&bootstrap)?,
+        timeout: Duration::from_secs(timeout),
+        json,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeConfig, ConfigError> {
+        let mut all = vec!["serve", "--identity", "/tmp/x.key"];
+        all.extend_from_slice(args);
+        match parse_plasmd(all)? {
+            Command::Serve(c) => Ok(c),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_conventions() {
+        let c = serve(&["--artifacts", "/"]).unwrap();
+        assert_eq!(c.http_listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.p2p.listen[0].to_string(), "/ip4/0.0.0.0/tcp/4001");
+        assert_eq!(c.dht.record_ttl, Duration::from_secs(3600));
+        assert_eq!(c.dht.refresh_interval, Duration::from_secs(2400));
+    }
+
+    #[test]
+    fn bad_timing_is_refused() {
+        assert!(serve(&["--artifacts", "/", "--record-ttl", "0"]).is_err());
+        let e = serve(&[
+            "--artifacts",
+            "/",
+            "--record-ttl",
+            "6",
+            "--refresh-interval",
+            "6",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("shorter than the record TTL"), "{e}");
+        assert!(serve(&["--artifacts", "/", "--record-ttl", "1"]).is_err());
+        assert!(serve(&["--artifacts", "/", "--record-ttl", "x"]).is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_culprit() {
+        let e = serve(&["--artifacts", "/nonexistent-dir"]).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent-dir"));
+        let e = serve(&["--artifacts", "/", "--channel", "Bad"]).unwrap_err();
+        assert!(e.to_string().contains("\"Bad\""));
+        let e = serve(&["--artifacts", "/", "--bootstrap", "nope"]).unwrap_err();
+        assert!(e.to_string().contains("nope"));
+        let e = serve(&["--artifacts", "/", "--external-url", "ftp://x"]).unwrap_err();
+        assert!(e.to_string().contains("http://"));
+        let e = serve(&["--artifacts", "/", "--http-listen", "8080"]).unwrap_err();
+        assert!(e.to_string().contains("IP:PORT"));
+        let e = serve(&["--frobnicate"]).unwrap_err();
+        assert!(e.to_string().contains("frobnicate"));
+        assert!(parse_plasmd(["id", "--artifacts", "/"]).is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("plasmd-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("plasmd.toml");
+        std::fs::write(
+            &file,
+            "[provider]\nartifacts = \"/\"\nname = \"rack\"\nchannels = [\"stable\"]\n\
+             [provider.dht]\nrecord_ttl = 60\nrefresh_interval = 30\n[http]\nlisten = \"127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let c = serve(&["--config", path]).unwrap();
+        assert_eq!(c.provider_name.as_deref(), Some("rack"));
+        assert_eq!(c.channels, vec!["stable"]);
+        assert_eq!(c.dht.refresh_interval, Duration::from_secs(30));
+        assert_eq!(c.http_listen.to_string(), "127.0.0.1:9");
+        let c = serve(&["--config", path, "--http-listen", "127.0.0.1:10"]).unwrap();
+        assert_eq!(c.http_listen.to_string(), "127.0.0.1:10");
+
+        std::fs::write(&file, "[provider]\nartifacts = \"/\"\nbogus = 1\n").unwrap();
+        let e = serve(&["--config", path]).unwrap_err().to_string();
+        assert!(e.contains("bogus") && !e.contains('\n'), "{e}");
+        std::fs::write(&file, "[provider.dht]\nrecord_ttl = \"long\"\n").unwrap();
+        let e = serve(&["--config", path]).unwrap_err().to_string();
+        assert!(e.contains("record_ttl"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn discover_needs_channel_arch_and_a_peer() {
+        assert!(
+            parse_discover(["--arch", "arm64", "--bootstrap", "/ip4/127.0.0.1/tcp/1"]).is_err()
+        );
+        assert!(parse_discover(["--channel", "stable", "--arch", "arm64"]).is_err());
+        let ok = parse_discover([
+            "--channel",
+            "stable",
+            "--arch",
+            "arm64",
+            "--bootstrap",
+            "/ip4/127.0.0.1/tcp/4001",
+            "--timeout",
+            "5",
+        ])
+        .unwrap();
+        assert!(matches!(ok, DiscoverCommand::Run(c) if c.timeout == Duration::from_secs(5)));
+    }
+}

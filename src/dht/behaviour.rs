@@ -1,0 +1,75 @@
+//! The protocols our peers speak, in one `NetworkBehaviour`, and the
+//! Kademlia settings that make record TTLs hold.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::kad::{self, store::MemoryStore, store::MemoryStoreConfig};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{identify, ping, StreamProtocol};
+
+use super::{Role, KAD_PROTOCOL};
+use crate::record::MAX_RECORD_BYTES;
+
+/// Identify's protocol-version string (not the protocol id, which libp2p
+/// fixes at `/ipfs/id/1.0.0`).
+const IDENTIFY_VERSION: &str = "/phase/1.0.0";
+
+/// At most this many records are stored (libp2p's default): a flood of
+/// junk keys cannot grow memory past ~1024 × 2 KiB.
+const MAX_STORED_RECORDS: usize = 1024;
+
+/// A query that has not finished by then is reported as failed; the
+/// publisher retries. libp2p's default of 60 s would hold a retry back.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Everything a plasmd peer speaks.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub kad: kad::Behaviour<MemoryStore>,
+    pub identify: identify::Behaviour,
+    /// Other Kademlia implementations ping a new contact before routing to it.
+    pub ping: ping::Behaviour,
+}
+
+impl Behaviour {
+    pub fn new(key: &Keypair, record_ttl: Duration, role: Role, agent: String) -> Self {
+        let peer_id = key.public().to_peer_id();
+        let mut cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+        // Caps how long we keep any record we receive, whatever TTL the
+        // sender asked for (other implementations send none). Must stay
+        // `Some`: `None` would keep records forever.
+        cfg.set_record_ttl(Some(record_ttl));
+        // The publisher's own refresh is the only thing that extends a
+        // record's life; libp2p's re-publication would re-put stale values
+        // from the local store, so it is off. Replication (storage nodes
+        // re-sending what they hold) keeps each record's expiry and is left on.
+        cfg.set_publication_interval(None);
+        cfg.set_provider_publication_interval(None);
+        // Incoming PUTs are handed to us to validate before storing.
+        cfg.set_record_filtering(kad::StoreInserts::FilterBoth);
+        cfg.set_caching(kad::Caching::Disabled);
+        cfg.set_query_timeout(QUERY_TIMEOUT);
+        let store = MemoryStore::with_config(
+            peer_id,
+            MemoryStoreConfig {
+                max_records: MAX_STORED_RECORDS,
+                max_value_bytes: MAX_RECORD_BYTES,
+                ..Default::default()
+            },
+        );
+        let mut kad = kad::Behaviour::with_config(peer_id, store, cfg);
+        kad.set_mode(Some(match role {
+            Role::Server => kad::Mode::Server,
+            Role::Client => kad::Mode::Client,
+        }));
+        let identify = identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_VERSION.into(), key.public()).with_agent_version(agent),
+        );
+        Behaviour {
+            kad,
+            identify,
+            ping: ping::Behaviour::default(),
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! The task that owns the swarm: it `select!`s over swarm events, commands
+//! from [`super::Client`]s and a redial timer, and never panics on what
+//! peers send.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use libp2p::futures::StreamExt;
+use libp2p::kad::store::RecordStore;
+use libp2p::kad::{self, QueryId, QueryResult};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::behaviour::{Behaviour, BehaviourEvent};
+use super::{Command, DhtConfig, DhtError, Found, KAD_PROTOCOL};
+use crate::record;
+
+/// Idle connections are closed after this long; routing-table entries keep
+/// the addresses, so a later query simply dials again.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long binding the listen addresses may take.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Redial bootstrap peers we are not connected to, backing off from the
+/// first value to the second. The cap is short because a provider started
+/// before its bootstrap node must find it within seconds of it appearing.
+const REDIAL_FIRST: Duration = Duration::from_secs(1);
+const REDIAL_MAX: Duration = Duration::from_secs(5);
+
+/// How often refused PUTs are summed up at INFO.
+const REFUSAL_REPORT: Duration = Duration::from_secs(60);
+
+/// A bootstrap peer: its address and, when the address names it, its id.
+struct Bootstrap {
+    addr: Multiaddr,
+    peer: Option<PeerId>,
+}
+
+/// Owns the swarm; see the module header.
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    /// Routing-table size, for the publisher to retry when peers appear.
+    peers: watch::Sender<usize>,
+    listen: Vec<Multiaddr>,
+    bootstrap: Vec<Bootstrap>,
+    redial_delay: Duration,
+    pending_put: HashMap<QueryId, oneshot::Sender<Result<(), DhtError>>>,
+    pending_get: HashMap<QueryId, mpsc::Sender<Found>>,
+    /// PUTs refused since the last report, for the periodic INFO line.
+    refused: u64,
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        cfg: DhtConfig,
+        commands: mpsc::Receiver<Command>,
+        peers: watch::Sender<usize>,
+    ) -> Result<Self, DhtError> {
+        let (ttl, role, agent) = (cfg.record_ttl, cfg.role, cfg.agent);
+        let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| DhtError::Transport(e.to_string()))?
+            .with_behaviour(|key| Behaviour::new(key, ttl, role, agent))
+            .map_err(|e| DhtError::Transport(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+            .build();
+        let bootstrap = cfg
+            .bootstrap
+            .into_iter()
+            .map(|addr| {
+                let peer = addr.iter().find_map(|p| match p {
+                    Protocol::P2p(id) => Some(id),
+                    _ => None,
+                });
+                Bootstrap { addr, peer }
+            })
+            .collect();
+        Ok(EventLoop {
+            swarm,
+            commands,
+            peers,
+            listen: cfg.listen,
+            bootstrap,
+            redial_delay: REDIAL_FIRST,
+            pending_put: HashMap::new(),
+            pending_get: HashMap::new(),
+            refused: 0,
+        })
+    }
+
+    /// Binds every listen address and waits until each has reported its
+    /// concrete address(es). Returns them with `/p2p/<our id>` appended.
+    pub(super) async fn listen(&mut self) -> Result<Vec<Multiaddr>, DhtError> {
+        let mut listeners = Vec::new();
+        for addr in self.listen.clone() {
+            let id = self
+                .swarm
+                .listen_on(addr.clone())
+                .map_err(|e| DhtError::Listen(addr.clone(), transport_error(&e)))?;
+            listeners.push((id, addr));
+        }
+        let mut up = std::collections::HashSet::new();
+        let mut addrs = Vec::new();
+        let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
+        while up.len() < listeners.len() {
+            let event = tokio::time::timeout_at(deadline, self.swarm.select_next_some())
+                .await
+                .map_err(|_| DhtError::ListenTimeout(LISTEN_TIMEOUT))?;
+            match event {
+                SwarmEvent::NewListenAddr {
+                    listener_id,
+                    address,
+                } => {
+                    up.insert(listener_id);
+                    addrs.push(address);
+                }
+                SwarmEvent::ListenerClosed {
+                    listener_id,
+                    reason,
+                    ..
+                } => {
+                    let addr = listeners
+                        .iter()
+                        .find(|(id, _)| *id == listener_id)
+                        .map(|(_, a)| a.clone())
+                        .unwrap_or_else(Multiaddr::empty);
+                    let why = match reason {
+                        Err(e) => e.to_string(),
+                        Ok(()) => "listener closed".into(),
+                    };
+                    return Err(DhtError::Listen(addr, why));
+                }
+                SwarmEvent::ListenerError { error, .. } => {
+                    log::warn!("p2p listener error: {error}");
+                }
+                other => self.handle_event(other),
+            }
+        }
+        // Interfaces of a 0.0.0.0 listener report one by one; give the rest a
+        // moment so the printed list is complete.
+        let grace = tokio::time::sleep(Duration::from_millis(100));
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                _ = &mut grace => break,
+                event = self.swarm.select_next_some() => match event {
+                    SwarmEvent::NewListenAddr { address, .. } => addrs.push(address),
+                    other => self.handle_event(other),
+                },
+            }
+        }
+        let me = *self.swarm.local_peer_id();
+        Ok(addrs
+            .into_iter()
+            .map(|a| a.with(Protocol::P2p(me)))
+            .collect())
+    }
+
+    /// Adds bootstrap peers to the routing table and dials them.
+    pub(super) fn dial_bootstrap(&mut self) {
+        for b in &self.bootstrap {
+            if let Some(peer) = b.peer {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, b.addr.clone());
+            }
+        }
+        self.redial();
+    }
+
+    /// Dials every bootstrap peer we have no connection to.
+    fn redial(&mut self) {
+        let any_connection = self.swarm.connected_peers().next().is_some();
+        for b in &self.bootstrap {
+            let connected = match b.peer {
+                Some(p) => self.swarm.is_connected(&p),
+                // Without a peer id we cannot tell which connection is theirs;
+                // any connection means we have joined.
+                None => any_connection,
+            };
+            if !connected {
+                log::debug!("dialling bootstrap peer {}", b.addr);
+                if let Err(e) = self.swarm.dial(b.addr.clone()) {
+                    log::debug!("cannot dial bootstrap peer {}: {e}", b.addr);
+                }
+            }
+        }
+    }
+
+    /// Runs until a `Stop` command arrives or every client is gone.
+    pub async fn run(mut self) {
+        let redial = tokio::time::sleep(self.redial_delay);
+        tokio::pin!(redial);
+        let mut report = tokio::time::interval(REFUSAL_REPORT);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.handle_event(event),
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Stop) | None => break,
+                    Some(cmd) => self.handle_command(cmd),
+                },
+                _ = &mut redial => {
+                    let missing = self.bootstrap.iter().any(|b| match b.peer {
+                        Some(p) => !self.swarm.is_connected(&p),
+                        None => self.swarm.connected_peers().next().is_none(),
+                    });
+                    if missing {
+                        self.redial();
+                        self.redial_delay = (self.redial_delay * 2).min(REDIAL_MAX);
+                    } else {
+                        self.redial_delay = REDIAL_FIRST;
+                    }
+                    redial.as_mut().reset(tokio::time::Instant::now() + self.redial_delay);
+                }
+                _ = report.tick() => {
+                    if self.refused > 0 {
+                        log::info!("refused {} invalid DHT record(s) in the last {}s", self.refused, REFUSAL_REPORT.as_secs());
+                        self.refused = 0;
+                    }
+                }
+            }
+        }
+        for (_, reply) in self.pending_put.drain() {
+            let _ = reply.send(Err(DhtError::Stopped));
+        }
+        log::debug!("DHT event loop stopped");
+    }
+
+    fn handle_command(&mut self, cmd: Command) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        match cmd {
+            Command::Put { record, reply } => match kad.put_record(record, kad::Quorum::One) {
+                Ok(id) => {
+                    self.pending_put.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(DhtError::Store(format!("{e:?}"))));
+                }
+            },
+            Command::Get { key, reply } => {
+                let id = kad.get_record(key);
+                self.pending_get.insert(id, reply);
+            }
+            Command::RemoveLocal { key, reply } => {
+                kad.remove_record(&key);
+                let _ = reply.send(());
+            }
+            Command::Stop => {}
+        }
+    }
+
+    fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.handle_kad(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                // Peers that dialled us are routable only through the listen
+                // addresses they announce, and only if they speak our DHT.
+                let kad_proto = StreamProtocol::new(KAD_PROTOCOL);
+                if info.protocols.contains(&kad_proto) {
+                    for addr in info.listen_addrs.into_iter().take(16) {
+                        if is_dialable(&addr) {
+                            self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                        }
+                    }
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                log::debug!(
+                    "connected to {peer_id} at {}",
+                    endpoint.get_remote_address()
+                );
+                let is_bootstrap = endpoint.is_dialer()
+                    && self.bootstrap.iter().any(|b| {
+                        b.peer == Some(peer_id) || b.addr == *endpoint.get_remote_address()
+                    });
+                if is_bootstrap {
+                    // Joining: learn the peers near us. Fails only with no known
+                    // peers, which cannot be the case right after connecting.
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, .. } => {
+                log::debug!("disconnected from {peer_id}");
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                log::debug!("dial {peer_id:?} failed: {error}");
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                log::debug!("listening on {address}");
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => match result {
+                QueryResult::PutRecord(res) => {
+                    if let Some(reply) = self.pending_put.remove(&id) {
+                        let res = res.map(|_| ()).map_err(|e| DhtError::Put {
+                            key: String::from_utf8_lossy(e.key().as_ref()).into_owned(),
+                            reason: put_error(&e),
+                        });
+                        let _ = reply.send(res);
+                    }
+                }
+                QueryResult::GetRecord(res) => self.handle_get(id, res, step.last),
+                QueryResult::Bootstrap(Err(e)) => log::debug!("DHT bootstrap: {e}"),
+                _ => {}
+            },
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            } => self.store_if_valid(source, record),
+            kad::Event::RoutingUpdated {
+                peer, is_new_peer, ..
+            } => {
+                if is_new_peer {
+                    log::debug!("routing table: added {peer}");
+                }
+                let n = self.routing_table_size();
+                self.peers.send_replace(n);
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_get(&mut self, id: QueryId, res: kad::GetRecordResult, last: bool) {
+        let Some(reply) = self.pending_get.get(&id) else {
+            return;
+        };
+        let done = match res {
+            Ok(kad::GetRecordOk::FoundRecord(peer_record)) => {
+                let found = Found {
+                    record: peer_record.record,
+                    from: peer_record.peer,
+                };
+                // A full channel means the caller is not keeping up or gone;
+                // dropping a copy is better than stalling the swarm.
+                let gone = reply.try_send(found).is_err() && reply.is_closed();
+                last || gone
+            }
+            Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => true,
+            Err(e) => {
+                log::debug!("DHT get: {e}");
+                true
+            }
+        };
+        if done {
+            self.pending_get.remove(&id);
+            if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                q.finish();
+            }
+        }
+    }
+
+    /// Stores a record another peer PUT to us, if it is a valid manifest
+    /// record for its key and not older than what we hold from the same
+    /// publisher. Everything else is refused: counted, logged at DEBUG.
+    fn store_if_valid(&mut self, source: PeerId, record: kad::Record) {
+        let decoded = match record::decode_for_key(record.key.as_ref(), &record.value) {
+            Ok(r) => r,
+            Err(e) => {
+                self.refused += 1;
+                log::debug!(
+                    "refused record {:?} from {source}: {e}",
+                    String::from_utf8_lossy(
+                        &record.key.as_ref()[..record.key.as_ref().len().min(80)]
+                    )
+                );
+                return;
+            }
+        };
+        if let Some(publisher) = record.publisher {
+            if publisher.to_string() != decoded.peer_id {
+                self.refused += 1;
+                log::debug!(
+                    "refused record from {source}: publisher {publisher} is not its peer_id"
+                );
+                return;
+            }
+        }
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        if let Some(existing) = store.get(&record.key) {
+            if let Ok(old) = record::ManifestRecord::from_bytes(&existing.value) {
+                if old.peer_id == decoded.peer_id && old.updated_at() > decoded.updated_at() {
+                    log::debug!(
+                        "kept newer record for {:?} over an older copy from {source}",
+                        record.key
+                    );
+                    return;
+                }
+            }
+        }
+        if let Err(e) = store.put(record) {
+            log::warn!("cannot store record from {source}: {e:?}");
+        }
+    }
+
+    fn routing_table_size(&mut self) -> usize {
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .map(|b| b.num_entries())
+            .sum()
+    }
+}
+
+/// Listen addresses worth dialling: not the unspecified address.
+fn is_dialable(addr: &Multiaddr) -> bool {
+    !addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+fn put_error(e: &kad::PutRecordError) -> String {
+    match e {
+        kad::PutRecordError::QuorumFailed { success, .. } if success.is_empty() => {
+            "no peer stored it (no DHT peers reachable yet)".into()
+        }
+        kad::PutRecordError::QuorumFailed {
+            success, quorum, ..
+        } => {
+            format!("only {} of {quorum} peers stored it", success.len())
+        }
+        kad::PutRecordError::Timeout { .. } => "timed out".into(),
+    }
+}
+
+/// A transport error in one line, with the OS reason (e.g. "Address already in use").
+fn transport_error<E: std::error::Error>(e: &E) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    msg
+}

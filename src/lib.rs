@@ -1,0 +1,37 @@
+//! plasmd: a netboot provider for ARM64 single-board computers.
+//!
+//! Serves boot artifacts over HTTP and advertises each channel/arch's
+//! manifest URL in a libp2p Kademlia DHT under `/phase/{channel}/{arch}/manifest`.
+//! Both binaries (`plasmd`, `phase-discover`) are thin wrappers around this
+//! library. Data flows down this list and out through `http` and `dht`:
+//!
+//! - [`config`]: flags + TOML file → one validated configuration
+//! - [`identity`]: the ed25519 key file behind a stable peer id
+//! - [`manifest`]: scanning `<channel>/<arch>` trees into manifests
+//! - [`watch`]: inotify → rescans → catalog snapshots
+//! - [`record`]: the DHT record value, bounded decoding and validation
+//! - [`publisher`]: when to put, refresh, re-publish and un-publish
+//! - [`dht`]: the one owner of the libp2p swarm
+//! - [`http`]: the tiny_http server boards download from
+//! - [`shutdown`]: SIGTERM/SIGINT → one signal every task waits on
+//! - [`provider`], [`discover`]: the commands, wiring the above together
+
+pub mod config;
+pub mod dht;
+pub mod discover;
+pub mod http;
+pub mod identity;
+pub mod manifest;
+pub mod provider;
+pub mod publisher;
+pub mod record;
+pub mod shutdown;
+pub mod watch;
+
+/// Sets up `env_logger` on stderr, honouring `RUST_LOG`, with `default` as
+/// the level when it is unset.
+pub fn init_logging(default: &str) {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_timestamp_millis()
+        .init();
+}

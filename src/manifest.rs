@@ -1,0 +1,624 @@
+//! Manifests: what each `<channel>/<arch>` directory under the artifacts root
+//! holds, as the `manifest.json` boards download.
+//!
+//! The [`Catalog`] scans the artifacts root, builds (or loads) one manifest
+//! per channel/arch and caches it; a rescan only hashes files whose size,
+//! mtime or inode changed, and reads them in fixed-size chunks, never whole.
+//! It also answers "which file on disk is artifact X", refusing anything
+//! outside the root. It does not watch for changes (that is `watch`), serve
+//! HTTP (`http`) or publish (`publisher`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sha2::{Digest, Sha256};
+
+use crate::record::check_name;
+
+/// Name of the manifest file, generated or shipped in a channel/arch dir.
+pub const MANIFEST_NAME: &str = "manifest.json";
+
+/// Largest `manifest.json` we load from disk. A shipped manifest lists files,
+/// it is not one: anything bigger is a mistake, not something to serve.
+const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
+/// At most this many artifacts per channel/arch, so a directory flooded with
+/// files cannot make the manifest (held in memory) grow without bound.
+const MAX_FILES: usize = 4096;
+
+/// At most this many channel/arch pairs are served.
+const MAX_CHANNEL_ARCHS: usize = 256;
+
+/// Hashing reads this much at a time.
+const HASH_CHUNK: usize = 64 * 1024;
+
+/// Errors while scanning the artifacts tree.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("artifacts directory {0}: {1}")]
+    Root(PathBuf, io::Error),
+    #[error("{0}: {1}")]
+    Io(PathBuf, io::Error),
+    #[error("{0}: shipped manifest.json is invalid: {1}")]
+    BadManifest(PathBuf, String),
+}
+
+/// A channel/arch pair, e.g. `stable/arm64`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelArch {
+    pub channel: String,
+    pub arch: String,
+}
+
+impl std::fmt::Display for ChannelArch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.channel, self.arch)
+    }
+}
+
+/// One artifact in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The manifest of one channel/arch, ready to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// The version advertised in the DHT record.
+    pub version: String,
+    /// The exact bytes served as `manifest.json`.
+    pub json: Vec<u8>,
+    /// Files that may be served from this channel/arch, by name.
+    pub artifacts: BTreeMap<String, Artifact>,
+}
+
+/// Identity of a file's content as far as `stat` can tell: if none of these
+/// changed, the cached hash is still right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ino: u64,
+    dev: u64,
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Self {
+        Stamp {
+            size: m.len(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ino: m.ino(),
+            dev: m.dev(),
+        }
+    }
+}
+
+/// Scans the artifacts root and caches one manifest per channel/arch.
+pub struct Catalog {
+    root: PathBuf,
+    /// When set, only these channels/archs are served (`--channel`, `--arch`).
+    channels: Vec<String>,
+    archs: Vec<String>,
+    manifests: Mutex<BTreeMap<ChannelArch, Arc<Manifest>>>,
+    /// sha256 by path, valid while the file's stamp is unchanged. Kept across
+    /// rescans so an unchanged multi-GiB rootfs is hashed once.
+    hashes: Mutex<HashMap<PathBuf, (Stamp, String)>>,
+}
+
+impl Catalog {
+    /// A catalog of `root`; empty `channels`/`archs` mean "every directory".
+    pub fn new(root: PathBuf, channels: Vec<String>, archs: Vec<String>) -> Self {
+        Catalog {
+            root,
+            channels,
+            archs,
+            manifests: Mutex::new(BTreeMap::new()),
+            hashes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The artifacts root this catalog serves.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The channel/arch directories that exist now and are selected.
+    pub fn channel_archs(&self) -> Result<Vec<ChannelArch>, ManifestError> {
+        let mut found = Vec::new();
+        for channel in self.list_dirs(&self.root, &self.channels)? {
+            let dir = self.root.join(&channel);
+            let archs = match self.list_dirs(&dir, &self.archs) {
+                Ok(a) => a,
+                Err(e) => {
+                    log::warn!("skipping channel {channel}: {e}");
+                    continue;
+                }
+            };
+            for arch in archs {
+                if found.len() >= MAX_CHANNEL_ARCHS {
+                    log::warn!(
+                        "more than {MAX_CHANNEL_ARCHS} channel/arch directories; ignoring the rest"
+                    );
+                    return Ok(found);
+                }
+                found.push(ChannelArch {
+                    channel: channel.clone(),
+                    arch,
+                });
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// Subdirectories of `dir` whose names are valid channel/arch names,
+    /// restricted to `only` when it is non-empty.
+    fn list_dirs(&self, dir: &Path, only: &[String]) -> Result<Vec<String>, ManifestError> {
+        let entries = fs::read_dir(dir).map_err(|e| {
+            if dir == self.root {
+                ManifestError::Root(dir.to_path_buf(), e)
+            } else {
+                ManifestError::Io(dir.to_path_buf(), e)
+            }
+        })?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| ManifestError::Io(dir.to_path_buf(), e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if check_name("directory", &name).is_err() {
+                continue;
+            }
+            if !only.is_empty() && !only.contains(&name) {
+                continue;
+            }
+            // Follow symlinks here: a channel dir may be a link, but the files
+            // served from it are checked against the root (see `open`).
+            if fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Rescans every channel/arch, updates the cache and returns the current
+    /// manifests. A channel/arch that fails to scan is logged and left out
+    /// (it is not advertised); an unreadable root is an error.
+    pub fn rescan(&self) -> Result<BTreeMap<ChannelArch, Arc<Manifest>>, ManifestError> {
+        let mut fresh = BTreeMap::new();
+        for ca in self.channel_archs()? {
+            match self.scan_one(&ca) {
+                Ok(m) => {
+                    fresh.insert(ca, m);
+                }
+                Err(e) => log::error!("not serving {ca}: {e}"),
+            }
+        }
+        *lock(&self.manifests) = fresh.clone();
+        // Forget hashes of files that are gone, so the cache stays bounded.
+        let keep: std::collections::HashSet<PathBuf> = fresh
+            .iter()
+            .flat_map(|(ca, m)| {
+                let dir = self.dir_of(ca);
+                m.artifacts.keys().map(move |n| dir.join(n))
+            })
+            .collect();
+        lock(&self.hashes).retain(|p, _| keep.contains(p));
+        Ok(fresh)
+    }
+
+    /// Forgets every manifest (the artifacts root went away).
+    pub fn clear(&self) {
+        lock(&self.manifests).clear();
+    }
+
+    /// The cached manifest of `ca`, if it is served.
+    pub fn manifest(&self, ca: &ChannelArch) -> Option<Arc<Manifest>> {
+        lock(&self.manifests).get(ca).cloned()
+    }
+
+    fn dir_of(&self, ca: &ChannelArch) -> PathBuf {
+        self.root.join(&ca.channel).join(&ca.arch)
+    }
+
+    /// Builds the manifest of one channel/arch directory.
+    fn scan_one(&self, ca: &ChannelArch) -> Result<Arc<Manifest>, ManifestError> {
+        let dir = self.dir_of(ca);
+        let mut artifacts = BTreeMap::new();
+        let mut shipped = None;
+        let entries = fs::read_dir(&dir).map_err(|e| ManifestError::Io(dir.clone(), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| ManifestError::Io(dir.clone(), e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                log::warn!("{}: skipping file with a non-UTF-8 name", dir.display());
+                continue;
+            };
+            // Dot files are editors' and copy tools' temporaries, not artifacts.
+            if name.starts_with('.') || !is_safe_file_name(&name) {
+                continue;
+            }
+            let path = entry.path();
+            let Some(meta) = self.regular_file_inside_root(&path) else {
+                continue;
+            };
+            if name == MANIFEST_NAME {
+                shipped = Some(path);
+                continue;
+            }
+            if artifacts.len() >= MAX_FILES {
+                log::warn!(
+                    "{}: more than {MAX_FILES} files; ignoring the rest",
+                    dir.display()
+                );
+                break;
+            }
+            let sha256 = self.hash(&path, &meta)?;
+            artifacts.insert(
+                name.clone(),
+                Artifact {
+                    name,
+                    size: meta.len(),
+                    sha256,
+                },
+            );
+        }
+        let manifest = match shipped {
+            Some(path) => load_shipped(&path, artifacts)?,
+            None => generate(ca, artifacts),
+        };
+        Ok(Arc::new(manifest))
+    }
+
+    /// Metadata of `path` if it is a regular file (symlinks followed) whose
+    /// real location is inside the artifacts root; `None` (and a log line)
+    /// for anything else, so a link to `/etc/shadow` is never listed.
+    fn regular_file_inside_root(&self, path: &Path) -> Option<fs::Metadata> {
+        let meta = fs::metadata(path).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let real = fs::canonicalize(path).ok()?;
+        let root = fs::canonicalize(&self.root).ok()?;
+        if !real.starts_with(&root) {
+            log::warn!(
+                "{}: points outside the artifacts root ({}); not serving it",
+                path.display(),
+                real.display()
+            );
+            return None;
+        }
+        Some(meta)
+    }
+
+    fn hash(&self, path: &Path, meta: &fs::Metadata) -> Result<String, ManifestError> {
+        let stamp = Stamp::of(meta);
+        if let Some((s, h)) = lock(&self.hashes).get(path) {
+            if *s == stamp {
+                return Ok(h.clone());
+            }
+        }
+        let h = sha256_file(path).map_err(|e| ManifestError::Io(path.to_path_buf(), e))?;
+        lock(&self.hashes).insert(path.to_path_buf(), (stamp, h.clone()));
+        Ok(h)
+    }
+
+    /// Opens artifact `name` of `ca` for serving. Only names listed in the
+    /// current manifest are served, and only while their real path is inside
+    /// the root.
+    pub fn open(&self, ca: &ChannelArch, name: &str) -> Option<(File, Arc<Manifest>)> {
+        let manifest = self.manifest(ca)?;
+        if name != MANIFEST_NAME && !manifest.artifacts.contains_key(name) {
+            return None;
+        }
+        let path = self.dir_of(ca).join(name);
+        self.regular_file_inside_root(&path)?;
+        let file = File::open(&path).ok()?;
+        Some((file, manifest))
+    }
+}
+
+/// A file name we are willing to serve: no separators, no NUL, not `.`/`..`,
+/// bounded length.
+pub fn is_safe_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && !name.chars().any(char::is_control)
+}
+
+/// Locks a mutex, recovering the data if another thread panicked while
+/// holding it: the cache is always left consistent between statements.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Hex sha256 of a file, read in chunks.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; HASH_CHUNK];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// Generates a manifest from the artifact list. The version is derived from
+/// names, sizes and hashes only, so the same files always give the same
+/// version (and the same bytes).
+fn generate(ca: &ChannelArch, artifacts: BTreeMap<String, Artifact>) -> Manifest {
+    let mut h = Sha256::new();
+    for a in artifacts.values() {
+        h.update(a.name.as_bytes());
+        h.update([0]);
+        h.update(a.size.to_string().as_bytes());
+        h.update([0]);
+        h.update(a.sha256.as_bytes());
+        h.update(b"\n");
+    }
+    let version = hex(&h.finalize()[..8]);
+    let mut json = format!(
+        "{{\n  \"channel\": \"{}\",\n  \"arch\": \"{}\",\n  \"version\": \"{version}\",\n  \"artifacts\": [",
+        ca.channel, ca.arch
+    );
+    for (i, a) in artifacts.values().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&format!(
+            "\n    {{\"name\": {}, \"size\": {}, \"sha256\": \"{}\"}}",
+            json_string(&a.name),
+            a.size,
+            a.sha256
+        ));
+    }
+    json.push_str("\n  ]\n}\n");
+    Manifest {
+        version,
+        json: json.into_bytes(),
+        artifacts,
+    }
+}
+
+/// A JSON string literal for `s`.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Loads a `manifest.json` shipped in the directory: served byte for byte,
+/// its top-level `version` string advertised.
+fn load_shipped(
+    path: &Path,
+    artifacts: BTreeMap<String, Artifact>,
+) -> Result<Manifest, ManifestError> {
+    let bad = |m: &str| ManifestError::BadManifest(path.to_path_buf(), m.to_string());
+    let file = File::open(path).map_err(|e| ManifestError::Io(path.to_path_buf(), e))?;
+    let mut json = Vec::new();
+    file.take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| ManifestError::Io(path.to_path_buf(), e))?;
+    if json.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(bad("larger than 1 MiB"));
+    }
+    let version = shipped_version(&json).map_err(|e| bad(&e))?;
+    Ok(Manifest {
+        version,
+        json,
+        artifacts,
+    })
+}
+
+/// Deepest nesting accepted in a shipped manifest. The parser recurses per
+/// level, so unbounded nesting would be a stack overflow waiting to happen.
+const MAX_JSON_DEPTH: usize = 32;
+
+/// The top-level `"version"` string of a shipped manifest.
+pub fn shipped_version(json: &[u8]) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        version: heapless::String<128>,
+    }
+    check_depth(json)?;
+    let mut unescape = vec![0u8; 256];
+    let (head, _): (Head, usize) = serde_json_core::from_slice_escaped(json, &mut unescape)
+        .map_err(|e| {
+            format!("{e} (it must be a JSON object with a string \"version\" of at most 128 bytes)")
+        })?;
+    let v = head.version.as_str();
+    if v.is_empty() || v.chars().any(char::is_control) {
+        return Err("\"version\" is empty or not printable".into());
+    }
+    Ok(v.to_string())
+}
+
+/// Rejects JSON nested deeper than `MAX_JSON_DEPTH`, without parsing it.
+fn check_depth(json: &[u8]) -> Result<(), String> {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(format!("nested deeper than {MAX_JSON_DEPTH} levels"));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> (tempdir::TempDir, Catalog) {
+        let dir = tempdir::TempDir::new();
+        let a = dir.path().join("stable/arm64");
+        fs::create_dir_all(&a).unwrap();
+        fs::write(a.join("vmlinuz"), b"kernel").unwrap();
+        fs::write(a.join("initrd.img"), b"initramfs").unwrap();
+        let cat = Catalog::new(dir.path().to_path_buf(), vec![], vec![]);
+        (dir, cat)
+    }
+
+    /// A tiny self-cleaning temp dir, to avoid a dev-dependency.
+    mod tempdir {
+        pub struct TempDir(std::path::PathBuf);
+        impl TempDir {
+            pub fn new() -> Self {
+                use std::sync::atomic::{AtomicUsize, Ordering};
+                static N: AtomicUsize = AtomicUsize::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "plasmd-unit-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::SeqCst)
+                ));
+                std::fs::create_dir_all(&p).unwrap();
+                TempDir(p)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for TempDir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    fn stable() -> ChannelArch {
+        ChannelArch {
+            channel: "stable".into(),
+            arch: "arm64".into(),
+        }
+    }
+
+    #[test]
+    fn same_files_same_version_and_changes_change_it() {
+        let (dir, cat) = tree();
+        let v1 = cat.rescan().unwrap()[&stable()].version.clone();
+        assert_eq!(v1.len(), 16);
+        assert_eq!(cat.rescan().unwrap()[&stable()].version, v1);
+        fs::write(dir.path().join("stable/arm64/vmlinuz"), b"kernel 2").unwrap();
+        let v2 = cat.rescan().unwrap()[&stable()].version.clone();
+        assert_ne!(v1, v2);
+        fs::write(dir.path().join("stable/arm64/vmlinuz"), b"kernel").unwrap();
+        assert_eq!(cat.rescan().unwrap()[&stable()].version, v1);
+    }
+
+    #[test]
+    fn generated_manifest_lists_name_size_and_sha256() {
+        let (_dir, cat) = tree();
+        let m = cat.rescan().unwrap()[&stable()].clone();
+        let text = String::from_utf8(m.json.clone()).unwrap();
+        assert!(text.contains("\"name\": \"vmlinuz\", \"size\": 6"));
+        let hash = hex(&Sha256::digest(b"kernel"));
+        assert_eq!(m.artifacts["vmlinuz"].sha256, hash);
+        assert!(text.contains(&hash));
+        assert_eq!(shipped_version(&m.json).unwrap(), m.version);
+    }
+
+    #[test]
+    fn shipped_manifest_is_served_as_is() {
+        let (dir, cat) = tree();
+        let body = br#"{"version": "2026.11.1", "files": []}"#;
+        fs::write(dir.path().join("stable/arm64/manifest.json"), body).unwrap();
+        let m = cat.rescan().unwrap()[&stable()].clone();
+        assert_eq!(m.version, "2026.11.1");
+        assert_eq!(m.json, body.to_vec());
+        assert!(m.artifacts.contains_key("vmlinuz"));
+    }
+
+    #[test]
+    fn invalid_shipped_manifest_is_not_served() {
+        let (dir, cat) = tree();
+        fs::write(
+            dir.path().join("stable/arm64/manifest.json"),
+            b"{\"version\": 3}",
+        )
+        .unwrap();
+        assert!(cat.rescan().unwrap().is_empty());
+        let deep = format!(
+            "{{\"a\":{}1{}, \"version\":\"x\"}}",
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(shipped_version(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn symlinks_out_of_the_root_are_not_listed() {
+        let (dir, cat) = tree();
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("stable/arm64/leak")).unwrap();
+        std::os::unix::fs::symlink("vmlinuz", dir.path().join("stable/arm64/current")).unwrap();
+        let m = cat.rescan().unwrap()[&stable()].clone();
+        assert!(!m.artifacts.contains_key("leak"));
+        assert!(m.artifacts.contains_key("current"));
+        assert!(cat.open(&stable(), "leak").is_none());
+        assert!(cat.open(&stable(), "../../../etc/passwd").is_none());
+        assert!(cat.open(&stable(), "vmlinuz").is_some());
+    }
+
+    #[test]
+    fn channel_and_arch_filters_apply() {
+        let (dir, _) = tree();
+        fs::create_dir_all(dir.path().join("testing/arm64")).unwrap();
+        fs::create_dir_all(dir.path().join("Bad Name/arm64")).unwrap();
+        let all = Catalog::new(dir.path().to_path_buf(), vec![], vec![]);
+        assert_eq!(all.channel_archs().unwrap().len(), 2);
+        let one = Catalog::new(dir.path().to_path_buf(), vec!["testing".into()], vec![]);
+        assert_eq!(one.channel_archs().unwrap()[0].channel, "testing");
+    }
+}

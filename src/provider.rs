@@ -1,0 +1,246 @@
+//! `plasmd serve` and `plasmd node`: wiring the pieces together.
+//!
+//! Data flows one way: config → catalog (artifacts) → manifests → HTTP and
+//! DHT. `serve` binds HTTP first (so the advertised URL works before anyone
+//! can find it), starts the swarm, then runs the watcher and the publisher
+//! on one current-thread tokio runtime; one shutdown signal stops them all,
+//! in order: publisher (un-advertise), DHT, HTTP. This module owns that
+//! order and the lines printed for the user, nothing else.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use tokio::sync::watch;
+
+use crate::config::{NodeConfig, P2pConfig, ServeConfig};
+use crate::dht::{self, DhtConfig, DhtError, Role};
+use crate::http::{HttpError, HttpServer};
+use crate::identity::{self, IdentityError};
+use crate::manifest::Catalog;
+use crate::publisher::{Publisher, Snapshot};
+use crate::shutdown::{self, Shutdown};
+
+/// Everything between "stop" and exit must fit in the 2 s we promise.
+const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1500);
+
+/// Errors of `serve` and `node`.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error(transparent)]
+    Dht(#[from] DhtError),
+    #[error("cannot start: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl ProviderError {
+    /// 2 for what the user must fix (key file, address in use), 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ProviderError::Identity(_) | ProviderError::Http(_) => 2,
+            ProviderError::Dht(DhtError::Listen(..)) => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ProviderError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ProviderError::Runtime)
+}
+
+fn dht_config(p2p: &P2pConfig, keypair: libp2p::identity::Keypair) -> DhtConfig {
+    DhtConfig {
+        keypair,
+        listen: p2p.listen.clone(),
+        bootstrap: p2p.bootstrap.clone(),
+        record_ttl: p2p.record_ttl,
+        role: Role::Server,
+        agent: format!("plasmd/{}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+fn print_listen_addrs(addrs: &[Multiaddr]) {
+    for a in addrs {
+        println!("p2p listening on {a}");
+    }
+}
+
+/// Picks the address to show as "--bootstrap": loopback is the one that
+/// works on this machine for sure; others are listed above it.
+fn bootstrap_hint(addrs: &[Multiaddr]) -> Option<&Multiaddr> {
+    addrs
+        .iter()
+        .find(|a| a.to_string().starts_with("/ip4/127."))
+        .or_else(|| addrs.first())
+}
+
+/// Runs `plasmd serve` until SIGTERM/SIGINT.
+pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
+    let keypair = identity::load_or_create(&cfg.p2p.identity)?;
+    let peer_id = keypair.public().to_peer_id();
+    let catalog = Arc::new(Catalog::new(
+        cfg.artifacts.clone(),
+        cfg.channels.clone(),
+        cfg.archs.clone(),
+    ));
+
+    // HTTP first: the URL we advertise must already answer.
+    let http = HttpServer::start(cfg.http_listen, catalog.clone())?;
+    let base_url = match &cfg.external_url {
+        Some(u) => u.clone(),
+        None => derived_base_url(http.local_addr()),
+    };
+    println!("plasmd {} peer id {peer_id}", env!("CARGO_PKG_VERSION"));
+    println!("HTTP listening on {}", http.local_addr());
+
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let (client, event_loop, addrs) = dht::start(dht_config(&cfg.p2p, keypair)).await?;
+        print_listen_addrs(&addrs);
+        let dht_task = tokio::spawn(event_loop.run());
+
+        let (trigger, shutdown) = shutdown::channel();
+        shutdown::on_signals(trigger).map_err(ProviderError::Runtime)?;
+
+        let (snap_tx, snap_rx) = watch::channel(Snapshot::new());
+        let watcher = tokio::spawn(crate::watch::run(
+            catalog.clone(),
+            snap_tx,
+            shutdown.clone(),
+        ));
+        let publisher = Publisher::new(
+            client.clone(),
+            base_url.clone(),
+            cfg.provider_name.clone(),
+            cfg.dht,
+        );
+        let pub_task = tokio::spawn(publisher.run(snap_rx, shutdown.clone()));
+
+        let cas = catalog.channel_archs().unwrap_or_default();
+        for ca in &cas {
+            println!("advertising {}", Publisher::url(&base_url, ca));
+        }
+        if cas.is_empty() {
+            println!(
+                "nothing to advertise yet: no <channel>/<arch> directories under {}",
+                cfg.artifacts.display()
+            );
+        }
+        if let (Some(ca), Some(addr)) = (cas.first(), bootstrap_hint(&addrs)) {
+            println!(
+                "find it with: phase-discover --channel {} --arch {} --bootstrap {addr}",
+                ca.channel, ca.arch
+            );
+        }
+        flush_stdout();
+
+        wait_then_stop(shutdown, async move {
+            let _ = pub_task.await;
+            let _ = watcher.await;
+            client.stop().await;
+            let _ = dht_task.await;
+        })
+        .await;
+        Ok(())
+    });
+    http.stop();
+    result
+}
+
+/// Runs `plasmd node` until SIGTERM/SIGINT.
+pub fn node(cfg: NodeConfig) -> Result<(), ProviderError> {
+    let keypair = identity::load_or_create(&cfg.p2p.identity)?;
+    let peer_id = keypair.public().to_peer_id();
+    let rt = runtime()?;
+    rt.block_on(async {
+        let (client, event_loop, addrs) = dht::start(dht_config(&cfg.p2p, keypair)).await?;
+        println!(
+            "plasmd {} node, peer id {peer_id}",
+            env!("CARGO_PKG_VERSION")
+        );
+        print_listen_addrs(&addrs);
+        flush_stdout();
+        let dht_task = tokio::spawn(event_loop.run());
+        let (trigger, shutdown) = shutdown::channel();
+        shutdown::on_signals(trigger).map_err(ProviderError::Runtime)?;
+        wait_then_stop(shutdown, async move {
+            client.stop().await;
+            let _ = dht_task.await;
+        })
+        .await;
+        Ok(())
+    })
+}
+
+/// Waits for the shutdown signal, then runs `stop` within the budget.
+async fn wait_then_stop(mut shutdown: Shutdown, stop: impl std::future::Future<Output = ()>) {
+    shutdown.wait().await;
+    if tokio::time::timeout(SHUTDOWN_BUDGET, stop).await.is_err() {
+        log::warn!("shutdown took longer than {SHUTDOWN_BUDGET:?}; exiting anyway");
+    }
+}
+
+/// Tests and scripts read our stdout through a pipe; make lines appear now.
+fn flush_stdout() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+/// `http://<host>:<port>` for the bound HTTP address: the address itself,
+/// or for an unspecified one (`0.0.0.0`, `::`) the first non-loopback
+/// interface address.
+fn derived_base_url(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        match first_interface_address() {
+            Some((ip, ifname)) => {
+                log::info!(
+                    "advertising interface {ifname} address {ip} (HTTP listens on {addr}; set --external-url to choose)"
+                );
+                ip
+            }
+            None => {
+                log::warn!("no non-loopback interface address found; advertising 127.0.0.1 (set --external-url)");
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            }
+        }
+    } else {
+        addr.ip()
+    };
+    match ip {
+        IpAddr::V4(v4) => format!("http://{v4}:{}", addr.port()),
+        IpAddr::V6(v6) => format!("http://[{v6}]:{}", addr.port()),
+    }
+}
+
+/// The first up, non-loopback IPv4 interface address (IPv6 if there is no
+/// IPv4), with the interface's name.
+fn first_interface_address() -> Option<(IpAddr, String)> {
+    use nix::net::if_::InterfaceFlags;
+    let addrs: Vec<_> = nix::ifaddrs::getifaddrs().ok()?.collect();
+    let usable = |a: &&nix::ifaddrs::InterfaceAddress| {
+        a.flags.contains(InterfaceFlags::IFF_UP) && !a.flags.contains(InterfaceFlags::IFF_LOOPBACK)
+    };
+    let v4 = addrs.iter().filter(usable).find_map(|a| {
+        let sin = a.address.as_ref()?.as_sockaddr_in()?;
+        Some((IpAddr::V4(sin.ip()), a.interface_name.clone()))
+    });
+    v4.or_else(|| {
+        addrs.iter().filter(usable).find_map(|a| {
+            let sin6 = a.address.as_ref()?.as_sockaddr_in6()?;
+            let ip = sin6.ip();
+            // Link-local addresses need a zone id in URLs; skip them.
+            if (ip.segments()[0] & 0xffc0) == 0xfe80 {
+                return None;
+            }
+            Some((IpAddr::V6(ip), a.interface_name.clone()))
+        })
+    })
+}

@@ -1,0 +1,317 @@
+//! What to put in the DHT, and when: the first publish of each
+//! channel/arch, retries with backoff until a peer takes it, refreshes
+//! before the TTL runs out, re-publishes when the manifest changes, and
+//! un-publishing when a channel/arch goes away or plasmd stops.
+//!
+//! It reads manifest versions from the catalog snapshots `watch` sends and
+//! talks to the swarm only through a [`dht::Client`]. It does not scan files
+//! or serve HTTP.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::config::DhtTiming;
+use crate::dht::{self, DhtError};
+use crate::manifest::ChannelArch;
+use crate::record::{manifest_dht_key, manifest_key, ManifestRecord};
+use crate::shutdown::Shutdown;
+
+/// Channel/arch → manifest version, as last scanned. Empty while the
+/// artifacts root is unavailable.
+pub type Snapshot = BTreeMap<ChannelArch, String>;
+
+/// Retry delays after a failed put: 1 s doubling up to this cap. Short
+/// enough that a provider whose peers come back is found again quickly;
+/// a new peer in the routing table also triggers an immediate retry.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Why a put is being made, for the log lines users grep for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    First,
+    Changed,
+    Refresh,
+    Retry,
+}
+
+/// The publishing state of one channel/arch.
+struct Entry {
+    version: String,
+    /// When the next put is due; `None` while one is in flight.
+    due: Option<Instant>,
+    reason: Reason,
+    /// Consecutive failed puts, for the backoff.
+    failures: u32,
+    /// Bumped on every version change, so a result for an older version
+    /// is recognised and followed by a put of the new one.
+    generation: u64,
+}
+
+/// The result of one put, sent back by the task that awaited it.
+struct PutDone {
+    ca: ChannelArch,
+    generation: u64,
+    started: Instant,
+    result: Result<(), DhtError>,
+}
+
+/// Publishes every channel/arch of the catalog; see the module header.
+pub struct Publisher {
+    client: dht::Client,
+    /// Base URL, e.g. `http://192.168.1.100:8080`.
+    base_url: String,
+    provider_name: Option<String>,
+    timing: DhtTiming,
+    entries: BTreeMap<ChannelArch, Entry>,
+    done_tx: mpsc::Sender<PutDone>,
+    done_rx: mpsc::Receiver<PutDone>,
+}
+
+impl Publisher {
+    pub fn new(
+        client: dht::Client,
+        base_url: String,
+        provider_name: Option<String>,
+        timing: DhtTiming,
+    ) -> Self {
+        let (done_tx, done_rx) = mpsc::channel(64);
+        Publisher {
+            client,
+            base_url,
+            provider_name,
+            timing,
+            entries: BTreeMap::new(),
+            done_tx,
+            done_rx,
+        }
+    }
+
+    /// The manifest URL advertised for `ca`.
+    pub fn url(base_url: &str, ca: &ChannelArch) -> String {
+        format!("{base_url}/{}/{}/manifest.json", ca.channel, ca.arch)
+    }
+
+    /// Runs until shutdown, then un-publishes everything.
+    pub async fn run(mut self, mut snapshots: watch::Receiver<Snapshot>, mut shutdown: Shutdown) {
+        let mut peers = self.client.peers();
+        let mut known_peers = *peers.borrow();
+        let snap = snapshots.borrow_and_update().clone();
+        self.apply(snap).await;
+        loop {
+            let next_due = self.entries.values().filter_map(|e| e.due).min();
+            let sleep = async {
+                match next_due {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let snap = snapshots.borrow_and_update().clone();
+                    self.apply(snap).await;
+                }
+                Ok(()) = peers.changed() => {
+                    let n = *peers.borrow_and_update();
+                    if n > known_peers {
+                        self.retry_failed_now();
+                    }
+                    known_peers = n;
+                }
+                Some(done) = self.done_rx.recv() => self.finished(done),
+                _ = sleep => self.put_due(),
+            }
+        }
+        self.unpublish_all().await;
+    }
+
+    /// Brings the entries in line with a new catalog snapshot.
+    async fn apply(&mut self, snap: Snapshot) {
+        let gone: Vec<ChannelArch> = self
+            .entries
+            .keys()
+            .filter(|ca| !snap.contains_key(*ca))
+            .cloned()
+            .collect();
+        for ca in gone {
+            self.entries.remove(&ca);
+            self.unpublish(&ca).await;
+        }
+        let now = Instant::now();
+        for (ca, version) in snap {
+            match self.entries.get_mut(&ca) {
+                Some(e) if e.version == version => {}
+                Some(e) => {
+                    e.version = version;
+                    e.generation += 1;
+                    e.reason = Reason::Changed;
+                    e.failures = 0;
+                    // If a put is in flight, `finished` sees the generation
+                    // changed and puts again at once.
+                    if e.due.is_some() {
+                        e.due = Some(now);
+                    }
+                }
+                None => {
+                    self.entries.insert(
+                        ca,
+                        Entry {
+                            version,
+                            due: Some(now),
+                            reason: Reason::First,
+                            failures: 0,
+                            generation: 0,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Starts a put for every entry that is due.
+    fn put_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<ChannelArch> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.due.is_some_and(|t| t <= now))
+            .map(|(ca, _)| ca.clone())
+            .collect();
+        for ca in due {
+            self.start_put(ca, now);
+        }
+    }
+
+    fn start_put(&mut self, ca: ChannelArch, now: Instant) {
+        let Some(entry) = self.entries.get_mut(&ca) else {
+            return;
+        };
+        entry.due = None;
+        let url = Self::url(&self.base_url, &ca);
+        let key = manifest_key(&ca.channel, &ca.arch);
+        let record = ManifestRecord::new(
+            &url,
+            &self.client.peer_id().to_string(),
+            self.provider_name.as_deref(),
+            &entry.version,
+        );
+        let value = match record.to_bytes() {
+            Ok(v) => v,
+            Err(e) => {
+                // Only an absurdly long URL or name gets here; config bounds
+                // them, so this is a bug worth shouting about, not retrying.
+                log::error!("cannot publish {key}: {e}");
+                return;
+            }
+        };
+        match entry.reason {
+            Reason::Refresh => log::debug!("Refreshing DHT record: {key} -> {url}"),
+            _ => log::info!("Publishing boot manifest to DHT: {key} -> {url}"),
+        }
+        if entry.reason == Reason::Changed {
+            log::info!("Re-published manifest after artifact change: {ca}");
+        }
+        let (client, ttl, tx) = (
+            self.client.clone(),
+            self.timing.record_ttl,
+            self.done_tx.clone(),
+        );
+        let generation = entry.generation;
+        tokio::spawn(async move {
+            let result = client
+                .put(manifest_dht_key(&ca.channel, &ca.arch), value, ttl)
+                .await;
+            let _ = tx
+                .send(PutDone {
+                    ca,
+                    generation,
+                    started: now,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    fn finished(&mut self, done: PutDone) {
+        let Some(entry) = self.entries.get_mut(&done.ca) else {
+            return; // un-published while the put was in flight
+        };
+        let key = manifest_key(&done.ca.channel, &done.ca.arch);
+        let now = Instant::now();
+        match done.result {
+            Ok(()) => {
+                log::info!("DHT record published: {key}");
+                entry.failures = 0;
+                entry.reason = Reason::Refresh;
+                // Counted from when the put started: that is when the
+                // record's expiry clock started too.
+                entry.due = Some(done.started + self.timing.refresh_interval);
+            }
+            Err(e) => {
+                entry.failures += 1;
+                let delay = retry_delay(entry.failures).min(self.timing.refresh_interval);
+                log::warn!("{e}; retrying in {}s", delay.as_secs_f32());
+                entry.reason = Reason::Retry;
+                entry.due = Some(now + delay);
+            }
+        }
+        if entry.generation != done.generation {
+            entry.reason = Reason::Changed;
+            entry.due = Some(now);
+        }
+    }
+
+    /// New peers appeared: whatever failed for want of peers goes now.
+    fn retry_failed_now(&mut self) {
+        let now = Instant::now();
+        for e in self.entries.values_mut() {
+            if e.failures > 0 && e.due.is_some() {
+                e.due = Some(now);
+            }
+        }
+    }
+
+    async fn unpublish(&self, ca: &ChannelArch) {
+        if let Err(e) = self
+            .client
+            .remove_local(manifest_dht_key(&ca.channel, &ca.arch))
+            .await
+        {
+            log::warn!("removing local record of {ca}: {e}");
+        }
+        log::info!("Stopped advertising manifest: {ca}");
+    }
+
+    async fn unpublish_all(&mut self) {
+        let all: Vec<ChannelArch> = std::mem::take(&mut self.entries).into_keys().collect();
+        for ca in all {
+            self.unpublish(&ca).await;
+        }
+    }
+}
+
+/// 1 s, 2 s, 4 s … capped at `RETRY_MAX`.
+fn retry_delay(failures: u32) -> Duration {
+    let secs = 1u64 << failures.saturating_sub(1).min(16);
+    Duration::from_secs(secs).min(RETRY_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_backs_off_and_caps() {
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(2), Duration::from_secs(2));
+        assert_eq!(retry_delay(5), Duration::from_secs(16));
+        assert_eq!(retry_delay(6), RETRY_MAX);
+        assert_eq!(retry_delay(1000), RETRY_MAX);
+    }
+}

@@ -1,0 +1,485 @@
+//! The DHT record that advertises a manifest: its key, its JSON value, and the
+//! checks a reader runs before trusting it.
+//!
+//! This module owns the wire format of `ManifestRecord` (see `CONVENTIONS.md`):
+//! encoding with a hard size bound, decoding untrusted bytes into bounded
+//! types (`serde-json-core` + `heapless`, so a hostile record can neither
+//! allocate without limit nor panic the parser), and validation of a decoded
+//! record against the key it was found under. It does not talk to the network
+//! (that is `dht`) and does not decide when to publish (that is `publisher`).
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Largest record value we write or accept, from the conventions.
+pub const MAX_RECORD_BYTES: usize = 2048;
+
+/// Bounds on individual fields. They sum to well under `MAX_RECORD_BYTES`
+/// and keep a decoded record at a fixed, small size.
+const MAX_URL: usize = 1024;
+const MAX_PEER_ID: usize = 128;
+const MAX_PROVIDER_NAME: usize = 128;
+const MAX_TIMESTAMP: usize = 40;
+const MAX_VERSION: usize = 128;
+
+/// Longest channel or architecture name (`[a-z0-9][a-z0-9._-]{0,31}`).
+pub const MAX_NAME: usize = 32;
+
+/// Everything that can be wrong with a record or a record key.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("record value is {0} bytes, more than the {MAX_RECORD_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("record value is not a valid ManifestRecord JSON object: {0}")]
+    Json(String),
+    #[error("record field `{0}` is invalid: {1}")]
+    Field(&'static str, String),
+    #[error("record key is not of the form /phase/<channel>/<arch>/manifest")]
+    BadKey,
+    #[error("record belongs to /phase/{0}/{1}/manifest but was found under another key")]
+    KeyMismatch(String, String),
+    #[error("invalid {0} name {1:?}: use 1-32 characters from a-z, 0-9, '.', '_', '-', starting with a letter or digit")]
+    BadName(&'static str, String),
+}
+
+/// The DHT record value that advertises one channel/arch manifest.
+///
+/// Field names and meanings are fixed by the conventions: other
+/// implementations read them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManifestRecord {
+    /// Full URL of the manifest.json this record advertises.
+    pub url: String,
+    /// The publisher's libp2p peer id (base58).
+    pub peer_id: String,
+    /// Human-readable provider name; left out of the JSON when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_name: Option<String>,
+    /// RFC 3339 UTC time of this put; readers prefer the newest.
+    pub last_updated: String,
+    /// Version of the advertised manifest.
+    pub version: String,
+}
+
+/// The bounded shape untrusted bytes are decoded into. Unknown fields are
+/// ignored (writers may add fields), missing required ones are an error.
+#[derive(Deserialize)]
+struct WireRecord {
+    url: heapless::String<MAX_URL>,
+    peer_id: heapless::String<MAX_PEER_ID>,
+    #[serde(default)]
+    provider_name: Option<heapless::String<MAX_PROVIDER_NAME>>,
+    last_updated: heapless::String<MAX_TIMESTAMP>,
+    version: heapless::String<MAX_VERSION>,
+}
+
+impl ManifestRecord {
+    /// A record for `url` published now by `peer_id`.
+    pub fn new(url: &str, peer_id: &str, provider_name: Option<&str>, version: &str) -> Self {
+        ManifestRecord {
+            url: url.to_string(),
+            peer_id: peer_id.to_string(),
+            provider_name: provider_name.map(str::to_string),
+            last_updated: rfc3339(SystemTime::now()),
+            version: version.to_string(),
+        }
+    }
+
+    /// The JSON value, refusing to produce anything larger than a reader
+    /// would accept.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, RecordError> {
+        let mut buf = [0u8; MAX_RECORD_BYTES];
+        let n = serde_json_core::to_slice(self, &mut buf)
+            .map_err(|_| RecordError::TooLarge(self.approx_len()))?;
+        Ok(buf[..n].to_vec())
+    }
+
+    fn approx_len(&self) -> usize {
+        self.url.len()
+            + self.peer_id.len()
+            + self.provider_name.as_ref().map_or(0, String::len)
+            + self.last_updated.len()
+            + self.version.len()
+            + 80
+    }
+
+    /// Decodes untrusted bytes. Checks shape and sizes only; use
+    /// [`ManifestRecord::validate`] for the meaning of the fields.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(RecordError::TooLarge(bytes.len()));
+        }
+        // Strings are unescaped into this buffer; no field can be longer
+        // than the whole record.
+        let mut unescape = [0u8; MAX_RECORD_BYTES];
+        let (wire, used): (WireRecord, usize) =
+            serde_json_core::from_slice_escaped(bytes, &mut unescape)
+                .map_err(|e| RecordError::Json(e.to_string()))?;
+        if bytes[used..].iter().any(|b| !b.is_ascii_whitespace()) {
+            return Err(RecordError::Json("trailing bytes after the object".into()));
+        }
+        Ok(ManifestRecord {
+            url: wire.url.as_str().to_string(),
+            peer_id: wire.peer_id.as_str().to_string(),
+            provider_name: wire.provider_name.map(|s| s.as_str().to_string()),
+            last_updated: wire.last_updated.as_str().to_string(),
+            version: wire.version.as_str().to_string(),
+        })
+    }
+
+    /// Checks that the record means something and belongs to
+    /// `channel`/`arch`: an http(s) URL ending in that channel/arch's
+    /// manifest path, a parseable peer id, an RFC 3339 UTC timestamp, and a
+    /// non-empty printable version.
+    pub fn validate(&self, channel: &str, arch: &str) -> Result<(), RecordError> {
+        let path = format!("/{channel}/{arch}/manifest.json");
+        let rest = self
+            .url
+            .strip_prefix("http://")
+            .or_else(|| self.url.strip_prefix("https://"))
+            .ok_or_else(|| RecordError::Field("url", "not an http:// or https:// URL".into()))?;
+        if !printable(&self.url) || rest.starts_with('/') {
+            return Err(RecordError::Field("url", "malformed URL".into()));
+        }
+        if !rest.ends_with(&path) {
+            return Err(RecordError::KeyMismatch(
+                url_channel_arch(rest).0,
+                url_channel_arch(rest).1,
+            ));
+        }
+        self.peer_id
+            .parse::<libp2p::PeerId>()
+            .map_err(|e| RecordError::Field("peer_id", e.to_string()))?;
+        parse_rfc3339(&self.last_updated)
+            .ok_or_else(|| RecordError::Field("last_updated", "not an RFC 3339 UTC time".into()))?;
+        if self.version.is_empty() || !printable(&self.version) {
+            return Err(RecordError::Field(
+                "version",
+                "empty or not printable".into(),
+            ));
+        }
+        if let Some(name) = &self.provider_name {
+            if !printable(name) {
+                return Err(RecordError::Field("provider_name", "not printable".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Seconds since the epoch of `last_updated`, for picking the newest of
+    /// several valid records. Invalid timestamps sort oldest.
+    pub fn updated_at(&self) -> u64 {
+        parse_rfc3339(&self.last_updated).unwrap_or(0)
+    }
+
+    /// The record as a JSON object for `phase-discover --json`.
+    pub fn to_json(&self) -> String {
+        // `to_bytes` only fails for records larger than the wire limit,
+        // which a decoded or validated record never is.
+        let bytes = self.to_bytes().unwrap_or_default();
+        String::from_utf8(bytes).unwrap_or_default()
+    }
+}
+
+/// Best-effort channel/arch from a URL path, for error messages only.
+fn url_channel_arch(rest: &str) -> (String, String) {
+    let parts: Vec<&str> = rest.rsplitn(4, '/').collect();
+    match parts.as_slice() {
+        [_, arch, channel, _] => (channel.to_string(), arch.to_string()),
+        _ => ("?".into(), "?".into()),
+    }
+}
+
+fn printable(s: &str) -> bool {
+    s.chars().all(|c| !c.is_control())
+}
+
+/// Checks a channel or architecture name against
+/// `[a-z0-9][a-z0-9._-]{0,31}`. `what` names it in the error.
+pub fn check_name(what: &'static str, name: &str) -> Result<(), RecordError> {
+    let mut bytes = name.bytes();
+    let ok = match bytes.next() {
+        Some(first) => {
+            (first.is_ascii_lowercase() || first.is_ascii_digit())
+                && name.len() <= MAX_NAME
+                && bytes.all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+                })
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(RecordError::BadName(what, name.to_string()))
+    }
+}
+
+/// The record key string for a channel/arch: `/phase/{channel}/{arch}/manifest`.
+pub fn manifest_key(channel: &str, arch: &str) -> String {
+    format!("/phase/{channel}/{arch}/manifest")
+}
+
+/// The record key as libp2p wants it.
+pub fn manifest_dht_key(channel: &str, arch: &str) -> libp2p::kad::RecordKey {
+    libp2p::kad::RecordKey::new(&manifest_key(channel, arch))
+}
+
+/// Splits a record key back into (channel, arch), checking both names.
+pub fn parse_key(key: &[u8]) -> Result<(String, String), RecordError> {
+    let s = std::str::from_utf8(key).map_err(|_| RecordError::BadKey)?;
+    let rest = s.strip_prefix("/phase/").ok_or(RecordError::BadKey)?;
+    let rest = rest.strip_suffix("/manifest").ok_or(RecordError::BadKey)?;
+    let (channel, arch) = rest.split_once('/').ok_or(RecordError::BadKey)?;
+    check_name("channel", channel).map_err(|_| RecordError::BadKey)?;
+    check_name("arch", arch).map_err(|_| RecordError::BadKey)?;
+    Ok((channel.to_string(), arch.to_string()))
+}
+
+/// Decodes and validates a record value found under `key`: the one check
+/// every reader (lookup client and storage node alike) runs.
+pub fn decode_for_key(key: &[u8], value: &[u8]) -> Result<ManifestRecord, RecordError> {
+    let (channel, arch) = parse_key(key)?;
+    let record = ManifestRecord::from_bytes(value)?;
+    record.validate(&channel, &arch)?;
+    Ok(record)
+}
+
+impl fmt::Display for ManifestRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (version {}, by {}",
+            self.url, self.version, self.peer_id
+        )?;
+        if let Some(name) = &self.provider_name {
+            write!(f, " \"{name}\"")?;
+        }
+        write!(f, ", updated {})", self.last_updated)
+    }
+}
+
+/// Formats a time as RFC 3339 UTC with second precision, e.g.
+/// `2026-11-22T10:00:00Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// Parses the RFC 3339 forms we expect in records (UTC `Z` or a numeric
+/// offset, optional fraction) into seconds since the epoch.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if part.bytes().all(|c| c.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let ob = rest.as_bytes();
+            if ob.len() != 6 || !matches!(ob[0], b'+' | b'-') || ob[3] != b':' {
+                return None;
+            }
+            let oh = num(s.len() - 5..s.len() - 3)?;
+            let om = num(s.len() - 2..s.len())?;
+            let o = oh * 3600 + om * 60;
+            if ob[0] == b'+' {
+                o
+            } else {
+                -o
+            }
+        }
+    };
+    let days = days_from_civil(y, mo as u32, d as u32);
+    let t = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    u64::try_from(t).ok()
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// (year, month, day) to days since 1970-01-01; inverse of `civil_from_days`.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+
+    fn sample() -> ManifestRecord {
+        ManifestRecord {
+            url: "http://192.168.1.100:8080/stable/arm64/manifest.json".into(),
+            peer_id: PEER.into(),
+            provider_name: Some("lab-rack-3".into()),
+            last_updated: "2026-11-22T10:00:00Z".into(),
+            version: "3f9a1c2e7b6d4a10".into(),
+        }
+    }
+
+    #[test]
+    fn test_manifest_key_format() {
+        let key = manifest_dht_key("stable", "arm64");
+        let key_str = std::str::from_utf8(key.as_ref()).unwrap();
+        assert_eq!(key_str, "/phase/stable/arm64/manifest");
+        assert_eq!(
+            parse_key(key.as_ref()).unwrap(),
+            ("stable".to_string(), "arm64".to_string())
+        );
+    }
+
+    #[test]
+    fn record_serializes_to_the_conventions_json_and_round_trips() {
+        let r = sample();
+        let bytes = r.to_bytes().unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"url":"http://192.168.1.100:8080/stable/arm64/manifest.json","peer_id":"{PEER}","provider_name":"lab-rack-3","last_updated":"2026-11-22T10:00:00Z","version":"3f9a1c2e7b6d4a10"}}"#
+            )
+        );
+        assert_eq!(ManifestRecord::from_bytes(&bytes).unwrap(), r);
+        assert!(r.validate("stable", "arm64").is_ok());
+    }
+
+    #[test]
+    fn provider_name_is_left_out_when_unset() {
+        let mut r = sample();
+        r.provider_name = None;
+        let text = String::from_utf8(r.to_bytes().unwrap()).unwrap();
+        assert!(!text.contains("provider_name"));
+        assert_eq!(ManifestRecord::from_bytes(text.as_bytes()).unwrap(), r);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_escapes_decoded() {
+        let json = format!(
+            r#" {{"extra":[1,{{"a":"b"}}],"url":"http://h/stable/arm64/manifest.json","peer_id":"{PEER}","provider_name":"rack \"3\"","last_updated":"2026-11-22T10:00:00Z","version":"v1","n":5}} "#
+        );
+        let r = ManifestRecord::from_bytes(json.as_bytes()).unwrap();
+        assert_eq!(r.provider_name.as_deref(), Some("rack \"3\""));
+        assert!(r.validate("stable", "arm64").is_ok());
+    }
+
+    #[test]
+    fn hostile_values_are_errors_not_panics() {
+        let cases: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"null".to_vec(),
+            b"[]".to_vec(),
+            b"{".to_vec(),
+            b"{\"url\":1}".to_vec(),
+            vec![0xff; 100],
+            vec![b'['; 2000],
+            format!("{{\"url\":\"{}\"}}", "a".repeat(1500)).into_bytes(),
+            vec![b' '; MAX_RECORD_BYTES + 1],
+        ];
+        for case in cases {
+            assert!(ManifestRecord::from_bytes(&case).is_err());
+        }
+    }
+
+    #[test]
+    fn validation_ties_the_record_to_its_key() {
+        let r = sample();
+        assert!(matches!(
+            r.validate("testing", "arm64"),
+            Err(RecordError::KeyMismatch(..))
+        ));
+        let mut bad = sample();
+        bad.peer_id = "not-a-peer".into();
+        assert!(bad.validate("stable", "arm64").is_err());
+        let mut bad = sample();
+        bad.last_updated = "yesterday".into();
+        assert!(bad.validate("stable", "arm64").is_err());
+        let mut bad = sample();
+        bad.url = "ftp://h/stable/arm64/manifest.json".into();
+        assert!(bad.validate("stable", "arm64").is_err());
+        assert!(decode_for_key(b"/phase/stable/arm64/manifest", &r.to_bytes().unwrap()).is_ok());
+        assert!(decode_for_key(b"/phase/Stable/arm64/manifest", &r.to_bytes().unwrap()).is_err());
+    }
+
+    #[test]
+    fn names_follow_the_conventions() {
+        for ok in ["stable", "arm64", "a", "v1.2_rc-3", &"x".repeat(32)] {
+            assert!(check_name("channel", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Stable", "-x", ".", "..", "a/b", &"x".repeat(33), "é"] {
+            assert!(check_name("channel", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_round_trips() {
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_795_345_200);
+        let s = rfc3339(t);
+        assert_eq!(s, "2026-11-22T11:00:00Z");
+        assert_eq!(parse_rfc3339(&s), Some(1_795_345_200));
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339("2026-11-22T12:00:00+01:00"),
+            Some(1_795_345_200)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-22T11:00:00.123Z"),
+            Some(1_795_345_200)
+        );
+        assert_eq!(parse_rfc3339("2026-13-22T11:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2026-11-22T11:00:00"), None);
+    }
+}
