@@ -1,0 +1,342 @@
+//! Helpers for the integration tests: start the real binaries on
+//! 127.0.0.1, read what they print, and kill them on every exit path.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const PLASMD: &str = env!("CARGO_BIN_EXE_plasmd");
+pub const DISCOVER: &str = env!("CARGO_BIN_EXE_phase-discover");
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "plasmd-it-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running process whose stdout and stderr are collected; killed on drop.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+fn collect<R: Read + Send + 'static>(r: R, into: Arc<Mutex<String>>) {
+    thread::spawn(move || {
+        let reader = BufReader::new(r);
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            let mut s = into.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+}
+
+impl Proc {
+    pub fn spawn(name: &str, bin: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "info,libp2p=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let (out, err) = (Arc::default(), Arc::default());
+        collect(child.stdout.take().unwrap(), Arc::clone(&out));
+        collect(child.stderr.take().unwrap(), Arc::clone(&err));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            stdout: out,
+            stderr: err,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(-1)
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until a stdout line starts with `prefix`; returns the rest.
+    pub fn wait_stdout(&self, prefix: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.stdout().lines().find(|l| l.starts_with(prefix)) {
+                return line[prefix.len()..].trim().to_string();
+            }
+            if Instant::now() > end {
+                panic!(
+                    "{}: no stdout line starting with {prefix:?} within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.name,
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until stderr (the log) contains `needle` `count` times.
+    pub fn wait_log(&self, needle: &str, count: usize, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while self.stderr().matches(needle).count() < count {
+            if Instant::now() > end {
+                panic!(
+                    "{}: log line {needle:?} not seen {count} time(s) within {timeout:?}\nstderr:\n{}",
+                    self.name,
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe_kill(self.pid(), sig);
+    }
+
+    /// Waits for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn unsafe_kill(pid: i32, sig: i32) {
+    if pid > 0 {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A `plasmd node` on 127.0.0.1 with the given TTL; returns it and its
+/// full multiaddr.
+pub fn node(dir: &Path, name: &str, ttl: u64, bootstrap: Option<&str>) -> (Proc, String) {
+    let key = dir.join(format!("{name}.key"));
+    let ttl = ttl.to_string();
+    let mut args = vec![
+        "node",
+        "--p2p-listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--identity",
+        key.to_str().unwrap(),
+        "--record-ttl",
+        &ttl,
+    ];
+    if let Some(b) = bootstrap {
+        args.extend(["--bootstrap", b]);
+    }
+    let p = Proc::spawn(name, PLASMD, &args);
+    let addr = p.wait_stdout("p2p listening on ", Duration::from_secs(10));
+    (p, addr)
+}
+
+/// `n` nodes, each joining through the first.
+pub fn fleet(dir: &Path, n: usize, ttl: u64) -> Vec<(Proc, String)> {
+    let mut nodes = vec![node(dir, "node0", ttl, None)];
+    let first = nodes[0].1.clone();
+    for i in 1..n {
+        nodes.push(node(dir, &format!("node{i}"), ttl, Some(&first)));
+    }
+    nodes
+}
+
+/// A running `plasmd serve` and what it printed.
+pub struct Serve {
+    pub proc: Proc,
+    pub http_port: u16,
+    pub p2p_addr: String,
+}
+
+/// Starts `plasmd serve` on 127.0.0.1 with an identity in `dir` and the
+/// extra arguments given.
+pub fn serve(dir: &Path, artifacts: &Path, extra: &[&str]) -> Serve {
+    let key = dir.join("provider.key");
+    let mut args = vec![
+        "serve",
+        "--artifacts",
+        artifacts.to_str().unwrap(),
+        "--http-listen",
+        "127.0.0.1:0",
+        "--p2p-listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--identity",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let proc = Proc::spawn("serve", PLASMD, &args);
+    let http = proc.wait_stdout("HTTP listening on ", Duration::from_secs(10));
+    let http_port = http.rsplit(':').next().unwrap().parse().unwrap();
+    let p2p_addr = proc.wait_stdout("p2p listening on ", Duration::from_secs(10));
+    Serve {
+        proc,
+        http_port,
+        p2p_addr,
+    }
+}
+
+/// The result of one `phase-discover` run.
+pub struct Discovered {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn discover(bootstrap: &str, timeout: u64, extra: &[&str]) -> Discovered {
+    let t = timeout.to_string();
+    let mut args = vec![
+        "--channel",
+        "stable",
+        "--arch",
+        "arm64",
+        "--bootstrap",
+        bootstrap,
+        "--timeout",
+        &t,
+    ];
+    args.extend_from_slice(extra);
+    run(DISCOVER, &args)
+}
+
+/// Runs a binary to completion (killed after 60 s, so a hang fails the test).
+pub fn run(bin: &str, args: &[&str]) -> Discovered {
+    let mut p = Proc::spawn("run", bin, args);
+    let status = p
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("{bin} {args:?} did not exit within 60 s"));
+    // Let the reader threads drain the pipes.
+    thread::sleep(Duration::from_millis(50));
+    Discovered {
+        code: status.code().unwrap_or(-1),
+        stdout: p.stdout(),
+        stderr: p.stderr(),
+    }
+}
+
+/// Polls `phase-discover` until `pred` holds for its result.
+pub fn discover_until(
+    bootstrap: &str,
+    timeout: Duration,
+    extra: &[&str],
+    pred: impl Fn(&Discovered) -> bool,
+) -> Discovered {
+    let end = Instant::now() + timeout;
+    loop {
+        let d = discover(bootstrap, 3, extra);
+        if pred(&d) {
+            return d;
+        }
+        if Instant::now() > end {
+            panic!(
+                "phase-discover never gave the expected result within {timeout:?}; last: code {} stdout {:?} stderr {:?}",
+                d.code, d.stdout, d.stderr
+            );
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A minimal HTTP/1.0 client: (status, headers, body) for a raw request
+/// target, sent exactly as given (no normalisation of `..`).
+pub fn http(port: u16, method: &str, target: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "{method} {target} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP response has a header block");
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let body = buf[split + 4..].to_vec();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, body)
+}
+
+/// GET an absolute `http://127.0.0.1:PORT/path` URL.
+pub fn get_url(url: &str) -> (u16, Vec<u8>) {
+    let rest = url
+        .strip_prefix("http://127.0.0.1:")
+        .expect("a loopback URL");
+    let (port, path) = rest.split_once('/').unwrap();
+    let (status, _, body) = http(port.parse().unwrap(), "GET", &format!("/{path}"));
+    (status, body)
+}
+
+/// A JSON string field of a flat object, good enough for our records and
+/// generated manifests.
+pub fn json_field(json: &str, field: &str) -> Option<String> {
+    let pat = format!("\"{field}\"");
+    let at = json.find(&pat)? + pat.len();
+    let rest = json[at..].trim_start().strip_prefix(':')?.trim_start();
+    let rest = rest.strip_prefix('"')?;
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+/// `<dir>/stable/arm64` with three small artifacts.
+pub fn artifacts(dir: &Path) -> PathBuf {
+    let root = dir.join("artifacts");
+    let a = root.join("stable/arm64");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::write(a.join("vmlinuz"), b"test kernel image\n").unwrap();
+    std::fs::write(a.join("initrd.img"), vec![7u8; 100_000]).unwrap();
+    std::fs::write(a.join("board.dtb"), b"dtb").unwrap();
+    root
+}
