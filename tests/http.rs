@@ -1,0 +1,131 @@
+//! The HTTP side of `plasmd serve`, checked with raw requests the way a
+//! board (or an attacker on the LAN) would send them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn sha256_hex(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum runs");
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+#[test]
+fn manifest_and_artifacts_are_served_with_the_right_bytes_and_headers() {
+    let dir = TempDir::new("http");
+    let root = artifacts(dir.path());
+    let s = serve(dir.path(), &root, &[]);
+    let port = s.http_port;
+
+    let (status, head, body) = http(port, "GET", "/healthz");
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(body, b"ok\n");
+
+    let (status, head, body) = http(port, "GET", "/stable/arm64/manifest.json");
+    assert_eq!(status, 200);
+    assert!(head.contains("Content-Type: application/json"), "{head}");
+    let manifest = String::from_utf8(body).unwrap();
+    for name in ["vmlinuz", "initrd.img", "board.dtb"] {
+        let hash = sha256_hex(&root.join("stable/arm64").join(name));
+        assert!(
+            manifest.contains(&hash),
+            "{name} {hash} missing from {manifest}"
+        );
+    }
+
+    let (status, head, body) = http(port, "GET", "/stable/arm64/initrd.img");
+    assert_eq!(status, 200);
+    assert!(head.contains("Content-Length: 100000"), "{head}");
+    assert!(
+        head.contains("Content-Type: application/octet-stream"),
+        "{head}"
+    );
+    assert_eq!(
+        body,
+        std::fs::read(root.join("stable/arm64/initrd.img")).unwrap()
+    );
+
+    let (status, head, body) = http(port, "HEAD", "/stable/arm64/initrd.img");
+    assert_eq!(status, 200);
+    assert!(head.contains("Content-Length: 100000"), "{head}");
+    assert!(body.is_empty());
+
+    for missing in [
+        "/",
+        "/stable/arm64/nope",
+        "/stable/riscv64/manifest.json",
+        "/a/b/c/d",
+    ] {
+        assert_eq!(http(port, "GET", missing).0, 404, "{missing}");
+    }
+    for method in ["POST", "PUT", "DELETE"] {
+        let (status, head, _) = http(port, method, "/stable/arm64/vmlinuz");
+        assert_eq!(status, 405, "{method}");
+        assert!(head.contains("Allow: GET, HEAD"), "{head}");
+    }
+}
+
+#[test]
+fn paths_cannot_escape_the_artifacts_root() {
+    let dir = TempDir::new("traversal");
+    let root = artifacts(dir.path());
+    std::fs::write(dir.path().join("secret"), b"top secret").unwrap();
+    std::os::unix::fs::symlink(
+        dir.path().join("secret"),
+        root.join("stable/arm64/link-out"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.join("stable/arm64/passwd")).unwrap();
+    let s = serve(dir.path(), &root, &[]);
+    let port = s.http_port;
+
+    for target in [
+        "/stable/arm64/../../secret",
+        "/stable/arm64/%2e%2e/%2e%2e/secret",
+        "/stable/arm64/..%2f..%2fsecret",
+        "/stable/arm64/%2E%2E%2F%2E%2E%2Fsecret",
+        "/stable/arm64/..%5c..%5csecret",
+        "/stable/arm64/a%00b",
+        "/../../../../etc/passwd",
+        "/stable/arm64/%",
+    ] {
+        let (status, _, body) = http(port, "GET", target);
+        assert!((400..500).contains(&status), "{target} gave {status}");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("top secret"),
+            "{target}"
+        );
+    }
+    for target in ["/stable/arm64/link-out", "/stable/arm64/passwd"] {
+        let (status, _, body) = http(port, "GET", target);
+        assert_eq!(status, 404, "{target}");
+        assert!(!String::from_utf8_lossy(&body).contains("root:"));
+    }
+    let long = format!("/stable/arm64/{}", "a".repeat(4000));
+    assert!((400..500).contains(&http(port, "GET", &long).0));
+    // Still serving after all that.
+    assert_eq!(http(port, "GET", "/stable/arm64/vmlinuz").0, 200);
+    s.proc
+        .wait_log("refused request", 1, Duration::from_secs(2));
+}
+
+#[test]
+fn a_shipped_manifest_is_served_as_is_and_its_version_advertised() {
+    let dir = TempDir::new("shipped");
+    let root = artifacts(dir.path());
+    let body = "{\"version\": \"2026.11.0-lab\", \"note\": \"hand-written\"}\n";
+    std::fs::write(root.join("stable/arm64/manifest.json"), body).unwrap();
+    let s = serve(dir.path(), &root, &[]);
+    let (status, _, got) = http(s.http_port, "GET", "/stable/arm64/manifest.json");
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8(got).unwrap(), body);
+    let d = discover_until(&s.p2p_addr, Duration::from_secs(10), &["--json"], |d| {
+        d.code == 0
+    });
+    assert_eq!(json_field(&d.stdout, "version").unwrap(), "2026.11.0-lab");
+}
