@@ -12,8 +12,9 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
 use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
@@ -27,6 +28,11 @@ const WORKERS: usize = 4;
 
 /// How often idle workers look at the stop flag.
 const POLL: Duration = Duration::from_millis(200);
+
+/// How long `stop` waits for downloads in progress. A board fetching a
+/// rootfs over a slow link must not hold the process past the 2 s shutdown
+/// promise; it will retry against the next provider.
+const STOP_GRACE: Duration = Duration::from_millis(300);
 
 /// Longest request path we look at; anything longer is refused unread.
 const MAX_PATH: usize = 1024;
@@ -43,7 +49,8 @@ pub struct HttpServer {
     server: Arc<Server>,
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
+    /// Closed when every worker has returned (each holds a sender).
+    workers_done: mpsc::Receiver<()>,
 }
 
 impl HttpServer {
@@ -53,20 +60,23 @@ impl HttpServer {
         let addr = server.server_addr().to_ip().unwrap_or(listen);
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
-        let mut workers = Vec::new();
+        let (done_tx, workers_done) = mpsc::channel();
         for i in 0..WORKERS {
             let (server, stop, catalog) = (server.clone(), stop.clone(), catalog.clone());
-            let handle = thread::Builder::new()
+            let done = done_tx.clone();
+            thread::Builder::new()
                 .name(format!("http-{i}"))
-                .spawn(move || worker(&server, &stop, &catalog))
+                .spawn(move || {
+                    worker(&server, &stop, &catalog);
+                    drop(done);
+                })
                 .map_err(|e| HttpError::Bind(listen, e.to_string()))?;
-            workers.push(handle);
         }
         Ok(HttpServer {
             server,
             addr,
             stop,
-            workers,
+            workers_done,
         })
     }
 
@@ -75,13 +85,16 @@ impl HttpServer {
         self.addr
     }
 
-    /// Stops accepting requests and waits for the workers to finish the
-    /// responses they are writing.
+    /// Stops accepting requests and gives responses being written a short
+    /// grace period to finish; downloads still running after it are cut off
+    /// when the process exits.
     pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
         self.server.unblock();
-        for w in self.workers {
-            let _ = w.join();
+        // `Disconnected` means every worker is done; a timeout means some
+        // are still streaming.
+        if let Err(mpsc::RecvTimeoutError::Timeout) = self.workers_done.recv_timeout(STOP_GRACE) {
+            log::info!("stopping with HTTP downloads still in progress");
         }
     }
 }
