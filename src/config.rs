@@ -15,6 +15,7 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use serde::Deserialize;
 
+use crate::board::BoardProfile;
 use crate::record::check_name;
 
 /// Default HTTP listen address.
@@ -48,7 +49,7 @@ impl From<lexopt::Error> for ConfigError {
 /// What `plasmd` was asked to do.
 #[derive(Debug)]
 pub enum Command {
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     Node(NodeConfig),
     Id {
         identity: PathBuf,
@@ -69,7 +70,11 @@ pub struct DhtTiming {
 /// Everything `plasmd serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    pub artifacts: PathBuf,
+    /// The artifacts root; `None` when the board layer finds it on the
+    /// netboot partition.
+    pub artifacts: Option<PathBuf>,
+    /// The board profile (`--board`), if running on a board.
+    pub board: Option<BoardProfile>,
     pub channels: Vec<String>,
     pub archs: Vec<String>,
     pub http_listen: SocketAddr,
@@ -85,6 +90,8 @@ pub struct ServeConfig {
 pub struct P2pConfig {
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
+    /// Addresses announced to peers instead of the listen addresses.
+    pub announce: Vec<Multiaddr>,
     pub identity: PathBuf,
     /// Cap on how long this node keeps any record, its own or received.
     pub record_ttl: Duration,
@@ -120,11 +127,19 @@ pub enum DiscoverCommand {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     #[serde(default)]
+    board: BoardSection,
+    #[serde(default)]
     provider: ProviderSection,
     #[serde(default)]
     http: HttpSection,
     #[serde(default)]
     p2p: P2pSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BoardSection {
+    profile: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +172,7 @@ struct HttpSection {
 struct P2pSection {
     listen: Option<Vec<String>>,
     bootstrap: Option<Vec<String>>,
+    announce: Option<Vec<String>>,
     identity: Option<PathBuf>,
 }
 
@@ -177,7 +193,7 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 /// toml's messages span several lines with a source excerpt; keep them to one.
-fn one_line(msg: &str) -> String {
+pub(crate) fn one_line(msg: &str) -> String {
     let mut parts: Vec<&str> = msg
         .lines()
         .map(str::trim)
@@ -212,11 +228,16 @@ Usage: plasmd serve [OPTIONS]
 Options (each also settable in the --config file; flags win):
   --config FILE            TOML config file ([provider], [provider.dht], [http], [p2p])
   --artifacts DIR          artifacts root holding <channel>/<arch>/<files>   [provider] artifacts
+                           (with --board: default is the board's netboot partition)
+  --board NAME|FILE        board profile (built in: qemu-virt, raspberrypi4, rock5b; or
+                           /etc/plasmd/boards/NAME.toml, or a path): netboot partition, watchdog
   --channel C              serve only this channel (repeatable; default: every directory)
   --arch A                 serve only this architecture (repeatable; default: every directory)
   --http-listen ADDR:PORT  HTTP listen address (default 0.0.0.0:8080)          [http] listen
   --p2p-listen MULTIADDR   libp2p listen address, repeatable (default /ip4/0.0.0.0/tcp/4001)
   --bootstrap MULTIADDR    a DHT peer to join through, repeatable (/ip4/.../tcp/.../p2p/<id>)
+  --p2p-announce MULTIADDR address peers should dial, repeatable (e.g. a port forward); when
+                           set, the listen addresses are not announced
   --external-url URL       base URL to advertise, e.g. http://boot.lab:8080 (default: derived
                            from --http-listen, or the first non-loopback address for 0.0.0.0)
   --identity FILE          ed25519 key file, created with mode 0600 if missing (default
@@ -237,6 +258,7 @@ Options (each also settable in the --config file; flags win):
   --config FILE            TOML config file ([p2p], [provider.dht] record_ttl)
   --p2p-listen MULTIADDR   libp2p listen address, repeatable (default /ip4/0.0.0.0/tcp/4001)
   --bootstrap MULTIADDR    another DHT peer to join through, repeatable
+  --p2p-announce MULTIADDR address peers should dial, repeatable (replaces the listen addresses)
   --identity FILE          ed25519 key file, created with mode 0600 if missing
   --record-ttl SECS        longest time any record is kept (default 3600)
   -h, --help               print this help
@@ -266,6 +288,8 @@ struct Flags {
     http_listen: Option<String>,
     p2p_listen: Vec<String>,
     bootstrap: Vec<String>,
+    announce: Vec<String>,
+    board: Option<String>,
     external_url: Option<String>,
     identity: Option<PathBuf>,
     provider_name: Option<String>,
@@ -318,10 +342,10 @@ where
             Value(_) => "",
         };
         let allowed = match name {
-            "config" | "p2p-listen" | "bootstrap" | "record-ttl" => sub != Sub::Id,
+            "config" | "p2p-listen" | "bootstrap" | "p2p-announce" | "record-ttl" => sub != Sub::Id,
             "identity" => true,
-            "artifacts" | "channel" | "arch" | "http-listen" | "external-url" | "provider-name"
-            | "refresh-interval" => sub == Sub::Serve,
+            "artifacts" | "board" | "channel" | "arch" | "http-listen" | "external-url"
+            | "provider-name" | "refresh-interval" => sub == Sub::Serve,
             _ => true,
         };
         if !allowed {
@@ -349,6 +373,8 @@ where
             Long("http-listen") => f.http_listen = Some(string(&mut p, "--http-listen")?),
             Long("p2p-listen") => f.p2p_listen.push(string(&mut p, "--p2p-listen")?),
             Long("bootstrap") => f.bootstrap.push(string(&mut p, "--bootstrap")?),
+            Long("p2p-announce") => f.announce.push(string(&mut p, "--p2p-announce")?),
+            Long("board") => f.board = Some(string(&mut p, "--board")?),
             Long("external-url") => f.external_url = Some(string(&mut p, "--external-url")?),
             Long("identity") => f.identity = Some(p.value()?.into()),
             Long("provider-name") => f.provider_name = Some(string(&mut p, "--provider-name")?),
@@ -373,7 +399,7 @@ where
             Ok(Command::Id { identity })
         }
         Sub::Node => build_node(f).map(Command::Node),
-        Sub::Serve => build_serve(f).map(Command::Serve),
+        Sub::Serve => build_serve(f).map(|c| Command::Serve(Box::new(c))),
     }
 }
 
@@ -421,6 +447,15 @@ fn build_p2p(f: &Flags, file: &FileConfig) -> Result<P2pConfig, ConfigError> {
         file.p2p.bootstrap.clone().unwrap_or_default()
     };
     let bootstrap = parse_bootstrap(&bootstrap_src)?;
+    let announce_src = if !f.announce.is_empty() {
+        f.announce.clone()
+    } else {
+        file.p2p.announce.clone().unwrap_or_default()
+    };
+    let announce = announce_src
+        .iter()
+        .map(|s| parse_multiaddr("--p2p-announce / [p2p] announce", s))
+        .collect::<Result<Vec<_>, _>>()?;
     let identity = match f.identity.clone().or_else(|| file.p2p.identity.clone()) {
         Some(p) => p,
         None => default_identity_path()?,
@@ -438,6 +473,7 @@ fn build_p2p(f: &Flags, file: &FileConfig) -> Result<P2pConfig, ConfigError> {
     Ok(P2pConfig {
         listen,
         bootstrap,
+        announce,
         identity,
         record_ttl: Duration::from_secs(ttl),
     })
@@ -461,29 +497,38 @@ fn build_serve(f: Flags) -> Result<ServeConfig, ConfigError> {
     let file = load_flags_file(&f)?;
     let p2p = build_p2p(&f, &file)?;
 
+    let board = match f.board.clone().or_else(|| file.board.profile.clone()) {
+        Some(name) => {
+            Some(BoardProfile::load(&name).map_err(|e| ConfigError::Invalid(e.to_string()))?)
+        }
+        None => None,
+    };
     let artifacts = f
         .artifacts
         .clone()
-        .or_else(|| file.provider.artifacts.clone())
-        .ok_or_else(|| {
-            ConfigError::Invalid(
-                "no artifacts directory: give --artifacts DIR or [provider] artifacts".into(),
-            )
-        })?;
-    match std::fs::metadata(&artifacts) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(ConfigError::Invalid(format!(
-                "artifacts directory {}: not a directory",
-                artifacts.display()
-            )))
+        .or_else(|| file.provider.artifacts.clone());
+    match &artifacts {
+        None if board.is_none() => {
+            return Err(ConfigError::Invalid(
+                "no artifacts directory: give --artifacts DIR, [provider] artifacts, or a --board whose netboot partition holds them".into(),
+            ))
         }
-        Err(e) => {
-            return Err(ConfigError::Invalid(format!(
-                "artifacts directory {}: {e}",
-                artifacts.display()
-            )))
-        }
+        None => {}
+        Some(dir) => match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(ConfigError::Invalid(format!(
+                    "artifacts directory {}: not a directory",
+                    dir.display()
+                )))
+            }
+            Err(e) => {
+                return Err(ConfigError::Invalid(format!(
+                    "artifacts directory {}: {e}",
+                    dir.display()
+                )))
+            }
+        },
     }
 
     let pick = |flags: &Vec<String>, file: &Option<Vec<String>>| {
@@ -552,6 +597,7 @@ fn build_serve(f: Flags) -> Result<ServeConfig, ConfigError> {
 
     Ok(ServeConfig {
         artifacts,
+        board,
         channels,
         archs,
         http_listen,
@@ -715,7 +761,7 @@ mod tests {
         let mut all = vec!["serve", "--identity", "/tmp/x.key"];
         all.extend_from_slice(args);
         match parse_plasmd(all)? {
-            Command::Serve(c) => Ok(c),
+            Command::Serve(c) => Ok(*c),
             other => panic!("unexpected {other:?}"),
         }
     }

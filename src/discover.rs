@@ -47,6 +47,7 @@ async fn lookup(cfg: &DiscoverConfig) -> Result<Option<ManifestRecord>, Discover
         keypair: Keypair::generate_ed25519(),
         listen: Vec::new(),
         bootstrap: cfg.bootstrap.clone(),
+        announce: Vec::new(),
         // A client stores nothing of its own; this only bounds the store.
         record_ttl: Duration::from_secs(60),
         role: Role::Client,

@@ -16,6 +16,7 @@
 //! - [`shutdown`]: SIGTERM/SIGINT → one signal every task waits on
 //! - [`provider`], [`discover`]: the commands, wiring the above together
 
+pub mod board;
 pub mod config;
 pub mod dht;
 pub mod discover;

@@ -13,7 +13,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use sha2::{Digest, Sha256};
 
@@ -39,6 +39,8 @@ const HASH_CHUNK: usize = 64 * 1024;
 /// Errors while scanning the artifacts tree.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    #[error("no artifacts root yet (netboot partition not found)")]
+    NoRoot,
     #[error("artifacts directory {0}: {1}")]
     Root(PathBuf, io::Error),
     #[error("{0}: {1}")]
@@ -104,7 +106,9 @@ impl Stamp {
 
 /// Scans the artifacts root and caches one manifest per channel/arch.
 pub struct Catalog {
-    root: PathBuf,
+    /// The artifacts root; `None` while the board layer has not found the
+    /// netboot partition (or it went away).
+    root: RwLock<Option<PathBuf>>,
     /// When set, only these channels/archs are served (`--channel`, `--arch`).
     channels: Vec<String>,
     archs: Vec<String>,
@@ -116,9 +120,9 @@ pub struct Catalog {
 
 impl Catalog {
     /// A catalog of `root`; empty `channels`/`archs` mean "every directory".
-    pub fn new(root: PathBuf, channels: Vec<String>, archs: Vec<String>) -> Self {
+    pub fn new(root: Option<PathBuf>, channels: Vec<String>, archs: Vec<String>) -> Self {
         Catalog {
-            root,
+            root: RwLock::new(root),
             channels,
             archs,
             manifests: Mutex::new(BTreeMap::new()),
@@ -126,17 +130,28 @@ impl Catalog {
         }
     }
 
-    /// The artifacts root this catalog serves.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The artifacts root this catalog serves, if there is one now.
+    pub fn root(&self) -> Option<PathBuf> {
+        self.root.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Points the catalog at a new artifacts root (or none). The next
+    /// rescan picks it up.
+    pub fn set_root(&self, root: Option<PathBuf>) {
+        *self.root.write().unwrap_or_else(|e| e.into_inner()) = root;
+    }
+
+    fn require_root(&self) -> Result<PathBuf, ManifestError> {
+        self.root().ok_or(ManifestError::NoRoot)
     }
 
     /// The channel/arch directories that exist now and are selected.
     pub fn channel_archs(&self) -> Result<Vec<ChannelArch>, ManifestError> {
+        let root = self.require_root()?;
         let mut found = Vec::new();
-        for channel in self.list_dirs(&self.root, &self.channels)? {
-            let dir = self.root.join(&channel);
-            let archs = match self.list_dirs(&dir, &self.archs) {
+        for channel in self.list_dirs(&root, &self.channels, true)? {
+            let dir = root.join(&channel);
+            let archs = match self.list_dirs(&dir, &self.archs, false) {
                 Ok(a) => a,
                 Err(e) => {
                     log::warn!("skipping channel {channel}: {e}");
@@ -162,9 +177,14 @@ impl Catalog {
 
     /// Subdirectories of `dir` whose names are valid channel/arch names,
     /// restricted to `only` when it is non-empty.
-    fn list_dirs(&self, dir: &Path, only: &[String]) -> Result<Vec<String>, ManifestError> {
+    fn list_dirs(
+        &self,
+        dir: &Path,
+        only: &[String],
+        is_root: bool,
+    ) -> Result<Vec<String>, ManifestError> {
         let entries = fs::read_dir(dir).map_err(|e| {
-            if dir == self.root {
+            if is_root {
                 ManifestError::Root(dir.to_path_buf(), e)
             } else {
                 ManifestError::Io(dir.to_path_buf(), e)
@@ -196,9 +216,10 @@ impl Catalog {
     /// manifests. A channel/arch that fails to scan is logged and left out
     /// (it is not advertised); an unreadable root is an error.
     pub fn rescan(&self) -> Result<BTreeMap<ChannelArch, Arc<Manifest>>, ManifestError> {
+        let root = self.require_root()?;
         let mut fresh = BTreeMap::new();
         for ca in self.channel_archs()? {
-            match self.scan_one(&ca) {
+            match self.scan_one(&root, &ca) {
                 Ok(m) => {
                     fresh.insert(ca, m);
                 }
@@ -210,7 +231,7 @@ impl Catalog {
         let keep: std::collections::HashSet<PathBuf> = fresh
             .iter()
             .flat_map(|(ca, m)| {
-                let dir = self.dir_of(ca);
+                let dir = dir_of(&root, ca);
                 m.artifacts.keys().map(move |n| dir.join(n))
             })
             .collect();
@@ -228,13 +249,9 @@ impl Catalog {
         lock(&self.manifests).get(ca).cloned()
     }
 
-    fn dir_of(&self, ca: &ChannelArch) -> PathBuf {
-        self.root.join(&ca.channel).join(&ca.arch)
-    }
-
     /// Builds the manifest of one channel/arch directory.
-    fn scan_one(&self, ca: &ChannelArch) -> Result<Arc<Manifest>, ManifestError> {
-        let dir = self.dir_of(ca);
+    fn scan_one(&self, root: &Path, ca: &ChannelArch) -> Result<Arc<Manifest>, ManifestError> {
+        let dir = dir_of(root, ca);
         let mut artifacts = BTreeMap::new();
         let mut shipped = None;
         let entries = fs::read_dir(&dir).map_err(|e| ManifestError::Io(dir.clone(), e))?;
@@ -249,7 +266,7 @@ impl Catalog {
                 continue;
             }
             let path = entry.path();
-            let Some(meta) = self.regular_file_inside_root(&path) else {
+            let Some(meta) = regular_file_inside(root, &path) else {
                 continue;
             };
             if name == MANIFEST_NAME {
@@ -280,27 +297,6 @@ impl Catalog {
         Ok(Arc::new(manifest))
     }
 
-    /// Metadata of `path` if it is a regular file (symlinks followed) whose
-    /// real location is inside the artifacts root; `None` (and a log line)
-    /// for anything else, so a link to `/etc/shadow` is never listed.
-    fn regular_file_inside_root(&self, path: &Path) -> Option<fs::Metadata> {
-        let meta = fs::metadata(path).ok()?;
-        if !meta.is_file() {
-            return None;
-        }
-        let real = fs::canonicalize(path).ok()?;
-        let root = fs::canonicalize(&self.root).ok()?;
-        if !real.starts_with(&root) {
-            log::warn!(
-                "{}: points outside the artifacts root ({}); not serving it",
-                path.display(),
-                real.display()
-            );
-            return None;
-        }
-        Some(meta)
-    }
-
     fn hash(&self, path: &Path, meta: &fs::Metadata) -> Result<String, ManifestError> {
         let stamp = Stamp::of(meta);
         if let Some((s, h)) = lock(&self.hashes).get(path) {
@@ -321,11 +317,37 @@ impl Catalog {
         if name != MANIFEST_NAME && !manifest.artifacts.contains_key(name) {
             return None;
         }
-        let path = self.dir_of(ca).join(name);
-        self.regular_file_inside_root(&path)?;
+        let root = self.root()?;
+        let path = dir_of(&root, ca).join(name);
+        regular_file_inside(&root, &path)?;
         let file = File::open(&path).ok()?;
         Some((file, manifest))
     }
+}
+
+fn dir_of(root: &Path, ca: &ChannelArch) -> PathBuf {
+    root.join(&ca.channel).join(&ca.arch)
+}
+
+/// Metadata of `path` if it is a regular file (symlinks followed) whose
+/// real location is inside `root`; `None` (and a log line) for anything
+/// else, so a link to `/etc/shadow` is never listed.
+fn regular_file_inside(root: &Path, path: &Path) -> Option<fs::Metadata> {
+    let meta = fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let real = fs::canonicalize(path).ok()?;
+    let root = fs::canonicalize(root).ok()?;
+    if !real.starts_with(&root) {
+        log::warn!(
+            "{}: points outside the artifacts root ({}); not serving it",
+            path.display(),
+            real.display()
+        );
+        return None;
+    }
+    Some(meta)
 }
 
 /// A file name we are willing to serve: no separators, no NUL, not `.`/`..`,
@@ -508,7 +530,7 @@ mod tests {
         fs::create_dir_all(&a).unwrap();
         fs::write(a.join("vmlinuz"), b"kernel").unwrap();
         fs::write(a.join("initrd.img"), b"initramfs").unwrap();
-        let cat = Catalog::new(dir.path().to_path_buf(), vec![], vec![]);
+        let cat = Catalog::new(Some(dir.path().to_path_buf()), vec![], vec![]);
         (dir, cat)
     }
 
@@ -616,9 +638,13 @@ mod tests {
         let (dir, _) = tree();
         fs::create_dir_all(dir.path().join("testing/arm64")).unwrap();
         fs::create_dir_all(dir.path().join("Bad Name/arm64")).unwrap();
-        let all = Catalog::new(dir.path().to_path_buf(), vec![], vec![]);
+        let all = Catalog::new(Some(dir.path().to_path_buf()), vec![], vec![]);
         assert_eq!(all.channel_archs().unwrap().len(), 2);
-        let one = Catalog::new(dir.path().to_path_buf(), vec!["testing".into()], vec![]);
+        let one = Catalog::new(
+            Some(dir.path().to_path_buf()),
+            vec!["testing".into()],
+            vec![],
+        );
         assert_eq!(one.channel_archs().unwrap()[0].channel, "testing");
     }
 }

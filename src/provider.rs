@@ -11,14 +11,18 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use libp2p::Multiaddr;
-use tokio::sync::watch;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{watch, Notify};
 
+use crate::board::health::{self, HealthChecks};
+use crate::board::notify::Notifier;
+use crate::board::partition;
+use crate::board::watchdog::{Watchdog, WatchdogError};
 use crate::config::{NodeConfig, P2pConfig, ServeConfig};
 use crate::dht::{self, DhtConfig, DhtError, Role};
 use crate::http::{HttpError, HttpServer};
 use crate::identity::{self, IdentityError};
-use crate::manifest::Catalog;
+use crate::manifest::{Catalog, ChannelArch};
 use crate::publisher::{Publisher, Snapshot};
 use crate::shutdown::{self, Shutdown};
 
@@ -34,6 +38,8 @@ pub enum ProviderError {
     Http(#[from] HttpError),
     #[error(transparent)]
     Dht(#[from] DhtError),
+    #[error(transparent)]
+    Watchdog(#[from] WatchdogError),
     #[error("cannot start: {0}")]
     Runtime(std::io::Error),
 }
@@ -61,6 +67,7 @@ fn dht_config(p2p: &P2pConfig, keypair: libp2p::identity::Keypair) -> DhtConfig 
         keypair,
         listen: p2p.listen.clone(),
         bootstrap: p2p.bootstrap.clone(),
+        announce: p2p.announce.clone(),
         record_ttl: p2p.record_ttl,
         role: Role::Server,
         agent: format!("plasmd/{}", env!("CARGO_PKG_VERSION")),
@@ -73,13 +80,18 @@ fn print_listen_addrs(addrs: &[Multiaddr]) {
     }
 }
 
-/// Picks the address to show as "--bootstrap": loopback is the one that
-/// works on this machine for sure; others are listed above it.
-fn bootstrap_hint(addrs: &[Multiaddr]) -> Option<&Multiaddr> {
+/// Picks the address to show as "--bootstrap": an announced address if
+/// there is one (that is where peers reach us), else loopback, the one that
+/// works on this machine for sure.
+fn bootstrap_hint(p2p: &P2pConfig, addrs: &[Multiaddr], peer: PeerId) -> Option<Multiaddr> {
+    if let Some(a) = p2p.announce.first() {
+        return Some(a.clone().with_p2p(peer).unwrap_or_else(|a| a));
+    }
     addrs
         .iter()
         .find(|a| a.to_string().starts_with("/ip4/127."))
         .or_else(|| addrs.first())
+        .cloned()
 }
 
 /// Runs `plasmd serve` until SIGTERM/SIGINT.
@@ -91,6 +103,15 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
         cfg.channels.clone(),
         cfg.archs.clone(),
     ));
+    if let Some(board) = &cfg.board {
+        log::info!("board profile {}: {}", board.name, board.description);
+    }
+    // Armed before anything slow: from here on the board resets unless
+    // plasmd comes up healthy.
+    let watchdog = match cfg.board.as_ref().and_then(|b| b.watchdog.as_ref()) {
+        Some(spec) => Watchdog::open(spec)?,
+        None => None,
+    };
 
     // HTTP first: the URL we advertise must already answer.
     let http = HttpServer::start(cfg.http_listen, catalog.clone())?;
@@ -111,9 +132,33 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
         shutdown::on_signals(trigger).map_err(ProviderError::Runtime)?;
 
         let (snap_tx, snap_rx) = watch::channel(Snapshot::new());
+        let rescan = Arc::new(Notify::new());
         let watcher = tokio::spawn(crate::watch::run(
             catalog.clone(),
             snap_tx,
+            rescan.clone(),
+            shutdown.clone(),
+        ));
+        // On a board without --artifacts, the root is the netboot partition.
+        let tracker = match (&cfg.board, &cfg.artifacts) {
+            (Some(board), None) => Some(tokio::spawn(partition::track(
+                board.clone(),
+                catalog.clone(),
+                rescan,
+                shutdown.clone(),
+            ))),
+            _ => None,
+        };
+        let notifier = Notifier::from_env();
+        notifier.ready();
+        let health = tokio::spawn(health::supervise(
+            HealthChecks {
+                dht: client.clone(),
+                http_addr: http.local_addr(),
+                catalog: catalog.clone(),
+            },
+            watchdog,
+            notifier,
             shutdown.clone(),
         ));
         let publisher = Publisher::new(
@@ -124,27 +169,15 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
         );
         let pub_task = tokio::spawn(publisher.run(snap_rx, shutdown.clone()));
 
-        let cas = catalog.channel_archs().unwrap_or_default();
-        for ca in &cas {
-            println!("advertising {}", Publisher::url(&base_url, ca));
-        }
-        if cas.is_empty() {
-            println!(
-                "nothing to advertise yet: no <channel>/<arch> directories under {}",
-                cfg.artifacts.display()
-            );
-        }
-        if let (Some(ca), Some(addr)) = (cas.first(), bootstrap_hint(&addrs)) {
-            println!(
-                "find it with: phase-discover --channel {} --arch {} --bootstrap {addr}",
-                ca.channel, ca.arch
-            );
-        }
-        flush_stdout();
+        print_advertised(&cfg, &catalog, &base_url, &addrs, peer_id);
 
         wait_then_stop(shutdown, async move {
             let _ = pub_task.await;
             let _ = watcher.await;
+            let _ = health.await;
+            if let Some(t) = tracker {
+                let _ = t.await;
+            }
             client.stop().await;
             let _ = dht_task.await;
         })
@@ -153,6 +186,40 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
     });
     http.stop();
     result
+}
+
+/// The start-up lines a user copies from: what is advertised and the
+/// `phase-discover` command that finds it.
+fn print_advertised(
+    cfg: &ServeConfig,
+    catalog: &Catalog,
+    base_url: &str,
+    addrs: &[Multiaddr],
+    peer_id: PeerId,
+) {
+    let cas = catalog.channel_archs().unwrap_or_default();
+    for ca in &cas {
+        println!("advertising {}", Publisher::url(base_url, ca));
+    }
+    match (&cfg.artifacts, cas.is_empty()) {
+        (Some(dir), true) => println!(
+            "nothing to advertise yet: no <channel>/<arch> directories under {}",
+            dir.display()
+        ),
+        (None, _) => println!("artifacts: on the board's netboot partition, once it is found"),
+        _ => {}
+    }
+    let first = cas.first().cloned().unwrap_or(ChannelArch {
+        channel: "stable".into(),
+        arch: "arm64".into(),
+    });
+    if let Some(addr) = bootstrap_hint(&cfg.p2p, addrs, peer_id) {
+        println!(
+            "find it with: phase-discover --channel {} --arch {} --bootstrap {addr}",
+            first.channel, first.arch
+        );
+    }
+    flush_stdout();
 }
 
 /// Runs `plasmd node` until SIGTERM/SIGINT.

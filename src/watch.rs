@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::manifest::Catalog;
 use crate::publisher::Snapshot;
@@ -61,8 +61,10 @@ impl Watcher {
     /// Watches the root, each channel dir and each channel/arch dir. Adding
     /// a watch that exists is harmless, so this simply runs after each scan.
     fn add_all(&self, catalog: &Catalog) {
-        let root = catalog.root();
-        let mut dirs = vec![root.to_path_buf()];
+        let Some(root) = catalog.root() else {
+            return;
+        };
+        let mut dirs = vec![root.clone()];
         if let Ok(cas) = catalog.channel_archs() {
             for ca in cas {
                 let channel = root.join(&ca.channel);
@@ -81,31 +83,40 @@ impl Watcher {
 }
 
 /// Scans the catalog off the async thread (hashing can take a while) and
-/// returns the snapshot; an unreadable root gives an empty one.
-async fn rescan(catalog: &Arc<Catalog>) -> Snapshot {
+/// returns the snapshot; an unreadable root gives an empty one. A failure is
+/// logged when it first happens, not on every periodic rescan.
+async fn rescan(catalog: &Arc<Catalog>, last_error: &mut Option<String>) -> Snapshot {
     let c = Arc::clone(catalog);
-    let result = tokio::task::spawn_blocking(move || c.rescan()).await;
-    match result {
-        Ok(Ok(manifests)) => manifests
-            .into_iter()
-            .map(|(ca, m)| (ca, m.version.clone()))
-            .collect(),
-        Ok(Err(e)) => {
-            log::error!("{e}; advertising nothing until it is back");
-            catalog.clear();
-            Snapshot::new()
+    let error = match tokio::task::spawn_blocking(move || c.rescan()).await {
+        Ok(Ok(manifests)) => {
+            if last_error.take().is_some() {
+                log::info!("artifacts root readable again");
+            }
+            return manifests
+                .into_iter()
+                .map(|(ca, m)| (ca, m.version.clone()))
+                .collect();
         }
-        Err(e) => {
-            log::error!("artifact scan failed: {e}");
-            catalog.clear();
-            Snapshot::new()
-        }
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => format!("artifact scan failed: {e}"),
+    };
+    if last_error.as_deref() != Some(error.as_str()) {
+        log::error!("{error}; advertising nothing until it is back");
+        *last_error = Some(error);
     }
+    catalog.clear();
+    Snapshot::new()
 }
 
-/// Scans once, then rescans on change until shutdown, sending each new
-/// snapshot on `tx`.
-pub async fn run(catalog: Arc<Catalog>, tx: watch::Sender<Snapshot>, mut shutdown: Shutdown) {
+/// Scans once, then rescans on change (or when `rescan_now` is notified,
+/// e.g. the artifacts root moved) until shutdown, sending each new snapshot
+/// on `tx`.
+pub async fn run(
+    catalog: Arc<Catalog>,
+    tx: watch::Sender<Snapshot>,
+    rescan_now: Arc<Notify>,
+    mut shutdown: Shutdown,
+) {
     let watcher = match Watcher::new().map_err(std::io::Error::from).and_then(|w| {
         // SAFETY: `Watcher` owns the inotify fd and keeps it open and
         // unchanged for as long as the `AsyncFd` holds it.
@@ -124,14 +135,18 @@ pub async fn run(catalog: Arc<Catalog>, tx: watch::Sender<Snapshot>, mut shutdow
     };
     let mut pending: Option<tokio::time::Instant> = None;
     let mut next_periodic = tokio::time::Instant::now();
+    let mut last_error = None;
     loop {
         let deadline = pending.map_or(next_periodic, |p| p.min(next_periodic));
         tokio::select! {
             _ = shutdown.wait() => return,
+            _ = rescan_now.notified() => {
+                pending = Some(tokio::time::Instant::now());
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 pending = None;
                 next_periodic = tokio::time::Instant::now() + periodic;
-                let snap = rescan(&catalog).await;
+                let snap = rescan(&catalog, &mut last_error).await;
                 if let Some(w) = &watcher {
                     w.get_ref().add_all(&catalog);
                 }

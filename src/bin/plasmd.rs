@@ -30,7 +30,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        Command::Serve(cfg) => provider::serve(cfg),
+        Command::Serve(cfg) => provider::serve(*cfg),
         Command::Node(cfg) => provider::node(cfg),
     };
     match result {

@@ -33,7 +33,15 @@ pub(crate) struct Behaviour {
 }
 
 impl Behaviour {
-    pub fn new(key: &Keypair, record_ttl: Duration, role: Role, agent: String) -> Self {
+    /// `hide_listen`: announce only external addresses through Identify
+    /// (set when the user gave `--p2p-announce`).
+    pub fn new(
+        key: &Keypair,
+        record_ttl: Duration,
+        role: Role,
+        agent: String,
+        hide_listen: bool,
+    ) -> Self {
         let peer_id = key.public().to_peer_id();
         let mut cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         // Caps how long we keep any record we receive, whatever TTL the
@@ -64,7 +72,9 @@ impl Behaviour {
             Role::Client => kad::Mode::Client,
         }));
         let identify = identify::Behaviour::new(
-            identify::Config::new(IDENTIFY_VERSION.into(), key.public()).with_agent_version(agent),
+            identify::Config::new(IDENTIFY_VERSION.into(), key.public())
+                .with_agent_version(agent)
+                .with_hide_listen_addrs(hide_listen),
         );
         Behaviour {
             kad,

@@ -61,7 +61,8 @@ impl EventLoop {
         peers: watch::Sender<usize>,
     ) -> Result<Self, DhtError> {
         let (ttl, role, agent) = (cfg.record_ttl, cfg.role, cfg.agent);
-        let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair)
+        let hide_listen = !cfg.announce.is_empty();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair)
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
@@ -69,10 +70,13 @@ impl EventLoop {
                 yamux::Config::default,
             )
             .map_err(|e| DhtError::Transport(e.to_string()))?
-            .with_behaviour(|key| Behaviour::new(key, ttl, role, agent))
+            .with_behaviour(|key| Behaviour::new(key, ttl, role, agent, hide_listen))
             .map_err(|e| DhtError::Transport(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
             .build();
+        for addr in cfg.announce {
+            swarm.add_external_address(addr);
+        }
         let bootstrap = cfg
             .bootstrap
             .into_iter()
@@ -254,6 +258,9 @@ impl EventLoop {
             }
             Command::RemoveLocal { key, reply } => {
                 kad.remove_record(&key);
+                let _ = reply.send(());
+            }
+            Command::Health { reply } => {
                 let _ = reply.send(());
             }
             Command::Stop => {}

@@ -60,6 +60,9 @@ pub struct DhtConfig {
     pub keypair: Keypair,
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
+    /// Addresses others should dial us at (e.g. a port forward). When set,
+    /// only these are announced, not the listen addresses.
+    pub announce: Vec<Multiaddr>,
     /// Cap on how long any record is kept, incoming or our own.
     pub record_ttl: Duration,
     pub role: Role,
@@ -88,6 +91,10 @@ pub(crate) enum Command {
     },
     RemoveLocal {
         key: RecordKey,
+        reply: oneshot::Sender<()>,
+    },
+    /// Answered at once: proves the event loop is alive.
+    Health {
         reply: oneshot::Sender<()>,
     },
     Stop,
@@ -136,6 +143,13 @@ impl Client {
     pub async fn remove_local(&self, key: RecordKey) -> Result<(), DhtError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::RemoveLocal { key, reply }).await?;
+        rx.await.map_err(|_| DhtError::Stopped)
+    }
+
+    /// Completes when the event loop answers; for the watchdog's checks.
+    pub async fn health(&self) -> Result<(), DhtError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Health { reply }).await?;
         rx.await.map_err(|_| DhtError::Stopped)
     }
 
