@@ -16,7 +16,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{watch, Notify};
 
-use crate::manifest::Catalog;
+use crate::manifest::{Catalog, ManifestError};
 use crate::publisher::Snapshot;
 use crate::shutdown::Shutdown;
 
@@ -96,6 +96,15 @@ async fn rescan(catalog: &Arc<Catalog>, last_error: &mut Option<String>) -> Snap
                 .into_iter()
                 .map(|(ca, m)| (ca, m.version.clone()))
                 .collect();
+        }
+        // Waiting for the board's netboot partition is normal at boot.
+        Ok(Err(ManifestError::NoRoot)) => {
+            if last_error.is_none() {
+                log::info!("waiting for the artifacts root (netboot partition)");
+            }
+            *last_error = Some(ManifestError::NoRoot.to_string());
+            catalog.clear();
+            return Snapshot::new();
         }
         Ok(Err(e)) => e.to_string(),
         Err(e) => format!("artifact scan failed: {e}"),

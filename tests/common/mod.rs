@@ -44,6 +44,7 @@ impl Drop for TempDir {
 pub struct Proc {
     pub name: String,
     child: Option<Child>,
+    stdin: Option<std::process::ChildStdin>,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
 }
@@ -62,10 +63,15 @@ fn collect<R: Read + Send + 'static>(r: R, into: Arc<Mutex<String>>) {
 
 impl Proc {
     pub fn spawn(name: &str, bin: &str, args: &[&str]) -> Proc {
+        Self::spawn_with(name, bin, args, false)
+    }
+
+    /// Like `spawn`, with a pipe to the process's stdin (see `send`).
+    pub fn spawn_with(name: &str, bin: &str, args: &[&str], stdin: bool) -> Proc {
         let mut child = Command::new(bin)
             .args(args)
             .env("RUST_LOG", "info,libp2p=warn")
-            .stdin(Stdio::null())
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -75,10 +81,18 @@ impl Proc {
         collect(child.stderr.take().unwrap(), Arc::clone(&err));
         Proc {
             name: name.to_string(),
+            stdin: child.stdin.take(),
             child: Some(child),
             stdout: out,
             stderr: err,
         }
+    }
+
+    /// Writes `text` to the process's stdin (spawned with `spawn_with`).
+    pub fn send(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("spawned with a stdin pipe");
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
     }
 
     pub fn pid(&self) -> i32 {
@@ -109,6 +123,29 @@ impl Proc {
                 );
             }
             thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until stdout contains `needle`.
+    pub fn wait_stdout_contains(&self, needle: &str, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while !self.stdout().contains(needle) {
+            if Instant::now() > end {
+                let out = self.stdout();
+                let tail: String = out
+                    .chars()
+                    .rev()
+                    .take(4000)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                panic!(
+                    "{}: {needle:?} not on stdout within {timeout:?}\nlast output:\n{tail}",
+                    self.name
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -290,6 +327,15 @@ pub fn discover_until(
         }
         thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A minimal HTTP/1.0 client: (status, headers, body) for a raw request
