@@ -92,6 +92,8 @@ pub struct P2pConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Addresses announced to peers instead of the listen addresses.
     pub announce: Vec<Multiaddr>,
+    /// Find and be found by peers on the LAN with mDNS.
+    pub mdns: bool,
     pub identity: PathBuf,
     /// Cap on how long this node keeps any record, its own or received.
     pub record_ttl: Duration,
@@ -109,6 +111,8 @@ pub struct DiscoverConfig {
     pub channel: String,
     pub arch: String,
     pub bootstrap: Vec<Multiaddr>,
+    /// Find DHT peers on the LAN with mDNS (no --bootstrap needed).
+    pub mdns: bool,
     pub timeout: Duration,
     pub json: bool,
 }
@@ -173,6 +177,7 @@ struct P2pSection {
     listen: Option<Vec<String>>,
     bootstrap: Option<Vec<String>>,
     announce: Option<Vec<String>>,
+    mdns: Option<bool>,
     identity: Option<PathBuf>,
 }
 
@@ -238,6 +243,7 @@ Options (each also settable in the --config file; flags win):
   --bootstrap MULTIADDR    a DHT peer to join through, repeatable (/ip4/.../tcp/.../p2p/<id>)
   --p2p-announce MULTIADDR address peers should dial, repeatable (e.g. a port forward); when
                            set, the listen addresses are not announced
+  --mdns                   find and be found by peers on the LAN with mDNS (default off)
   --external-url URL       base URL to advertise, e.g. http://boot.lab:8080 (default: derived
                            from --http-listen, or the first non-loopback address for 0.0.0.0)
   --identity FILE          ed25519 key file, created with mode 0600 if missing (default
@@ -259,6 +265,7 @@ Options (each also settable in the --config file; flags win):
   --p2p-listen MULTIADDR   libp2p listen address, repeatable (default /ip4/0.0.0.0/tcp/4001)
   --bootstrap MULTIADDR    another DHT peer to join through, repeatable
   --p2p-announce MULTIADDR address peers should dial, repeatable (replaces the listen addresses)
+  --mdns                   find and be found by peers on the LAN with mDNS (default off)
   --identity FILE          ed25519 key file, created with mode 0600 if missing
   --record-ttl SECS        longest time any record is kept (default 3600)
   -h, --help               print this help
@@ -289,6 +296,7 @@ struct Flags {
     p2p_listen: Vec<String>,
     bootstrap: Vec<String>,
     announce: Vec<String>,
+    mdns: bool,
     board: Option<String>,
     external_url: Option<String>,
     identity: Option<PathBuf>,
@@ -342,7 +350,9 @@ where
             Value(_) => "",
         };
         let allowed = match name {
-            "config" | "p2p-listen" | "bootstrap" | "p2p-announce" | "record-ttl" => sub != Sub::Id,
+            "config" | "p2p-listen" | "bootstrap" | "p2p-announce" | "mdns" | "record-ttl" => {
+                sub != Sub::Id
+            }
             "identity" => true,
             "artifacts" | "board" | "channel" | "arch" | "http-listen" | "external-url"
             | "provider-name" | "refresh-interval" => sub == Sub::Serve,
@@ -375,6 +385,7 @@ where
             Long("bootstrap") => f.bootstrap.push(string(&mut p, "--bootstrap")?),
             Long("p2p-announce") => f.announce.push(string(&mut p, "--p2p-announce")?),
             Long("board") => f.board = Some(string(&mut p, "--board")?),
+            Long("mdns") => f.mdns = true,
             Long("external-url") => f.external_url = Some(string(&mut p, "--external-url")?),
             Long("identity") => f.identity = Some(p.value()?.into()),
             Long("provider-name") => f.provider_name = Some(string(&mut p, "--provider-name")?),
@@ -474,6 +485,7 @@ fn build_p2p(f: &Flags, file: &FileConfig) -> Result<P2pConfig, ConfigError> {
         listen,
         bootstrap,
         announce,
+        mdns: f.mdns || file.p2p.mdns.unwrap_or(false),
         identity,
         record_ttl: Duration::from_secs(ttl),
     })
@@ -686,12 +698,13 @@ fn dir_writable(dir: &Path) -> bool {
 const DISCOVER_HELP: &str = "\
 phase-discover: find a netboot provider for a channel/arch through the DHT
 
-Usage: phase-discover --channel C --arch A --bootstrap MULTIADDR [OPTIONS]
+Usage: phase-discover --channel C --arch A (--bootstrap MULTIADDR... | --mdns) [OPTIONS]
 
 Options:
   --channel C            channel to look up, e.g. stable
   --arch A               architecture to look up, e.g. arm64
   --bootstrap MULTIADDR  a DHT peer to ask, repeatable (/ip4/ADDR/tcp/PORT/p2p/PEER_ID)
+  --mdns                 find DHT peers on the local network with mDNS (no --bootstrap needed)
   --timeout SECS         give up after this long (default 30)
   --json                 print the whole record as JSON instead of the URL
   -h, --help             print this help
@@ -710,7 +723,7 @@ where
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args);
     let (mut channel, mut arch, mut bootstrap) = (None, None, Vec::new());
-    let (mut timeout, mut json) = (DEFAULT_DISCOVER_TIMEOUT, false);
+    let (mut timeout, mut json, mut mdns) = (DEFAULT_DISCOVER_TIMEOUT, false, false);
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(DiscoverCommand::Print(DISCOVER_HELP.into())),
@@ -722,6 +735,7 @@ where
             Long("bootstrap") => bootstrap.push(string(&mut p, "--bootstrap")?),
             Long("timeout") => timeout = secs(&mut p, "--timeout")?,
             Long("json") => json = true,
+            Long("mdns") => mdns = true,
             other => {
                 return Err(ConfigError::Args(format!(
                     "{} (see phase-discover --help)",
@@ -734,9 +748,9 @@ where
     let arch = arch.ok_or_else(|| ConfigError::Args("missing --arch A".into()))?;
     check_name("channel", &channel).map_err(|e| ConfigError::Invalid(e.to_string()))?;
     check_name("arch", &arch).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    if bootstrap.is_empty() {
+    if bootstrap.is_empty() && !mdns {
         return Err(ConfigError::Args(
-            "no DHT peer to ask: give --bootstrap MULTIADDR (the address `plasmd serve` or `plasmd node` prints)".into(),
+            "no DHT peer to ask: give --bootstrap MULTIADDR (the address `plasmd serve` or `plasmd node` prints), or --mdns to find peers on the LAN".into(),
         ));
     }
     if timeout == 0 {
@@ -748,6 +762,7 @@ where
         channel,
         arch,
         bootstrap: parse_bootstrap(&bootstrap)?,
+        mdns,
         timeout: Duration::from_secs(timeout),
         json,
     }))

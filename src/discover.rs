@@ -50,6 +50,7 @@ async fn lookup(cfg: &DiscoverConfig) -> Result<Option<ManifestRecord>, Discover
         announce: Vec::new(),
         // A client stores nothing of its own; this only bounds the store.
         record_ttl: Duration::from_secs(60),
+        mdns: cfg.mdns,
         role: Role::Client,
         agent: format!("phase-discover/{}", env!("CARGO_PKG_VERSION")),
     })

@@ -69,6 +69,7 @@ fn dht_config(p2p: &P2pConfig, keypair: libp2p::identity::Keypair) -> DhtConfig 
         bootstrap: p2p.bootstrap.clone(),
         announce: p2p.announce.clone(),
         record_ttl: p2p.record_ttl,
+        mdns: p2p.mdns,
         role: Role::Server,
         agent: format!("plasmd/{}", env!("CARGO_PKG_VERSION")),
     }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::kad::{self, store::MemoryStore, store::MemoryStoreConfig};
-use libp2p::swarm::NetworkBehaviour;
-use libp2p::{identify, ping, StreamProtocol};
+use libp2p::swarm::{behaviour::toggle::Toggle, NetworkBehaviour};
+use libp2p::{identify, mdns, ping, StreamProtocol};
 
 use super::{Role, KAD_PROTOCOL};
 use crate::record::MAX_RECORD_BYTES;
@@ -30,6 +30,8 @@ pub(crate) struct Behaviour {
     pub identify: identify::Behaviour,
     /// Other Kademlia implementations ping a new contact before routing to it.
     pub ping: ping::Behaviour,
+    /// Zero-config discovery on the LAN (`--mdns`), off unless asked for.
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
 impl Behaviour {
@@ -41,7 +43,8 @@ impl Behaviour {
         role: Role,
         agent: String,
         hide_listen: bool,
-    ) -> Self {
+        use_mdns: bool,
+    ) -> std::io::Result<Self> {
         let peer_id = key.public().to_peer_id();
         let mut cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         // Caps how long we keep any record we receive, whatever TTL the
@@ -76,10 +79,19 @@ impl Behaviour {
                 .with_agent_version(agent)
                 .with_hide_listen_addrs(hide_listen),
         );
-        Behaviour {
+        let mdns = if use_mdns {
+            Some(mdns::tokio::Behaviour::new(
+                mdns::Config::default(),
+                peer_id,
+            )?)
+        } else {
+            None
+        };
+        Ok(Behaviour {
             kad,
             identify,
             ping: ping::Behaviour::default(),
-        }
+            mdns: Toggle::from(mdns),
+        })
     }
 }

@@ -62,6 +62,7 @@ impl EventLoop {
     ) -> Result<Self, DhtError> {
         let (ttl, role, agent) = (cfg.record_ttl, cfg.role, cfg.agent);
         let hide_listen = !cfg.announce.is_empty();
+        let use_mdns = cfg.mdns;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair)
             .with_tokio()
             .with_tcp(
@@ -70,7 +71,10 @@ impl EventLoop {
                 yamux::Config::default,
             )
             .map_err(|e| DhtError::Transport(e.to_string()))?
-            .with_behaviour(|key| Behaviour::new(key, ttl, role, agent, hide_listen))
+            .with_behaviour(|key| {
+                Behaviour::new(key, ttl, role, agent, hide_listen, use_mdns)
+                    .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+            })
             .map_err(|e| DhtError::Transport(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
             .build();
@@ -285,6 +289,15 @@ impl EventLoop {
                         }
                     }
                 }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found))) => {
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                for (peer, addr) in found.into_iter().take(64) {
+                    log::debug!("mDNS: found {peer} at {addr}");
+                    kad.add_address(&peer, addr);
+                }
+                // Learn the rest of the DHT through them.
+                let _ = kad.bootstrap();
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..

@@ -65,6 +65,8 @@ pub struct DhtConfig {
     pub announce: Vec<Multiaddr>,
     /// Cap on how long any record is kept, incoming or our own.
     pub record_ttl: Duration,
+    /// Find peers on the local network with mDNS.
+    pub mdns: bool,
     pub role: Role,
     /// Identify agent version, e.g. `plasmd/0.1.0`.
     pub agent: String,
