@@ -251,6 +251,7 @@ Options (each also settable in the --config file; flags win):
   --provider-name NAME     human-readable name put in the records
   --record-ttl SECS        lifetime of each DHT record (default 3600)
   --refresh-interval SECS  how often records are put again (default 2/3 of the TTL; < TTL)
+  --check-config           check the flags and config file (and board profile), print OK, exit
   -h, --help               print this help
   -V, --version            print the version
 ";
@@ -298,6 +299,7 @@ struct Flags {
     announce: Vec<String>,
     mdns: bool,
     board: Option<String>,
+    check_config: bool,
     external_url: Option<String>,
     identity: Option<PathBuf>,
     provider_name: Option<String>,
@@ -355,7 +357,7 @@ where
             }
             "identity" => true,
             "artifacts" | "board" | "channel" | "arch" | "http-listen" | "external-url"
-            | "provider-name" | "refresh-interval" => sub == Sub::Serve,
+            | "provider-name" | "refresh-interval" | "check-config" => sub == Sub::Serve,
             _ => true,
         };
         if !allowed {
@@ -386,6 +388,7 @@ where
             Long("p2p-announce") => f.announce.push(string(&mut p, "--p2p-announce")?),
             Long("board") => f.board = Some(string(&mut p, "--board")?),
             Long("mdns") => f.mdns = true,
+            Long("check-config") => f.check_config = true,
             Long("external-url") => f.external_url = Some(string(&mut p, "--external-url")?),
             Long("identity") => f.identity = Some(p.value()?.into()),
             Long("provider-name") => f.provider_name = Some(string(&mut p, "--provider-name")?),
@@ -410,6 +413,13 @@ where
             Ok(Command::Id { identity })
         }
         Sub::Node => build_node(f).map(Command::Node),
+        Sub::Serve if f.check_config => {
+            let what = f
+                .config
+                .as_ref()
+                .map_or_else(|| "flags".to_string(), |p| p.display().to_string());
+            build_serve(f).map(|_| Command::Print(format!("{what}: OK\n")))
+        }
         Sub::Serve => build_serve(f).map(|c| Command::Serve(Box::new(c))),
     }
 }

@@ -20,23 +20,6 @@ use common::*;
 /// The qemu-virt board profile's watchdog timeout.
 const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn build_image() {
-    let mut cmd = Command::new("bash");
-    cmd.arg("image/build")
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    // The variables cargo sets for a test (CARGO_PKG_*, CARGO_MANIFEST_*,
-    // ...) would make the inner cargo rebuild ring from scratch; build
-    // as from a shell instead.
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "CARGO" {
-            cmd.env_remove(&key);
-        }
-    }
-    let status = cmd.status().expect("bash runs");
-    assert!(status.success(), "image/build failed");
-}
-
 /// Boots the image with the guest's plasmd joining the host node.
 fn boot(http_port: u16, p2p_port: u16, node_port: u16, node_id: &str) -> Proc {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("image/run-qemu");
@@ -68,7 +51,7 @@ fn sha256_of(bytes: &[u8], dir: &Path) -> String {
 #[ignore = "builds and boots an arm64 image under QEMU (1-2 min); run by tests/run"]
 fn the_board_image_is_found_serves_verified_artifacts_resets_when_hung_and_unadvertises_on_poweroff(
 ) {
-    build_image();
+    run_script("image/build");
     let dir = TempDir::new("qemu");
     let (_node, node_addr) = node(dir.path(), "host-node", 3600, None);
     let node_port: u16 = node_addr.split('/').nth(4).unwrap().parse().unwrap();

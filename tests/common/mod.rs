@@ -329,6 +329,24 @@ pub fn discover_until(
     }
 }
 
+/// Runs one of the repository's scripts (e.g. `cross/build-aarch64`) as a
+/// user would from a shell, and fails the test if it fails.
+pub fn run_script(script: &str) {
+    let mut cmd = Command::new("bash");
+    cmd.arg(script).current_dir(env!("CARGO_MANIFEST_DIR"));
+    // The variables cargo sets for a test (CARGO_PKG_*, CARGO_MANIFEST_*,
+    // ...) would make an inner cargo rebuild ring from scratch; run as
+    // from a shell instead.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "CARGO" {
+            cmd.env_remove(&key);
+        }
+    }
+    let status = cmd.status().expect("bash runs");
+    assert!(status.success(), "{script} failed");
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,0 +1,112 @@
+//! The board binaries as built for the board: cross/build-aarch64 makes
+//! static aarch64-musl executables, and they run under qemu-aarch64-static
+//! (`--version`, `id`, and a short `serve` that answers `/healthz`).
+//!
+//! Ignored by a plain `cargo test` (an LTO cross build takes minutes);
+//! `bash tests/run` runs it.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn aarch64_bin(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/aarch64-unknown-linux-musl/release")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn ensure_qemu_user() {
+    if Command::new("qemu-aarch64-static")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        return;
+    }
+    let sudo = if nix_uid() == "0" { "" } else { "sudo " };
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{sudo}apt-get update -qq && {sudo}apt-get install -y -qq qemu-user-static >/dev/null"
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success(), "cannot install qemu-user-static");
+}
+
+fn nix_uid() -> String {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+#[ignore = "cross-builds for aarch64 (minutes); run by tests/run"]
+fn the_static_aarch64_binaries_run_under_qemu_user() {
+    run_script("cross/build-aarch64");
+    ensure_qemu_user();
+    let (plasmd, discover) = (aarch64_bin("plasmd"), aarch64_bin("phase-discover"));
+    for bin in [&plasmd, &discover] {
+        let out = Command::new("file").arg("-b").arg(bin).output().unwrap();
+        let desc = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            desc.contains("ARM aarch64") && desc.contains("statically linked"),
+            "{desc}"
+        );
+    }
+
+    let v = run("qemu-aarch64-static", &[&plasmd, "--version"]);
+    assert_eq!(
+        v.stdout.trim(),
+        format!("plasmd {}", env!("CARGO_PKG_VERSION"))
+    );
+    let v = run("qemu-aarch64-static", &[&discover, "--version"]);
+    assert_eq!(
+        v.stdout.trim(),
+        format!("phase-discover {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let dir = TempDir::new("aarch64");
+    let key = dir.path().join("id.key");
+    let id = run(
+        "qemu-aarch64-static",
+        &[&plasmd, "id", "--identity", key.to_str().unwrap()],
+    );
+    assert_eq!(id.code, 0, "{}", id.stderr);
+    // The same key read by the host build gives the same peer id.
+    let host = run(PLASMD, &["id", "--identity", key.to_str().unwrap()]);
+    assert_eq!(id.stdout, host.stdout);
+
+    let root = artifacts(dir.path());
+    let serve = Proc::spawn(
+        "aarch64 serve",
+        "qemu-aarch64-static",
+        &[
+            &plasmd,
+            "serve",
+            "--artifacts",
+            root.to_str().unwrap(),
+            "--http-listen",
+            "127.0.0.1:0",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--identity",
+            key.to_str().unwrap(),
+        ],
+    );
+    let http = serve.wait_stdout("HTTP listening on ", Duration::from_secs(30));
+    let port: u16 = http.rsplit(':').next().unwrap().parse().unwrap();
+    let (status, _, body) = common::http(port, "GET", "/healthz");
+    assert_eq!((status, body.as_slice()), (200, &b"ok\n"[..]));
+    let p2p = serve.wait_stdout("p2p listening on ", Duration::from_secs(5));
+    let found = discover_until(&p2p, Duration::from_secs(30), &[], |d| d.code == 0);
+    assert_eq!(
+        found.stdout.trim(),
+        format!("http://127.0.0.1:{port}/stable/arm64/manifest.json")
+    );
+}
