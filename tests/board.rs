@@ -201,3 +201,59 @@ fn the_board_config_and_profiles_shipped_for_images_are_valid() {
         );
     }
 }
+
+#[test]
+fn the_buildroot_and_yocto_recipes_match_the_repository() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Yocto: the crate list is Cargo.lock's, and the license checksum still
+    // covers Cargo.toml's license line.
+    let check = Command::new("python3")
+        .arg(repo.join("image/yocto/gen-crates-inc"))
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let recipe = std::fs::read_to_string(
+        repo.join("image/yocto/meta-plasmd/recipes-core/plasmd/plasmd_0.1.0.bb"),
+    )
+    .unwrap();
+    let cargo_toml = std::fs::read_to_string(repo.join("Cargo.toml")).unwrap();
+    let line7 = cargo_toml.lines().nth(6).unwrap();
+    assert!(
+        line7.starts_with("license = "),
+        "Cargo.toml line 7 is {line7:?}"
+    );
+    let md5 = Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf '%s\\n' '{line7}' | md5sum"))
+        .output()
+        .unwrap();
+    let md5 = String::from_utf8_lossy(&md5.stdout)[..32].to_string();
+    assert!(
+        recipe.contains(&format!("beginline=7;endline=7;md5={md5}")),
+        "update LIC_FILES_CHKSUM to {md5}"
+    );
+    let version = cargo_toml
+        .lines()
+        .find(|l| l.starts_with("version = "))
+        .unwrap();
+    let version = version.trim_start_matches("version = ").trim_matches('"');
+    // Buildroot: same version, and the init files it installs exist.
+    let mk =
+        std::fs::read_to_string(repo.join("image/buildroot/package/plasmd/plasmd.mk")).unwrap();
+    assert!(mk.contains(&format!("PLASMD_VERSION = {version}")));
+    assert!(mk.contains("$(eval $(cargo-package))"));
+    for f in ["S50plasmd", "plasmd.service", "plasmd.toml"] {
+        assert!(mk.contains(&format!("$(PLASMD_INIT_DIR)/{f}")), "{f}");
+        assert!(recipe.contains(&format!("${{S}}/image/init/{f}")), "{f}");
+        assert!(repo.join("image/init").join(f).exists(), "{f}");
+    }
+    assert!(repo
+        .join("image/yocto/meta-plasmd/recipes-core/plasmd")
+        .join(format!("plasmd_{version}.bb"))
+        .exists());
+}
