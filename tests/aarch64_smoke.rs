@@ -29,7 +29,7 @@ fn ensure_qemu_user() {
     {
         return;
     }
-    let sudo = if nix_uid() == "0" { "" } else { "sudo " };
+    let sudo = if is_root() { "" } else { "sudo " };
     let status = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -38,11 +38,6 @@ fn ensure_qemu_user() {
         .status()
         .unwrap();
     assert!(status.success(), "cannot install qemu-user-static");
-}
-
-fn nix_uid() -> String {
-    let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]
@@ -83,27 +78,15 @@ fn the_static_aarch64_binaries_run_under_qemu_user() {
     assert_eq!(id.stdout, host.stdout);
 
     let root = artifacts(dir.path());
-    let serve = Proc::spawn(
-        "aarch64 serve",
-        "qemu-aarch64-static",
-        &[
-            &plasmd,
-            "serve",
-            "--artifacts",
-            root.to_str().unwrap(),
-            "--http-listen",
-            "127.0.0.1:0",
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--identity",
-            key.to_str().unwrap(),
-        ],
-    );
-    let http = serve.wait_stdout("HTTP listening on ", Duration::from_secs(30));
-    let port: u16 = http.rsplit(':').next().unwrap().parse().unwrap();
+    let mut args = vec![plasmd.clone()];
+    args.extend(loopback_serve_args(
+        dir.path(),
+        &["--artifacts", root.to_str().unwrap()],
+    ));
+    let serve = start_serve("aarch64 serve", "qemu-aarch64-static", &args);
+    let (port, p2p) = (serve.http_port, serve.p2p_addr.clone());
     let (status, _, body) = common::http(port, "GET", "/healthz");
     assert_eq!((status, body.as_slice()), (200, &b"ok\n"[..]));
-    let p2p = serve.wait_stdout("p2p listening on ", Duration::from_secs(5));
     let found = discover_until(&p2p, Duration::from_secs(30), &[], |d| d.code == 0);
     assert_eq!(
         found.stdout.trim(),

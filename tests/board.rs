@@ -29,25 +29,13 @@ fn absent_board(dir: &std::path::Path) -> std::path::PathBuf {
 fn without_its_partition_a_board_keeps_serving_healthz_and_advertises_nothing() {
     let dir = TempDir::new("board");
     let profile = absent_board(dir.path());
-    let key = dir.path().join("k.key");
-    let s = Proc::spawn(
+    let s = start_serve(
         "serve",
         PLASMD,
-        &[
-            "serve",
-            "--board",
-            profile.to_str().unwrap(),
-            "--http-listen",
-            "127.0.0.1:0",
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--identity",
-            key.to_str().unwrap(),
-        ],
+        &loopback_serve_args(dir.path(), &["--board", profile.to_str().unwrap()]),
     );
-    let http = s.wait_stdout("HTTP listening on ", Duration::from_secs(10));
-    let port: u16 = http.rsplit(':').next().unwrap().parse().unwrap();
-    let p2p = s.wait_stdout("p2p listening on ", Duration::from_secs(5));
+    let (port, p2p) = (s.http_port, s.p2p_addr.clone());
+    let s = s.proc;
     s.wait_log(
         "no partition labelled [\"PLASMD-NONE\"] found",
         1,
@@ -77,19 +65,11 @@ fn systemd_gets_ready_watchdog_pings_and_stopping() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let key = dir.path().join("k.key");
     let mut child = Command::new(PLASMD)
-        .args([
-            "serve",
-            "--artifacts",
-            root.to_str().unwrap(),
-            "--http-listen",
-            "127.0.0.1:0",
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--identity",
-            key.to_str().unwrap(),
-        ])
+        .args(loopback_serve_args(
+            dir.path(),
+            &["--artifacts", root.to_str().unwrap()],
+        ))
         .env("NOTIFY_SOCKET", &sock_path)
         // WatchdogSec=3: pings expected every second.
         .env("WATCHDOG_USEC", "3000000")

@@ -74,7 +74,7 @@ impl Drop for Lan {
 #[test]
 fn phase_discover_finds_a_provider_on_the_lan_with_mdns_and_no_bootstrap() {
     assert!(
-        nix_is_root(),
+        is_root(),
         "this test creates network namespaces and must run as root (CI does)"
     );
     let dir = TempDir::new("mdns");
@@ -131,9 +131,4 @@ fn phase_discover_finds_a_provider_on_the_lan_with_mdns_and_no_bootstrap() {
         finder.stdout().trim(),
         format!("http://{provider_ip}:8080/stable/arm64/manifest.json")
     );
-}
-
-fn nix_is_root() -> bool {
-    let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
 }

@@ -241,24 +241,32 @@ pub struct Serve {
     pub p2p_addr: String,
 }
 
-/// Starts `plasmd serve` on 127.0.0.1 with an identity in `dir` and the
-/// extra arguments given.
-pub fn serve(dir: &Path, artifacts: &Path, extra: &[&str]) -> Serve {
+/// `plasmd serve` arguments that keep everything on 127.0.0.1 with ports
+/// the OS picks and an identity in `dir`, followed by `extra`.
+pub fn loopback_serve_args(dir: &Path, extra: &[&str]) -> Vec<String> {
     let key = dir.join("provider.key");
-    let mut args = vec![
+    let mut args: Vec<String> = [
         "serve",
-        "--artifacts",
-        artifacts.to_str().unwrap(),
         "--http-listen",
         "127.0.0.1:0",
         "--p2p-listen",
         "/ip4/127.0.0.1/tcp/0",
         "--identity",
         key.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let proc = Proc::spawn("serve", PLASMD, &args);
-    let http = proc.wait_stdout("HTTP listening on ", Duration::from_secs(10));
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Runs `program args` (a `plasmd serve` command line, possibly behind an
+/// emulator) and waits for the addresses it prints.
+pub fn start_serve(name: &str, program: &str, args: &[String]) -> Serve {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proc = Proc::spawn(name, program, &args);
+    let http = proc.wait_stdout("HTTP listening on ", Duration::from_secs(30));
     let http_port = http.rsplit(':').next().unwrap().parse().unwrap();
     let p2p_addr = proc.wait_stdout("p2p listening on ", Duration::from_secs(10));
     Serve {
@@ -266,6 +274,20 @@ pub fn serve(dir: &Path, artifacts: &Path, extra: &[&str]) -> Serve {
         http_port,
         p2p_addr,
     }
+}
+
+/// Starts `plasmd serve` of `artifacts` on 127.0.0.1 with an identity in
+/// `dir` and the extra arguments given.
+pub fn serve(dir: &Path, artifacts: &Path, extra: &[&str]) -> Serve {
+    let mut all = vec!["--artifacts", artifacts.to_str().unwrap()];
+    all.extend_from_slice(extra);
+    start_serve("serve", PLASMD, &loopback_serve_args(dir, &all))
+}
+
+/// True when the tests run as root.
+pub fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
 /// The result of one `phase-discover` run.
