@@ -91,7 +91,7 @@ async fn one_lookup(
         let from = f
             .from
             .map_or_else(|| "local store".to_string(), |p| p.to_string());
-        match record::decode_for_key(key.as_bytes(), &f.record.value) {
+        match record::decode_for_key(key.as_bytes(), &f.record.value, record::unix_now()) {
             Ok(r) => {
                 if let Some(publisher) = f.record.publisher {
                     if publisher.to_string() != r.peer_id {

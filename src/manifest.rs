@@ -77,6 +77,8 @@ pub struct Manifest {
     pub version: String,
     /// The exact bytes served as `manifest.json`.
     pub json: Vec<u8>,
+    /// Hex sha256 of `json`, signed into the DHT record.
+    pub sha256: String,
     /// Files that may be served from this channel/arch, by name.
     pub artifacts: BTreeMap<String, Artifact>,
 }
@@ -425,6 +427,7 @@ fn generate(ca: &ChannelArch, artifacts: BTreeMap<String, Artifact>) -> Manifest
     json.push_str("\n  ]\n}\n");
     Manifest {
         version,
+        sha256: hex(&Sha256::digest(json.as_bytes())),
         json: json.into_bytes(),
         artifacts,
     }
@@ -464,6 +467,7 @@ fn load_shipped(
     let version = shipped_version(&json).map_err(|e| bad(&e))?;
     Ok(Manifest {
         version,
+        sha256: hex(&Sha256::digest(&json)),
         json,
         artifacts,
     })

@@ -23,7 +23,7 @@ use crate::dht::{self, DhtConfig, DhtError, Role};
 use crate::http::{HttpError, HttpServer};
 use crate::identity::{self, IdentityError};
 use crate::manifest::{Catalog, ChannelArch};
-use crate::publisher::{Publisher, Snapshot};
+use crate::publisher::{Publisher, SeqCounter, Snapshot};
 use crate::shutdown::{self, Shutdown};
 
 /// Everything between "stop" and exit must fit in the 2 s we promise.
@@ -99,6 +99,7 @@ fn bootstrap_hint(p2p: &P2pConfig, addrs: &[Multiaddr], peer: PeerId) -> Option<
 pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
     let keypair = identity::load_or_create(&cfg.p2p.identity)?;
     let peer_id = keypair.public().to_peer_id();
+    let seq = SeqCounter::load(Some(cfg.p2p.identity.with_extension("seq")));
     let catalog = Arc::new(Catalog::new(
         cfg.artifacts.clone(),
         cfg.channels.clone(),
@@ -125,7 +126,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
 
     let rt = runtime()?;
     let result = rt.block_on(async {
-        let (client, event_loop, addrs) = dht::start(dht_config(&cfg.p2p, keypair)).await?;
+        let (client, event_loop, addrs) = dht::start(dht_config(&cfg.p2p, keypair.clone())).await?;
         print_listen_addrs(&addrs);
         let dht_task = tokio::spawn(event_loop.run());
 
@@ -164,6 +165,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
         ));
         let publisher = Publisher::new(
             client.clone(),
+            keypair,
+            seq,
             base_url.clone(),
             cfg.provider_name.clone(),
             cfg.dht,

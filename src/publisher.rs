@@ -8,7 +8,10 @@
 //! or serve HTTP.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use libp2p::identity::Keypair;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -19,9 +22,52 @@ use crate::manifest::ChannelArch;
 use crate::record::{manifest_dht_key, manifest_key, ManifestRecord};
 use crate::shutdown::Shutdown;
 
-/// Channel/arch → manifest version, as last scanned. Empty while the
+/// What is advertised for one channel/arch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advert {
+    /// The manifest's version.
+    pub version: String,
+    /// Hex sha256 of the exact manifest bytes served.
+    pub manifest_sha256: String,
+}
+
+/// Channel/arch → what to advertise, as last scanned. Empty while the
 /// artifacts root is unavailable.
-pub type Snapshot = BTreeMap<ChannelArch, String>;
+pub type Snapshot = BTreeMap<ChannelArch, Advert>;
+
+/// Record sequence numbers: milliseconds since the epoch, and always above
+/// the last one used, which is kept in a file so a restart (or a clock
+/// stepped back) never reuses or lowers one.
+pub struct SeqCounter {
+    last: u64,
+    file: Option<PathBuf>,
+}
+
+impl SeqCounter {
+    /// Resumes from `file` (next to the identity key) if it holds a number.
+    pub fn load(file: Option<PathBuf>) -> Self {
+        let last = file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        SeqCounter { last, file }
+    }
+
+    /// The next sequence number, remembered before it is used.
+    pub fn next_seq(&mut self) -> u64 {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last = now_ms.max(self.last.saturating_add(1));
+        if let Some(file) = &self.file {
+            if let Err(e) = std::fs::write(file, format!("{}\n", self.last)) {
+                log::warn!("cannot save record seq to {}: {e}", file.display());
+            }
+        }
+        self.last
+    }
+}
 
 /// Retry delays after a failed put: 1 s doubling up to this cap. Short
 /// enough that a provider whose peers come back is found again quickly;
@@ -39,7 +85,7 @@ enum Reason {
 
 /// The publishing state of one channel/arch.
 struct Entry {
-    version: String,
+    advert: Advert,
     /// When the next put is due; `None` while one is in flight.
     due: Option<Instant>,
     reason: Reason,
@@ -61,6 +107,9 @@ struct PutDone {
 /// Publishes every channel/arch of the catalog; see the module header.
 pub struct Publisher {
     client: dht::Client,
+    /// Signs every record (the same key as the swarm's identity).
+    keypair: Keypair,
+    seq: SeqCounter,
     /// Base URL, e.g. `http://192.168.1.100:8080`.
     base_url: String,
     provider_name: Option<String>,
@@ -73,6 +122,8 @@ pub struct Publisher {
 impl Publisher {
     pub fn new(
         client: dht::Client,
+        keypair: Keypair,
+        seq: SeqCounter,
         base_url: String,
         provider_name: Option<String>,
         timing: DhtTiming,
@@ -80,6 +131,8 @@ impl Publisher {
         let (done_tx, done_rx) = mpsc::channel(64);
         Publisher {
             client,
+            keypair,
+            seq,
             base_url,
             provider_name,
             timing,
@@ -144,11 +197,11 @@ impl Publisher {
             self.unpublish(&ca).await;
         }
         let now = Instant::now();
-        for (ca, version) in snap {
+        for (ca, advert) in snap {
             match self.entries.get_mut(&ca) {
-                Some(e) if e.version == version => {}
+                Some(e) if e.advert == advert => {}
                 Some(e) => {
-                    e.version = version;
+                    e.advert = advert;
                     e.generation += 1;
                     e.reason = Reason::Changed;
                     e.failures = 0;
@@ -162,7 +215,7 @@ impl Publisher {
                     self.entries.insert(
                         ca,
                         Entry {
-                            version,
+                            advert,
                             due: Some(now),
                             reason: Reason::First,
                             failures: 0,
@@ -199,9 +252,16 @@ impl Publisher {
             &url,
             &self.client.peer_id().to_string(),
             self.provider_name.as_deref(),
-            &entry.version,
+            &entry.advert.version,
+        )
+        .sign(
+            &key,
+            &self.keypair,
+            self.seq.next_seq(),
+            SystemTime::now() + self.timing.record_ttl,
+            &entry.advert.manifest_sha256,
         );
-        let value = match record.to_bytes() {
+        let value = match record.and_then(|r| r.to_bytes()) {
             Ok(v) => v,
             Err(e) => {
                 // Only an absurdly long URL or name gets here; config bounds
@@ -305,6 +365,26 @@ fn retry_delay(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seq_only_goes_up_even_across_restarts_and_clock_steps() {
+        let file = std::env::temp_dir().join(format!("plasmd-seq-{}", std::process::id()));
+        // A value far in the future, as after the clock was stepped back.
+        std::fs::write(&file, "99999999999999\n").unwrap();
+        let mut a = SeqCounter::load(Some(file.clone()));
+        let first = a.next_seq();
+        assert_eq!(first, 100_000_000_000_000);
+        assert!(a.next_seq() > first);
+        let mut b = SeqCounter::load(Some(file.clone()));
+        assert!(b.next_seq() > first + 1);
+        std::fs::write(&file, "garbage").unwrap();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(SeqCounter::load(Some(file.clone())).next_seq() >= now_ms);
+        std::fs::remove_file(&file).unwrap();
+    }
 
     #[test]
     fn retry_backs_off_and_caps() {

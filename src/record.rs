@@ -5,8 +5,10 @@
 //! encoding with a hard size bound, decoding untrusted bytes into bounded
 //! types (`serde-json-core` + `heapless`, so a hostile record can neither
 //! allocate without limit nor panic the parser), and validation of a decoded
-//! record against the key it was found under. It does not talk to the network
-//! (that is `dht`) and does not decide when to publish (that is `publisher`).
+//! record against the key it was found under, including its ed25519
+//! signature (see [`ManifestRecord::signing_bytes`] for the canonical form).
+//! It does not talk to the network (that is `dht`) and does not decide when
+//! to publish (that is `publisher`).
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -23,6 +25,18 @@ const MAX_PEER_ID: usize = 128;
 const MAX_PROVIDER_NAME: usize = 128;
 const MAX_TIMESTAMP: usize = 40;
 const MAX_VERSION: usize = 128;
+/// Hex of an ed25519 signature (64 bytes).
+const SIG_HEX: usize = 128;
+/// Hex of a sha256 (32 bytes).
+const SHA256_HEX: usize = 64;
+
+/// How far a reader's clock may be behind the publisher's before a record
+/// counts as expired: boards without a real-time clock run on NTP, which
+/// may be a few minutes off right after boot.
+pub const CLOCK_SKEW_SECS: u64 = 300;
+
+/// First line of the signed byte string; bump it if the form changes.
+const SIGNING_CONTEXT: &str = "plasmd-record-v1";
 
 /// Longest channel or architecture name (`[a-z0-9][a-z0-9._-]{0,31}`).
 pub const MAX_NAME: usize = 32;
@@ -42,6 +56,57 @@ pub enum RecordError {
     KeyMismatch(String, String),
     #[error("invalid {0} name {1:?}: use 1-32 characters from a-z, 0-9, '.', '_', '-', starting with a letter or digit")]
     BadName(&'static str, String),
+    #[error("record is not signed (missing `{0}`)")]
+    Unsigned(&'static str),
+    #[error("record signature does not verify against its peer_id")]
+    BadSignature,
+    #[error("record expired at {0}")]
+    Expired(String),
+    #[error("record seq {0} is lower than seq {1} already held from the same publisher")]
+    Replayed(u64, u64),
+}
+
+/// Why a record was refused, for the counters storage nodes report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RefusalKind {
+    Oversized,
+    Malformed,
+    Rekeyed,
+    Unsigned,
+    Forged,
+    Expired,
+    Replayed,
+}
+
+impl RecordError {
+    /// The kind of refusal this error stands for.
+    pub fn kind(&self) -> RefusalKind {
+        match self {
+            RecordError::TooLarge(_) => RefusalKind::Oversized,
+            RecordError::Json(_) | RecordError::Field(..) | RecordError::BadName(..) => {
+                RefusalKind::Malformed
+            }
+            RecordError::BadKey | RecordError::KeyMismatch(..) => RefusalKind::Rekeyed,
+            RecordError::Unsigned(_) => RefusalKind::Unsigned,
+            RecordError::BadSignature => RefusalKind::Forged,
+            RecordError::Expired(_) => RefusalKind::Expired,
+            RecordError::Replayed(..) => RefusalKind::Replayed,
+        }
+    }
+}
+
+impl fmt::Display for RefusalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RefusalKind::Oversized => "oversized",
+            RefusalKind::Malformed => "malformed",
+            RefusalKind::Rekeyed => "rekeyed",
+            RefusalKind::Unsigned => "unsigned",
+            RefusalKind::Forged => "forged",
+            RefusalKind::Expired => "expired",
+            RefusalKind::Replayed => "replayed",
+        })
+    }
 }
 
 /// The DHT record value that advertises one channel/arch manifest.
@@ -61,6 +126,20 @@ pub struct ManifestRecord {
     pub last_updated: String,
     /// Version of the advertised manifest.
     pub version: String,
+    /// Strictly increasing per publisher (milliseconds since the epoch,
+    /// never lower than the last one used): the highest wins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// RFC 3339 UTC time after which the record is void.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Hex sha256 of the exact manifest bytes served at `url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    /// Hex ed25519 signature over [`ManifestRecord::signing_bytes`], by the
+    /// key `peer_id` embeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
 }
 
 /// The bounded shape untrusted bytes are decoded into. Unknown fields are
@@ -73,10 +152,18 @@ struct WireRecord {
     provider_name: Option<heapless::String<MAX_PROVIDER_NAME>>,
     last_updated: heapless::String<MAX_TIMESTAMP>,
     version: heapless::String<MAX_VERSION>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    expires_at: Option<heapless::String<MAX_TIMESTAMP>>,
+    #[serde(default)]
+    manifest_sha256: Option<heapless::String<SHA256_HEX>>,
+    #[serde(default)]
+    sig: Option<heapless::String<SIG_HEX>>,
 }
 
 impl ManifestRecord {
-    /// A record for `url` published now by `peer_id`.
+    /// An unsigned record for `url` published now by `peer_id`.
     pub fn new(url: &str, peer_id: &str, provider_name: Option<&str>, version: &str) -> Self {
         ManifestRecord {
             url: url.to_string(),
@@ -84,6 +171,95 @@ impl ManifestRecord {
             provider_name: provider_name.map(str::to_string),
             last_updated: rfc3339(SystemTime::now()),
             version: version.to_string(),
+            seq: None,
+            expires_at: None,
+            manifest_sha256: None,
+            sig: None,
+        }
+    }
+
+    /// The byte string the signature covers: the record key and every other
+    /// field, one `name=value` line each in a fixed order, `provider_name`
+    /// left out when unset. No field may contain a control character (see
+    /// `validate`), so the form is unambiguous.
+    pub fn signing_bytes(&self, key: &str) -> Vec<u8> {
+        let mut out = format!(
+            "{SIGNING_CONTEXT}\nkey={key}\nurl={}\npeer_id={}\n",
+            self.url, self.peer_id
+        );
+        if let Some(name) = &self.provider_name {
+            out.push_str(&format!("provider_name={name}\n"));
+        }
+        out.push_str(&format!(
+            "last_updated={}\nversion={}\nseq={}\nexpires_at={}\nmanifest_sha256={}\n",
+            self.last_updated,
+            self.version,
+            self.seq.unwrap_or(0),
+            self.expires_at.as_deref().unwrap_or(""),
+            self.manifest_sha256.as_deref().unwrap_or("")
+        ));
+        out.into_bytes()
+    }
+
+    /// Fills in the signed fields and signs the record for `key` with
+    /// `keypair`, which must be the key behind `peer_id`.
+    pub fn sign(
+        mut self,
+        key: &str,
+        keypair: &libp2p::identity::Keypair,
+        seq: u64,
+        expires_at: SystemTime,
+        manifest_sha256: &str,
+    ) -> Result<Self, RecordError> {
+        self.seq = Some(seq);
+        self.expires_at = Some(rfc3339(expires_at));
+        self.manifest_sha256 = Some(manifest_sha256.to_string());
+        self.sig = None;
+        let sig = keypair
+            .sign(&self.signing_bytes(key))
+            .map_err(|e| RecordError::Field("sig", e.to_string()))?;
+        self.sig = Some(crate::manifest::hex(&sig));
+        Ok(self)
+    }
+
+    /// Checks the signed fields at time `now` (seconds since the epoch):
+    /// all present and well-formed, not expired (allowing
+    /// [`CLOCK_SKEW_SECS`]), and the signature made by the key embedded in
+    /// `peer_id` over this record under `key`.
+    pub fn verify_signature(&self, key: &str, now: u64) -> Result<(), RecordError> {
+        self.seq.ok_or(RecordError::Unsigned("seq"))?;
+        let expires_at = self
+            .expires_at
+            .as_deref()
+            .ok_or(RecordError::Unsigned("expires_at"))?;
+        let sha = self
+            .manifest_sha256
+            .as_deref()
+            .ok_or(RecordError::Unsigned("manifest_sha256"))?;
+        let sig = self.sig.as_deref().ok_or(RecordError::Unsigned("sig"))?;
+        if sha.len() != SHA256_HEX || !is_lower_hex(sha) {
+            return Err(RecordError::Field(
+                "manifest_sha256",
+                "not 64 lower-case hex digits".into(),
+            ));
+        }
+        let expires = parse_rfc3339(expires_at)
+            .ok_or_else(|| RecordError::Field("expires_at", "not an RFC 3339 UTC time".into()))?;
+        if expires.saturating_add(CLOCK_SKEW_SECS) < now {
+            return Err(RecordError::Expired(expires_at.to_string()));
+        }
+        let sig = unhex(sig).ok_or_else(|| RecordError::Field("sig", "not hex".into()))?;
+        let peer: libp2p::PeerId =
+            self.peer_id
+                .parse()
+                .map_err(|e: libp2p::identity::ParseError| {
+                    RecordError::Field("peer_id", e.to_string())
+                })?;
+        let public = public_key_of(&peer).ok_or(RecordError::BadSignature)?;
+        if public.verify(&self.signing_bytes(key), &sig) {
+            Ok(())
+        } else {
+            Err(RecordError::BadSignature)
         }
     }
 
@@ -126,6 +302,10 @@ impl ManifestRecord {
             provider_name: wire.provider_name.map(|s| s.as_str().to_string()),
             last_updated: wire.last_updated.as_str().to_string(),
             version: wire.version.as_str().to_string(),
+            seq: wire.seq,
+            expires_at: wire.expires_at.map(|s| s.as_str().to_string()),
+            manifest_sha256: wire.manifest_sha256.map(|s| s.as_str().to_string()),
+            sig: wire.sig.map(|s| s.as_str().to_string()),
         })
     }
 
@@ -183,6 +363,31 @@ impl ManifestRecord {
     }
 }
 
+/// The ed25519 public key a peer id embeds (identity multihash); `None`
+/// for peer ids that only hash their key.
+fn public_key_of(peer: &libp2p::PeerId) -> Option<libp2p::identity::PublicKey> {
+    let mh: &libp2p::multihash::Multihash<64> = peer.as_ref();
+    if mh.code() != 0 {
+        return None;
+    }
+    libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).ok()
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !is_lower_hex(s) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
 /// Best-effort channel/arch from a URL path, for error messages only.
 fn url_channel_arch(rest: &str) -> (String, String) {
     let parts: Vec<&str> = rest.rsplitn(4, '/').collect();
@@ -238,13 +443,22 @@ pub fn parse_key(key: &[u8]) -> Result<(String, String), RecordError> {
     Ok((channel.to_string(), arch.to_string()))
 }
 
-/// Decodes and validates a record value found under `key`: the one check
-/// every reader (lookup client and storage node alike) runs.
-pub fn decode_for_key(key: &[u8], value: &[u8]) -> Result<ManifestRecord, RecordError> {
+/// Decodes and validates a record value found under `key`, signature and
+/// expiry included: the one check every reader (lookup client and storage
+/// node alike) runs. `now` is seconds since the epoch.
+pub fn decode_for_key(key: &[u8], value: &[u8], now: u64) -> Result<ManifestRecord, RecordError> {
     let (channel, arch) = parse_key(key)?;
     let record = ManifestRecord::from_bytes(value)?;
     record.validate(&channel, &arch)?;
+    record.verify_signature(&manifest_key(&channel, &arch), now)?;
     Ok(record)
+}
+
+/// Seconds since the epoch, now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl fmt::Display for ManifestRecord {
@@ -368,7 +582,24 @@ mod tests {
             provider_name: Some("lab-rack-3".into()),
             last_updated: "2026-11-22T10:00:00Z".into(),
             version: "3f9a1c2e7b6d4a10".into(),
+            seq: None,
+            expires_at: None,
+            manifest_sha256: None,
+            sig: None,
         }
+    }
+
+    const KEY: &str = "/phase/stable/arm64/manifest";
+    const SHA: &str = "6923dd1bc0460082c5d55a831908c24a282860b7f1cd6c2b79cf1bc8857c639c";
+
+    /// A record signed by a fresh key, valid for an hour from `now`.
+    fn signed(now: u64) -> (ManifestRecord, libp2p::identity::Keypair) {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let mut r = sample();
+        r.peer_id = key.public().to_peer_id().to_string();
+        let expires = UNIX_EPOCH + std::time::Duration::from_secs(now + 3600);
+        let r = r.sign(KEY, &key, now * 1000, expires, SHA).unwrap();
+        (r, key)
     }
 
     #[test]
@@ -450,8 +681,84 @@ mod tests {
         let mut bad = sample();
         bad.url = "ftp://h/stable/arm64/manifest.json".into();
         assert!(bad.validate("stable", "arm64").is_err());
-        assert!(decode_for_key(b"/phase/stable/arm64/manifest", &r.to_bytes().unwrap()).is_ok());
-        assert!(decode_for_key(b"/phase/Stable/arm64/manifest", &r.to_bytes().unwrap()).is_err());
+        let now = 1_795_345_200;
+        let (s, _) = signed(now);
+        assert!(decode_for_key(KEY.as_bytes(), &s.to_bytes().unwrap(), now).is_ok());
+        assert!(
+            decode_for_key(b"/phase/Stable/arm64/manifest", &s.to_bytes().unwrap(), now).is_err()
+        );
+    }
+
+    #[test]
+    fn signed_records_verify_and_any_change_breaks_them() {
+        let now = 1_795_345_200;
+        let (r, _) = signed(now);
+        assert_eq!(r.verify_signature(KEY, now), Ok(()));
+        let bytes = r.to_bytes().unwrap();
+        assert!(bytes.len() < MAX_RECORD_BYTES);
+        assert_eq!(ManifestRecord::from_bytes(&bytes).unwrap(), r);
+
+        type Change = Box<dyn Fn(&mut ManifestRecord)>;
+        let tampered: Vec<Change> = vec![
+            Box::new(|r| r.url = "http://evil/stable/arm64/manifest.json".into()),
+            Box::new(|r| r.version = "other".into()),
+            Box::new(|r| r.provider_name = None),
+            Box::new(|r| r.last_updated = "2026-11-22T10:00:01Z".into()),
+            Box::new(|r| r.seq = r.seq.map(|s| s + 1)),
+            Box::new(|r| r.expires_at = Some("2099-01-01T00:00:00Z".into())),
+            Box::new(|r| r.manifest_sha256 = Some("0".repeat(64))),
+        ];
+        for change in tampered {
+            let mut t = r.clone();
+            change(&mut t);
+            assert_eq!(t.verify_signature(KEY, now), Err(RecordError::BadSignature));
+        }
+        // Replayed under another key: the key is inside what was signed.
+        let mut other = r.clone();
+        other.url = "http://192.168.1.100:8080/testing/arm64/manifest.json".into();
+        assert_eq!(
+            other.verify_signature("/phase/testing/arm64/manifest", now),
+            Err(RecordError::BadSignature)
+        );
+        assert_eq!(
+            r.verify_signature("/phase/testing/arm64/manifest", now),
+            Err(RecordError::BadSignature)
+        );
+        // Signed by someone else than peer_id.
+        let (forged, _) = signed(now);
+        let mut f = forged.clone();
+        f.peer_id = r.peer_id.clone();
+        assert_eq!(f.verify_signature(KEY, now), Err(RecordError::BadSignature));
+        // Unsigned and expired.
+        assert_eq!(
+            sample().verify_signature(KEY, now),
+            Err(RecordError::Unsigned("seq"))
+        );
+        let late = now + 3600 + CLOCK_SKEW_SECS + 1;
+        assert!(matches!(
+            r.verify_signature(KEY, late),
+            Err(RecordError::Expired(_))
+        ));
+        assert_eq!(
+            r.verify_signature(KEY, now + 3600 + CLOCK_SKEW_SECS),
+            Ok(())
+        );
+        assert_eq!(RecordError::BadSignature.kind(), RefusalKind::Forged);
+    }
+
+    #[test]
+    fn signing_bytes_are_the_documented_canonical_form() {
+        let mut r = sample();
+        r.seq = Some(7);
+        r.expires_at = Some("2026-11-22T11:00:00Z".into());
+        r.manifest_sha256 = Some(SHA.into());
+        let text = String::from_utf8(r.signing_bytes(KEY)).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "plasmd-record-v1\nkey={KEY}\nurl=http://192.168.1.100:8080/stable/arm64/manifest.json\npeer_id={PEER}\nprovider_name=lab-rack-3\nlast_updated=2026-11-22T10:00:00Z\nversion=3f9a1c2e7b6d4a10\nseq=7\nexpires_at=2026-11-22T11:00:00Z\nmanifest_sha256={SHA}\n"
+            )
+        );
     }
 
     #[test]

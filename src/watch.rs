@@ -17,7 +17,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{watch, Notify};
 
 use crate::manifest::{Catalog, ManifestError};
-use crate::publisher::Snapshot;
+use crate::publisher::{Advert, Snapshot};
 use crate::shutdown::Shutdown;
 
 /// Events closer together than this are one change: a `cp -r` of a kernel
@@ -94,7 +94,13 @@ async fn rescan(catalog: &Arc<Catalog>, last_error: &mut Option<String>) -> Snap
             }
             return manifests
                 .into_iter()
-                .map(|(ca, m)| (ca, m.version.clone()))
+                .map(|(ca, m)| {
+                    let advert = Advert {
+                        version: m.version.clone(),
+                        manifest_sha256: m.sha256.clone(),
+                    };
+                    (ca, advert)
+                })
                 .collect();
         }
         // Waiting for the board's netboot partition is normal at boot.

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::{Command, DhtConfig, DhtError, Found, KAD_PROTOCOL};
-use crate::record;
+use crate::record::{self, ManifestRecord, RecordError, RefusalKind};
 
 /// Idle connections are closed after this long; routing-table entries keep
 /// the addresses, so a later query simply dials again.
@@ -50,8 +50,8 @@ pub struct EventLoop {
     redial_delay: Duration,
     pending_put: HashMap<QueryId, oneshot::Sender<Result<(), DhtError>>>,
     pending_get: HashMap<QueryId, mpsc::Sender<Found>>,
-    /// PUTs refused since the last report, for the periodic INFO line.
-    refused: u64,
+    /// PUTs refused since the last report, by kind, for the periodic INFO line.
+    refused: std::collections::BTreeMap<RefusalKind, u64>,
 }
 
 impl EventLoop {
@@ -101,7 +101,7 @@ impl EventLoop {
             redial_delay: REDIAL_FIRST,
             pending_put: HashMap::new(),
             pending_get: HashMap::new(),
-            refused: 0,
+            refused: Default::default(),
         })
     }
 
@@ -231,12 +231,7 @@ impl EventLoop {
                     }
                     redial.as_mut().reset(tokio::time::Instant::now() + self.redial_delay);
                 }
-                _ = report.tick() => {
-                    if self.refused > 0 {
-                        log::info!("refused {} invalid DHT record(s) in the last {}s", self.refused, REFUSAL_REPORT.as_secs());
-                        self.refused = 0;
-                    }
-                }
+                _ = report.tick() => self.report_refusals(),
             }
         }
         for (_, reply) in self.pending_put.drain() {
@@ -397,47 +392,65 @@ impl EventLoop {
         }
     }
 
-    /// Stores a record another peer PUT to us, if it is a valid manifest
-    /// record for its key and not older than what we hold from the same
-    /// publisher. Everything else is refused: counted, logged at DEBUG.
+    /// Stores a record another peer PUT to us if it is a valid, signed,
+    /// unexpired manifest record for its key, and not older (lower `seq`)
+    /// than what we hold from the same publisher. Everything else is
+    /// refused: counted by kind, logged at DEBUG.
     fn store_if_valid(&mut self, source: PeerId, record: kad::Record) {
-        let decoded = match record::decode_for_key(record.key.as_ref(), &record.value) {
-            Ok(r) => r,
+        match self.check_incoming(&record) {
+            Ok(()) => {
+                if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+                    log::warn!("cannot store record from {source}: {e:?}");
+                }
+            }
             Err(e) => {
-                self.refused += 1;
+                *self.refused.entry(e.kind()).or_default() += 1;
+                let key = record.key.as_ref();
                 log::debug!(
                     "refused record {:?} from {source}: {e}",
-                    String::from_utf8_lossy(
-                        &record.key.as_ref()[..record.key.as_ref().len().min(80)]
-                    )
+                    String::from_utf8_lossy(&key[..key.len().min(80)])
                 );
-                return;
             }
-        };
+        }
+    }
+
+    fn check_incoming(&mut self, record: &kad::Record) -> Result<(), RecordError> {
+        let decoded =
+            record::decode_for_key(record.key.as_ref(), &record.value, record::unix_now())?;
         if let Some(publisher) = record.publisher {
             if publisher.to_string() != decoded.peer_id {
-                self.refused += 1;
-                log::debug!(
-                    "refused record from {source}: publisher {publisher} is not its peer_id"
-                );
-                return;
+                return Err(RecordError::BadSignature);
             }
         }
         let store = self.swarm.behaviour_mut().kad.store_mut();
         if let Some(existing) = store.get(&record.key) {
-            if let Ok(old) = record::ManifestRecord::from_bytes(&existing.value) {
-                if old.peer_id == decoded.peer_id && old.updated_at() > decoded.updated_at() {
-                    log::debug!(
-                        "kept newer record for {:?} over an older copy from {source}",
-                        record.key
-                    );
-                    return;
+            if let Ok(old) = ManifestRecord::from_bytes(&existing.value) {
+                let (old_seq, new_seq) = (old.seq.unwrap_or(0), decoded.seq.unwrap_or(0));
+                if old.peer_id == decoded.peer_id && old_seq > new_seq {
+                    return Err(RecordError::Replayed(new_seq, old_seq));
                 }
             }
         }
-        if let Err(e) = store.put(record) {
-            log::warn!("cannot store record from {source}: {e:?}");
+        Ok(())
+    }
+
+    /// One INFO line summing up the refused PUTs since the last one.
+    fn report_refusals(&mut self) {
+        if self.refused.is_empty() {
+            return;
         }
+        let total: u64 = self.refused.values().sum();
+        let by_kind: Vec<String> = self
+            .refused
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        log::info!(
+            "refused {total} DHT record(s) in the last {}s: {}",
+            REFUSAL_REPORT.as_secs(),
+            by_kind.join(" ")
+        );
+        self.refused.clear();
     }
 
     fn routing_table_size(&mut self) -> usize {
