@@ -115,6 +115,9 @@ pub struct DiscoverConfig {
     pub mdns: bool,
     pub timeout: Duration,
     pub json: bool,
+    /// Accept records only from these publishers (`--trust`); empty: any
+    /// validly signed record.
+    pub trusted: Vec<libp2p::PeerId>,
 }
 
 /// What `phase-discover` was asked to do.
@@ -138,6 +141,17 @@ struct FileConfig {
     http: HttpSection,
     #[serde(default)]
     p2p: P2pSection,
+    #[serde(default)]
+    discover: DiscoverSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscoverSection {
+    bootstrap: Option<Vec<String>>,
+    mdns: Option<bool>,
+    timeout: Option<u64>,
+    trusted_providers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -713,7 +727,11 @@ Usage: phase-discover --channel C --arch A (--bootstrap MULTIADDR... | --mdns) [
 Options:
   --channel C            channel to look up, e.g. stable
   --arch A               architecture to look up, e.g. arm64
+  --config FILE          TOML file; its [discover] section sets bootstrap, mdns, timeout,
+                         trusted_providers (flags win)
   --bootstrap MULTIADDR  a DHT peer to ask, repeatable (/ip4/ADDR/tcp/PORT/p2p/PEER_ID)
+  --trust PEER_ID        accept records only from this publisher, repeatable (default: any
+                         validly signed record; its publisher is then printed on stderr)
   --mdns                 find DHT peers on the local network with mDNS (no --bootstrap needed)
   --timeout SECS         give up after this long (default 30)
   --json                 print the whole record as JSON instead of the URL
@@ -733,7 +751,8 @@ where
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args);
     let (mut channel, mut arch, mut bootstrap) = (None, None, Vec::new());
-    let (mut timeout, mut json, mut mdns) = (DEFAULT_DISCOVER_TIMEOUT, false, false);
+    let (mut timeout, mut json, mut mdns) = (None, false, false);
+    let (mut config, mut trust) = (None::<PathBuf>, Vec::new());
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(DiscoverCommand::Print(DISCOVER_HELP.into())),
@@ -743,7 +762,9 @@ where
             Long("channel") => channel = Some(string(&mut p, "--channel")?),
             Long("arch") => arch = Some(string(&mut p, "--arch")?),
             Long("bootstrap") => bootstrap.push(string(&mut p, "--bootstrap")?),
-            Long("timeout") => timeout = secs(&mut p, "--timeout")?,
+            Long("timeout") => timeout = Some(secs(&mut p, "--timeout")?),
+            Long("config") => config = Some(p.value()?.into()),
+            Long("trust") => trust.push(string(&mut p, "--trust")?),
             Long("json") => json = true,
             Long("mdns") => mdns = true,
             other => {
@@ -754,6 +775,28 @@ where
             }
         }
     }
+    let file = match &config {
+        Some(path) => load_file(path)?.discover,
+        None => DiscoverSection::default(),
+    };
+    if bootstrap.is_empty() {
+        bootstrap = file.bootstrap.unwrap_or_default();
+    }
+    let mdns = mdns || file.mdns.unwrap_or(false);
+    let timeout = timeout.or(file.timeout).unwrap_or(DEFAULT_DISCOVER_TIMEOUT);
+    if trust.is_empty() {
+        trust = file.trusted_providers.unwrap_or_default();
+    }
+    let trusted = trust
+        .iter()
+        .map(|t| {
+            t.parse::<libp2p::PeerId>().map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "--trust / [discover] trusted_providers: {t:?} is not a peer id: {e}"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let channel = channel.ok_or_else(|| ConfigError::Args("missing --channel C".into()))?;
     let arch = arch.ok_or_else(|| ConfigError::Args("missing --arch A".into()))?;
     check_name("channel", &channel).map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -775,6 +818,7 @@ where
         mdns,
         timeout: Duration::from_secs(timeout),
         json,
+        trusted,
     }))
 }
 

@@ -75,6 +75,17 @@ async fn lookup(cfg: &DiscoverConfig) -> Result<Option<ManifestRecord>, Discover
     Ok(best)
 }
 
+/// Whether `a` should be preferred over `b`: from the same publisher the
+/// higher `seq` wins (it is signed and strictly increasing); across
+/// publishers the newer `last_updated`.
+fn newer(a: &ManifestRecord, b: &ManifestRecord) -> bool {
+    if a.peer_id == b.peer_id {
+        a.seq > b.seq
+    } else {
+        a.updated_at() > b.updated_at()
+    }
+}
+
 /// One DHT query: the newest valid record among the copies found.
 async fn one_lookup(
     client: &dht::Client,
@@ -99,11 +110,17 @@ async fn one_lookup(
                         continue;
                     }
                 }
-                log::debug!("valid record from {from}: {r}");
-                if best
-                    .as_ref()
-                    .is_none_or(|b| r.updated_at() > b.updated_at())
+                if !cfg.trusted.is_empty()
+                    && !cfg.trusted.iter().any(|t| t.to_string() == r.peer_id)
                 {
+                    log::warn!(
+                        "ignoring record from untrusted publisher {} (not in --trust)",
+                        r.peer_id
+                    );
+                    continue;
+                }
+                log::debug!("valid record from {from}: {r}");
+                if best.as_ref().is_none_or(|b| newer(&r, b)) {
                     best = Some(r);
                 }
                 until = until.min(Instant::now() + GRACE_AFTER_FIRST);

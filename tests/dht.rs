@@ -240,3 +240,53 @@ fn a_provider_started_before_its_bootstrap_node_is_found_once_the_node_is_up() {
     let d = discover(&node_addr, 10, &[]);
     assert_eq!(d.code, 0, "{}", d.stderr);
 }
+
+#[test]
+fn trust_pinning_accepts_only_the_pinned_publisher() {
+    let dir = TempDir::new("trust");
+    let root = artifacts(dir.path());
+    let s = serve(dir.path(), &root, &[]);
+    let provider = s.p2p_addr.rsplit('/').next().unwrap().to_string();
+    let stranger = run(
+        PLASMD,
+        &[
+            "id",
+            "--identity",
+            dir.path().join("stranger.key").to_str().unwrap(),
+        ],
+    )
+    .stdout
+    .trim()
+    .to_string();
+
+    let open = discover_until(&s.p2p_addr, Duration::from_secs(10), &[], |d| d.code == 0);
+    assert!(
+        open.stderr
+            .contains(&format!("record signed by {provider}")),
+        "{}",
+        open.stderr
+    );
+    let pinned = discover(&s.p2p_addr, 5, &["--trust", &provider]);
+    assert_eq!(pinned.code, 0, "{}", pinned.stderr);
+    assert!(!pinned.stderr.contains("record signed by"));
+    let wrong = discover(&s.p2p_addr, 3, &["--trust", &stranger]);
+    assert_eq!(wrong.code, 2, "{}", wrong.stdout);
+    assert!(
+        wrong.stderr.contains("untrusted publisher"),
+        "{}",
+        wrong.stderr
+    );
+
+    // The same pin from a config file.
+    let cfg = dir.path().join("discover.toml");
+    std::fs::write(
+        &cfg,
+        format!("[discover]\ntrusted_providers = [\"{stranger}\"]\n"),
+    )
+    .unwrap();
+    let from_file = discover(&s.p2p_addr, 3, &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(from_file.code, 2);
+    let bad = discover(&s.p2p_addr, 3, &["--trust", "not-a-peer"]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("not a peer id"), "{}", bad.stderr);
+}

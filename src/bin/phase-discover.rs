@@ -24,6 +24,17 @@ fn main() -> ExitCode {
     plasmd::init_logging("warn");
     match discover::discover(&cfg) {
         Ok(Some(record)) => {
+            if cfg.trusted.is_empty() {
+                // Unpinned: say whose word this is, so the user can pin it.
+                let name = record
+                    .provider_name
+                    .as_deref()
+                    .map_or(String::new(), |n| format!(" \"{n}\""));
+                eprintln!(
+                    "phase-discover: record signed by {}{name} (pin it with --trust {})",
+                    record.peer_id, record.peer_id
+                );
+            }
             if cfg.json {
                 println!("{}", record.to_json());
             } else {
