@@ -118,6 +118,17 @@ pub struct DiscoverConfig {
     /// Accept records only from these publishers (`--trust`); empty: any
     /// validly signed record.
     pub trusted: Vec<libp2p::PeerId>,
+    /// Download and verify artifacts after finding the record.
+    pub fetch: Option<FetchTarget>,
+}
+
+/// What `--fetch` / `--fetch-all` download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchTarget {
+    /// One artifact, to `out` (default: its name in the current directory).
+    One { name: String, out: Option<PathBuf> },
+    /// Every artifact of the manifest, into a directory.
+    All { dir: PathBuf },
 }
 
 /// What `phase-discover` was asked to do.
@@ -735,11 +746,16 @@ Options:
   --mdns                 find DHT peers on the local network with mDNS (no --bootstrap needed)
   --timeout SECS         give up after this long (default 30)
   --json                 print the whole record as JSON instead of the URL
+  --fetch NAME           download artifact NAME, verified against the signed record and the
+                         manifest, to ./NAME or -o FILE (resumes a partial NAME.part)
+  -o, --output FILE      where --fetch writes
+  --fetch-all DIR        download and verify every artifact of the manifest into DIR
   -h, --help             print this help
   -V, --version          print the version
 
 Prints the manifest URL of the newest valid record on stdout.
-Exit codes: 0 found, 2 nothing found before the timeout (or bad usage), 1 other errors.
+Exit codes: 0 found (and fetched), 2 nothing found before the timeout (or bad usage),
+3 a download did not verify (nothing written), 1 other errors.
 ";
 
 /// Parses `phase-discover`'s arguments (without the program name).
@@ -753,6 +769,7 @@ where
     let (mut channel, mut arch, mut bootstrap) = (None, None, Vec::new());
     let (mut timeout, mut json, mut mdns) = (None, false, false);
     let (mut config, mut trust) = (None::<PathBuf>, Vec::new());
+    let (mut fetch, mut output, mut fetch_all) = (None, None::<PathBuf>, None::<PathBuf>);
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(DiscoverCommand::Print(DISCOVER_HELP.into())),
@@ -765,6 +782,9 @@ where
             Long("timeout") => timeout = Some(secs(&mut p, "--timeout")?),
             Long("config") => config = Some(p.value()?.into()),
             Long("trust") => trust.push(string(&mut p, "--trust")?),
+            Long("fetch") => fetch = Some(string(&mut p, "--fetch")?),
+            Short('o') | Long("output") => output = Some(p.value()?.into()),
+            Long("fetch-all") => fetch_all = Some(p.value()?.into()),
             Long("json") => json = true,
             Long("mdns") => mdns = true,
             other => {
@@ -797,6 +817,28 @@ where
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let fetch = match (fetch, fetch_all, output) {
+        (Some(_), Some(_), _) => {
+            return Err(ConfigError::Args(
+                "give either --fetch NAME or --fetch-all DIR, not both".into(),
+            ))
+        }
+        (None, _, Some(_)) => {
+            return Err(ConfigError::Args(
+                "-o/--output goes with --fetch NAME".into(),
+            ))
+        }
+        (Some(name), None, out) => {
+            if !crate::manifest::is_safe_file_name(&name) {
+                return Err(ConfigError::Invalid(format!(
+                    "--fetch {name:?}: not a file name"
+                )));
+            }
+            Some(FetchTarget::One { name, out })
+        }
+        (None, Some(dir), None) => Some(FetchTarget::All { dir }),
+        (None, None, None) => None,
+    };
     let channel = channel.ok_or_else(|| ConfigError::Args("missing --channel C".into()))?;
     let arch = arch.ok_or_else(|| ConfigError::Args("missing --arch A".into()))?;
     check_name("channel", &channel).map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -819,6 +861,7 @@ where
         timeout: Duration::from_secs(timeout),
         json,
         trusted,
+        fetch,
     }))
 }
 

@@ -150,6 +150,7 @@ fn handle(request: Request, catalog: &Catalog) {
         Route::File(ca, name) if name == MANIFEST_NAME => match catalog.manifest(&ca) {
             Some(m) => {
                 let response = Response::from_data(m.json.clone())
+                    .with_chunked_threshold(usize::MAX)
                     .with_header(header("Content-Type", "application/json"));
                 respond(request, response);
             }
@@ -157,7 +158,11 @@ fn handle(request: Request, catalog: &Catalog) {
         },
         Route::File(ca, name) => match catalog.open(&ca, &name) {
             Some((file, _)) => {
+                // Always a Content-Length, never chunked (tiny_http chunks
+                // HTTP/1.1 bodies over 32 KiB by default): boards check sizes
+                // and resume downloads by byte offset.
                 let response = Response::from_file(file)
+                    .with_chunked_threshold(usize::MAX)
                     .with_header(header("Content-Type", content_type(&name)));
                 respond(request, response);
             }

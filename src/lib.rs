@@ -14,12 +14,14 @@
 //! - [`dht`]: the one owner of the libp2p swarm
 //! - [`http`]: the tiny_http server boards download from
 //! - [`shutdown`]: SIGTERM/SIGINT → one signal every task waits on
+//! - [`fetch`]: `phase-discover --fetch`, record → manifest → verified bytes
 //! - [`provider`], [`discover`]: the commands, wiring the above together
 
 pub mod board;
 pub mod config;
 pub mod dht;
 pub mod discover;
+pub mod fetch;
 pub mod http;
 pub mod identity;
 pub mod manifest;

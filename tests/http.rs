@@ -50,6 +50,25 @@ fn manifest_and_artifacts_are_served_with_the_right_bytes_and_headers() {
         std::fs::read(root.join("stable/arm64/initrd.img")).unwrap()
     );
 
+    // HTTP/1.1 clients (curl, boards) get a Content-Length too, not chunks.
+    let head11 = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.write_all(
+            b"GET /stable/arm64/initrd.img HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap();
+        assert_eq!(
+            all.len() - all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() - 4,
+            100_000
+        );
+        String::from_utf8_lossy(&all[..200]).to_string()
+    };
+    assert!(head11.contains("Content-Length: 100000"), "{head11}");
+    assert!(!head11.contains("Transfer-Encoding"), "{head11}");
+
     let (status, head, body) = http(port, "HEAD", "/stable/arm64/initrd.img");
     assert_eq!(status, 200);
     assert!(head.contains("Content-Length: 100000"), "{head}");

@@ -1,12 +1,12 @@
 //! `phase-discover`: find a provider's manifest URL through the DHT.
 //!
-//! Exit codes: 0 found, 2 nothing found before the timeout or bad usage,
-//! 1 any other error.
+//! Exit codes: 0 found (and fetched), 2 nothing found before the timeout
+//! or bad usage, 3 a download did not verify, 1 any other error.
 
 use std::process::ExitCode;
 
 use plasmd::config::{self, DiscoverCommand};
-use plasmd::discover;
+use plasmd::{discover, fetch};
 
 fn main() -> ExitCode {
     let cfg = match config::parse_discover(std::env::args_os().skip(1)) {
@@ -34,6 +34,20 @@ fn main() -> ExitCode {
                     "phase-discover: record signed by {}{name} (pin it with --trust {})",
                     record.peer_id, record.peer_id
                 );
+            }
+            if let Some(target) = &cfg.fetch {
+                return match fetch::run(&record, target) {
+                    Ok(files) => {
+                        for f in files {
+                            println!("{}", f.display());
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("phase-discover: error: {e}");
+                        ExitCode::from(if e.is_mismatch() { 3 } else { 1 })
+                    }
+                };
             }
             if cfg.json {
                 println!("{}", record.to_json());

@@ -1,0 +1,589 @@
+//! `phase-discover --fetch`: the verified chain from a DHT record down to
+//! the bytes a board boots.
+//!
+//! The record's signature covers `manifest_sha256`; the manifest fetched
+//! from `url` must hash to it; the manifest lists each artifact's size and
+//! sha256; the artifact must match both before it is renamed into place.
+//! Nothing unverified is ever left under the output name: downloads go to
+//! `<name>.part` (kept only while it is a prefix that can be resumed with a
+//! `Range` request) and are renamed after the check. This module owns the
+//! small HTTP/1.1 client this needs (plain HTTP, bounded headers, timeouts)
+//! and the bounded manifest parser; it does not look records up.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{hex, is_safe_file_name};
+use crate::record::ManifestRecord;
+
+/// Largest manifest we download: a manifest lists files, it is not one.
+const MAX_MANIFEST: u64 = 1024 * 1024;
+/// At most this many artifacts are read from a manifest.
+const MAX_ARTIFACTS: usize = 4096;
+/// Bounds on the response header block.
+const MAX_HEADER_LINE: usize = 8 * 1024;
+const MAX_HEADERS: usize = 100;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A server silent for this long mid-download is given up on (the partial
+/// file stays for a resume).
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+const CHUNK: usize = 64 * 1024;
+
+/// What can go wrong fetching. `Mismatch` means the bytes did not verify:
+/// nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0}: {1}")]
+    Http(String, String),
+    #[error("verification failed: {0}; nothing written")]
+    Mismatch(String),
+    #[error("{0} is not listed in the manifest at {1}")]
+    NotListed(String, String),
+    #[error("{0}: {1}")]
+    Io(PathBuf, io::Error),
+    #[error("manifest at {0} is not a plasmd manifest: {1}")]
+    BadManifest(String, String),
+}
+
+impl FetchError {
+    /// True when the data was wrong (as opposed to unreachable): worth
+    /// trying another provider, and exit code 3.
+    pub fn is_mismatch(&self) -> bool {
+        matches!(self, FetchError::Mismatch(_) | FetchError::BadManifest(..))
+    }
+}
+
+/// One artifact as a manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Deserialize)]
+struct WireArtifact {
+    name: heapless::String<255>,
+    size: u64,
+    sha256: heapless::String<64>,
+}
+
+/// The artifact list, read one element at a time so memory stays bounded
+/// by `MAX_ARTIFACTS` small entries whatever the manifest holds.
+struct ArtifactList(Vec<Listed>);
+
+impl<'de> Deserialize<'de> for ArtifactList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ArtifactList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of {name, size, sha256}")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ArtifactList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(a) = seq.next_element::<WireArtifact>()? {
+                    if out.len() == MAX_ARTIFACTS {
+                        return Err(serde::de::Error::custom("too many artifacts"));
+                    }
+                    out.push(Listed {
+                        name: a.name.as_str().to_string(),
+                        size: a.size,
+                        sha256: a.sha256.as_str().to_string(),
+                    });
+                }
+                Ok(ArtifactList(out))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct WireManifest {
+    artifacts: ArtifactList,
+}
+
+/// The artifacts a plasmd manifest lists (extra fields ignored).
+pub fn parse_manifest(json: &[u8]) -> Result<Vec<Listed>, String> {
+    crate::manifest::shipped_version(json)?;
+    let mut unescape = vec![0u8; 512];
+    let (m, _): (WireManifest, usize) = serde_json_core::from_slice_escaped(json, &mut unescape)
+        .map_err(|e| {
+            format!("{e} (expected \"artifacts\": [{{\"name\", \"size\", \"sha256\"}}, ...])")
+        })?;
+    Ok(m.artifacts.0)
+}
+
+/// A plain-HTTP URL split into what a request needs.
+struct Url {
+    host_port: String,
+    path: String,
+}
+
+fn parse_url(url: &str) -> Result<Url, FetchError> {
+    let bad = |m: &str| FetchError::Http(url.to_string(), m.to_string());
+    if url.starts_with("https://") {
+        return Err(bad(
+            "https is not supported: providers serve plain HTTP and every byte is verified instead",
+        ));
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| bad("not an http:// URL"))?;
+    let (host_port, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if host_port.is_empty() || url.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(bad("malformed URL"));
+    }
+    let host_port = if host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        || host_port.ends_with(']')
+    {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:80")
+    };
+    Ok(Url {
+        host_port,
+        path: path.to_string(),
+    })
+}
+
+/// A response whose headers have been read; the body follows in `reader`.
+struct Response {
+    status: u16,
+    content_length: Option<u64>,
+    /// Start offset from `Content-Range: bytes START-END/TOTAL`.
+    range_start: Option<u64>,
+    reader: BufReader<TcpStream>,
+}
+
+fn get(url: &str, range_from: Option<u64>) -> Result<Response, FetchError> {
+    let u = parse_url(url)?;
+    let err = |m: String| FetchError::Http(url.to_string(), m);
+    let addr = u
+        .host_port
+        .to_socket_addrs()
+        .map_err(|e| err(e.to_string()))?
+        .next()
+        .ok_or_else(|| err("no address for host".into()))?;
+    let mut stream =
+        TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| err(e.to_string()))?;
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(|e| err(e.to_string()))?;
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .map_err(|e| err(e.to_string()))?;
+    let mut req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: phase-discover/{}\r\n",
+        u.path,
+        u.host_port,
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(from) = range_from {
+        req.push_str(&format!("Range: bytes={from}-\r\n"));
+    }
+    req.push_str("\r\n");
+    stream
+        .write_all(req.as_bytes())
+        .map_err(|e| err(e.to_string()))?;
+
+    let mut reader = BufReader::new(stream);
+    let status_line = read_line(&mut reader).map_err(|e| err(e.to_string()))?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|_| status_line.starts_with("HTTP/1."))
+        .ok_or_else(|| {
+            err(format!(
+                "not an HTTP response: {:?}",
+                truncate(&status_line)
+            ))
+        })?;
+    let (mut content_length, mut range_start, mut chunked) = (None, None, false);
+    for _ in 0..=MAX_HEADERS {
+        let line = read_line(&mut reader).map_err(|e| err(e.to_string()))?;
+        if line.is_empty() {
+            if chunked {
+                return Err(err("chunked responses are not supported".into()));
+            }
+            return Ok(Response {
+                status,
+                content_length,
+                range_start,
+                reader,
+            });
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(err(format!("malformed header {:?}", truncate(&line))));
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => {
+                content_length = Some(
+                    value
+                        .parse()
+                        .map_err(|_| err("bad Content-Length".into()))?,
+                )
+            }
+            "content-range" => {
+                range_start = value
+                    .strip_prefix("bytes ")
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|s| s.parse().ok());
+            }
+            "transfer-encoding" => chunked = !value.eq_ignore_ascii_case("identity"),
+            _ => {}
+        }
+    }
+    Err(err(format!("more than {MAX_HEADERS} headers")))
+}
+
+fn truncate(s: &str) -> &str {
+    s.get(..80).unwrap_or(s)
+}
+
+/// One header line without its CRLF, bounded in length.
+fn read_line(r: &mut BufReader<TcpStream>) -> io::Result<String> {
+    let mut buf = Vec::new();
+    let n = r
+        .by_ref()
+        .take(MAX_HEADER_LINE as u64 + 1)
+        .read_until(b'\n', &mut buf)?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
+    }
+    if buf.len() > MAX_HEADER_LINE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "header line too long",
+        ));
+    }
+    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        buf.pop();
+    }
+    String::from_utf8(buf)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "header not UTF-8"))
+}
+
+/// Downloads the manifest the record points at and checks it against the
+/// signed `manifest_sha256`. Returns its artifacts.
+pub fn verified_manifest(record: &ManifestRecord) -> Result<Vec<Listed>, FetchError> {
+    let expected = record
+        .manifest_sha256
+        .as_deref()
+        .ok_or_else(|| FetchError::Mismatch("the record has no manifest_sha256".into()))?;
+    let mut resp = get(&record.url, None)?;
+    if resp.status != 200 {
+        return Err(FetchError::Http(
+            record.url.clone(),
+            format!("status {}", resp.status),
+        ));
+    }
+    let mut body = Vec::new();
+    (&mut resp.reader)
+        .take(MAX_MANIFEST + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| FetchError::Http(record.url.clone(), e.to_string()))?;
+    if body.len() as u64 > MAX_MANIFEST {
+        return Err(FetchError::Mismatch(format!(
+            "manifest at {} is larger than 1 MiB",
+            record.url
+        )));
+    }
+    let got = hex(&Sha256::digest(&body));
+    if got != expected {
+        return Err(FetchError::Mismatch(format!(
+            "manifest at {} has sha256 {got}, the signed record says {expected}",
+            record.url
+        )));
+    }
+    parse_manifest(&body).map_err(|e| FetchError::BadManifest(record.url.clone(), e))
+}
+
+/// The URL of artifact `name` next to the manifest.
+fn artifact_url(manifest_url: &str, name: &str) -> String {
+    let base = manifest_url
+        .strip_suffix("manifest.json")
+        .unwrap_or(manifest_url);
+    let mut enc = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{base}{enc}")
+}
+
+/// Fetches artifact `name` (listed in `manifest`) to `out`, verified.
+pub fn fetch_artifact(
+    record: &ManifestRecord,
+    manifest: &[Listed],
+    name: &str,
+    out: &Path,
+) -> Result<(), FetchError> {
+    let listed = manifest
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| FetchError::NotListed(name.to_string(), record.url.clone()))?;
+    let hex_ok = listed.sha256.len() == 64
+        && listed
+            .sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !hex_ok || !is_safe_file_name(name) {
+        return Err(FetchError::BadManifest(
+            record.url.clone(),
+            format!("bad sha256 for {name}"),
+        ));
+    }
+    let url = artifact_url(&record.url, name);
+    let part = part_path(out);
+    let io_err = |e| FetchError::Io(part.clone(), e);
+
+    // Resume from a partial download: hash what is there, ask for the rest.
+    let mut hasher = Sha256::new();
+    let mut have = 0u64;
+    if let Ok(mut f) = File::open(&part) {
+        let len = f.metadata().map_err(io_err)?.len();
+        if len < listed.size {
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = f.read(&mut buf).map_err(io_err)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                have += n as u64;
+            }
+        }
+    }
+    let mut resp = get(&url, (have > 0).then_some(have))?;
+    match (resp.status, resp.range_start) {
+        (206, Some(start)) if start == have => {}
+        (200, _) => {
+            // The server ignored the range: start over.
+            have = 0;
+            hasher = Sha256::new();
+        }
+        (416, _) if have > 0 => {
+            let _ = fs::remove_file(&part);
+            return Err(FetchError::Http(
+                url,
+                "server refused to resume (416); run again to restart".into(),
+            ));
+        }
+        (status, _) => return Err(FetchError::Http(url, format!("status {status}"))),
+    }
+    let remaining = listed.size - have;
+    if let Some(len) = resp.content_length {
+        if len != remaining {
+            let _ = fs::remove_file(&part);
+            return Err(FetchError::Mismatch(format!(
+                "{name}: server sends {len} bytes, the manifest says {} in all ({have} already here)",
+                listed.size
+            )));
+        }
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(have > 0)
+        .truncate(have == 0)
+        .open(&part)
+        .map_err(io_err)?;
+    let progress = Progress::new(name, listed.size);
+    let mut buf = vec![0u8; CHUNK];
+    let mut got = have;
+    // Read one byte past the promised size to catch a server sending more.
+    let mut body = (&mut resp.reader).take(remaining + 1);
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                progress.done();
+                // The partial file stays: a rerun resumes it.
+                return Err(FetchError::Http(
+                    url,
+                    format!("{e} after {got} bytes; run again to resume"),
+                ));
+            }
+        };
+        got += n as u64;
+        if got > listed.size {
+            drop(file);
+            let _ = fs::remove_file(&part);
+            progress.done();
+            return Err(FetchError::Mismatch(format!(
+                "{name}: more bytes than the {} the manifest lists",
+                listed.size
+            )));
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).map_err(io_err)?;
+        progress.update(got);
+    }
+    progress.done();
+    if got < listed.size {
+        return Err(FetchError::Http(
+            url,
+            format!(
+                "connection closed after {got} of {} bytes; run again to resume",
+                listed.size
+            ),
+        ));
+    }
+    let hash = hex(&hasher.finalize());
+    if hash != listed.sha256 {
+        drop(file);
+        let _ = fs::remove_file(&part);
+        return Err(FetchError::Mismatch(format!(
+            "{name} has sha256 {hash}, the manifest says {}",
+            listed.sha256
+        )));
+    }
+    file.sync_all().map_err(io_err)?;
+    fs::rename(&part, out).map_err(|e| FetchError::Io(out.to_path_buf(), e))?;
+    Ok(())
+}
+
+/// Runs `--fetch` / `--fetch-all` for a found record: verifies the
+/// manifest, then downloads and verifies each artifact. Returns the files
+/// written.
+pub fn run(
+    record: &ManifestRecord,
+    target: &crate::config::FetchTarget,
+) -> Result<Vec<PathBuf>, FetchError> {
+    use crate::config::FetchTarget;
+    let manifest = verified_manifest(record)?;
+    match target {
+        FetchTarget::One { name, out } => {
+            let out = out.clone().unwrap_or_else(|| PathBuf::from(name));
+            fetch_artifact(record, &manifest, name, &out)?;
+            Ok(vec![out])
+        }
+        FetchTarget::All { dir } => {
+            fs::create_dir_all(dir).map_err(|e| FetchError::Io(dir.clone(), e))?;
+            let mut written = Vec::new();
+            for a in &manifest {
+                // A hostile manifest could list "../x": never write outside DIR.
+                if !is_safe_file_name(&a.name) || a.name.starts_with('.') {
+                    return Err(FetchError::BadManifest(
+                        record.url.clone(),
+                        format!("unsafe artifact name {:?}", a.name),
+                    ));
+                }
+                let out = dir.join(&a.name);
+                fetch_artifact(record, &manifest, &a.name, &out)?;
+                written.push(out);
+            }
+            Ok(written)
+        }
+    }
+}
+
+fn part_path(out: &Path) -> PathBuf {
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".part");
+    out.with_file_name(name)
+}
+
+/// A one-line progress display on stderr, only when it is a terminal.
+struct Progress {
+    name: String,
+    total: u64,
+    tty: bool,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(name: &str, total: u64) -> Self {
+        Progress {
+            name: name.to_string(),
+            total,
+            tty: io::stderr().is_terminal(),
+            started: Instant::now(),
+        }
+    }
+
+    fn update(&self, got: u64) {
+        if self.tty {
+            let pct = (got * 100).checked_div(self.total).unwrap_or(100);
+            let rate = got as f64 / self.started.elapsed().as_secs_f64().max(0.001) / 1e6;
+            eprint!(
+                "\r{}: {pct:3}% {got}/{} bytes {rate:.1} MB/s",
+                self.name, self.total
+            );
+        }
+    }
+
+    fn done(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_parse_into_bounded_artifact_lists() {
+        let json = br#"{"channel":"stable","version":"v1","artifacts":[{"name":"vmlinuz","size":6,"sha256":"ab"},{"name":"a b","size":0,"sha256":"cd","extra":1}]}"#;
+        let list = parse_manifest(json).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1].name, "a b");
+        for bad in [
+            &b"{}"[..],
+            b"[]",
+            b"{\"version\":\"v\",\"artifacts\":3}",
+            b"{\"version\":\"v\",\"artifacts\":[{\"name\":1}]}",
+        ] {
+            assert!(parse_manifest(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            artifact_url("http://h:1/stable/arm64/manifest.json", "my file+1"),
+            "http://h:1/stable/arm64/my%20file%2B1"
+        );
+        assert!(parse_url("https://h/x").is_err());
+        assert!(parse_url("ftp://h/x").is_err());
+        let u = parse_url("http://h/x").unwrap();
+        assert_eq!((u.host_port.as_str(), u.path.as_str()), ("h:80", "/x"));
+        let u = parse_url("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            (u.host_port.as_str(), u.path.as_str()),
+            ("127.0.0.1:8080", "/")
+        );
+        assert_eq!(
+            part_path(Path::new("/tmp/x/vmlinuz")),
+            Path::new("/tmp/x/vmlinuz.part")
+        );
+    }
+}
