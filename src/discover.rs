@@ -2,7 +2,7 @@
 //!
 //! Joins the DHT as a client (it stores and routes nothing) with a
 //! throw-away identity, looks the record key up, validates every copy that
-//! comes back (JSON shape, sizes, key ↔ channel/arch, publisher ↔ peer id)
+//! comes back (JSON shape, sizes, key ↔ channel/arch, signature, expiry)
 //! and picks the newest `last_updated`. Lookups repeat until one succeeds or
 //! the timeout passes, so it also works while a provider is still starting.
 
@@ -104,12 +104,6 @@ async fn one_lookup(
             .map_or_else(|| "local store".to_string(), |p| p.to_string());
         match record::decode_for_key(key.as_bytes(), &f.record.value, record::unix_now()) {
             Ok(r) => {
-                if let Some(publisher) = f.record.publisher {
-                    if publisher.to_string() != r.peer_id {
-                        log::warn!("ignoring record from {from}: its publisher is not its peer_id");
-                        continue;
-                    }
-                }
                 if !cfg.trusted.is_empty()
                     && !cfg.trusted.iter().any(|t| t.to_string() == r.peer_id)
                 {

@@ -471,7 +471,12 @@ impl fmt::Display for ManifestRecord {
         if let Some(name) = &self.provider_name {
             write!(f, " \"{name}\"")?;
         }
-        write!(f, ", updated {})", self.last_updated)
+        write!(
+            f,
+            ", updated {}, seq {})",
+            self.last_updated,
+            self.seq.unwrap_or(0)
+        )
     }
 }
 

@@ -65,7 +65,10 @@ impl Behaviour {
             peer_id,
             MemoryStoreConfig {
                 max_records: MAX_STORED_RECORDS,
-                max_value_bytes: MAX_RECORD_BYTES,
+                // Incoming values over MAX_RECORD_BYTES are refused (and
+                // counted) by our own check before they reach the store;
+                // this is only the store's backstop.
+                max_value_bytes: 4 * MAX_RECORD_BYTES,
                 ..Default::default()
             },
         );

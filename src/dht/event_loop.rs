@@ -407,7 +407,8 @@ impl EventLoop {
                 *self.refused.entry(e.kind()).or_default() += 1;
                 let key = record.key.as_ref();
                 log::debug!(
-                    "refused record {:?} from {source}: {e}",
+                    "refused {} record {:?} from {source}: {e}",
+                    e.kind(),
                     String::from_utf8_lossy(&key[..key.len().min(80)])
                 );
             }
@@ -417,11 +418,8 @@ impl EventLoop {
     fn check_incoming(&mut self, record: &kad::Record) -> Result<(), RecordError> {
         let decoded =
             record::decode_for_key(record.key.as_ref(), &record.value, record::unix_now())?;
-        if let Some(publisher) = record.publisher {
-            if publisher.to_string() != decoded.peer_id {
-                return Err(RecordError::BadSignature);
-            }
-        }
+        // Kademlia's `publisher` field is unauthenticated metadata (and
+        // rust-only): the signature over the value is what counts.
         let store = self.swarm.behaviour_mut().kad.store_mut();
         if let Some(existing) = store.get(&record.key) {
             if let Ok(old) = ManifestRecord::from_bytes(&existing.value) {
