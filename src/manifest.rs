@@ -313,18 +313,43 @@ impl Catalog {
 
     /// Opens artifact `name` of `ca` for serving. Only names listed in the
     /// current manifest are served, and only while their real path is inside
-    /// the root.
-    pub fn open(&self, ca: &ChannelArch, name: &str) -> Option<(File, Arc<Manifest>)> {
+    /// the root. The size, mtime and sha256 describe the open handle, so a
+    /// file replaced (renamed over) meanwhile is served whole, old or new.
+    pub fn open(&self, ca: &ChannelArch, name: &str) -> Option<OpenArtifact> {
         let manifest = self.manifest(ca)?;
-        if name != MANIFEST_NAME && !manifest.artifacts.contains_key(name) {
+        if !manifest.artifacts.contains_key(name) {
             return None;
         }
         let root = self.root()?;
         let path = dir_of(&root, ca).join(name);
         regular_file_inside(&root, &path)?;
         let file = File::open(&path).ok()?;
-        Some((file, manifest))
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let stamp = Stamp::of(&meta);
+        // The cached hash is only this handle's if nothing changed since.
+        let sha256 = lock(&self.hashes)
+            .get(&path)
+            .filter(|(s, _)| *s == stamp)
+            .map(|(_, h)| h.clone());
+        Some(OpenArtifact {
+            file,
+            size: meta.len(),
+            modified: meta.modified().ok(),
+            sha256,
+        })
     }
+}
+
+/// An artifact opened for serving.
+pub struct OpenArtifact {
+    pub file: File,
+    pub size: u64,
+    pub modified: Option<std::time::SystemTime>,
+    /// Its sha256, when known to match the open handle.
+    pub sha256: Option<String>,
 }
 
 fn dir_of(root: &Path, ca: &ChannelArch) -> PathBuf {
@@ -634,7 +659,12 @@ mod tests {
         assert!(m.artifacts.contains_key("current"));
         assert!(cat.open(&stable(), "leak").is_none());
         assert!(cat.open(&stable(), "../../../etc/passwd").is_none());
-        assert!(cat.open(&stable(), "vmlinuz").is_some());
+        let open = cat.open(&stable(), "vmlinuz").unwrap();
+        assert_eq!(open.size, 6);
+        assert_eq!(
+            open.sha256.as_deref(),
+            Some(m.artifacts["vmlinuz"].sha256.as_str())
+        );
     }
 
     #[test]
