@@ -12,11 +12,15 @@
 //! Boards download large images over flaky links, and the server faces
 //! every machine on the LAN, so it supports single `Range` requests (`206`,
 //! `416`), `ETag`/`If-None-Match` (`304`), `Last-Modified` and
-//! `Cache-Control`, and bounds everything a client controls: the request
-//! head's size and header count, the time to send it (slowloris), idle
-//! keep-alive time, write stalls, and the number of connections (a busy
-//! server answers `503` at once). Files are streamed from an open handle, so
-//! an artifact renamed over during a download is served whole, old or new.
+//! `Cache-Control`, and bounds everything a client controls. One poller
+//! thread accepts connections and reads request heads for all of them
+//! (`poll`, no thread per connection): a head must fit in 8 KiB and 64
+//! headers (`431`) and arrive within 10 s, however slowly it trickles; at
+//! most 256 connections may wait for one, the longest-waiting dropped first,
+//! so idle connections (slowloris) cannot keep others out. Complete requests
+//! go to 16 worker threads; when they and their queue are full, the answer
+//! is `503` at once. Files are streamed from an open handle, so an artifact
+//! renamed over during a download is served whole, old or new.
 //!
 //! (tiny_http, the first choice, reads request heads without any size
 //! bound — upstream issue tiny-http#56 — which would let one client exhaust
@@ -27,18 +31,26 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::manifest::{is_safe_file_name, Catalog, ChannelArch, MANIFEST_NAME};
 use crate::record::check_name;
 
-/// Connections served at once; each holds a small thread. More are answered
-/// `503` and closed, so a flood of idle connections cannot starve boards
-/// (or the process) of threads and memory.
-pub const MAX_CONNECTIONS: usize = 64;
+/// Worker threads writing responses. A download holds one for its whole
+/// length, so this is how many boards download at once; further complete
+/// requests wait in a short queue, then get `503`.
+pub const WORKERS: usize = 16;
+const QUEUE: usize = 32;
+
+/// Connections waiting for (the rest of) a request head. They cost a file
+/// descriptor and a small buffer each, no thread; when there are more, the
+/// one waiting longest is dropped, so a flood of idle or trickling
+/// connections (slowloris) cannot keep well-behaved clients out.
+pub const MAX_PENDING: usize = 256;
 
 /// The request line and headers together, like common servers' 8 KiB.
 const MAX_HEAD: usize = 8 * 1024;
@@ -53,10 +65,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests on one connection before it is closed.
 const MAX_REQUESTS_PER_CONNECTION: usize = 100;
-/// Stack of a connection thread: parsing and streaming need little.
-const CONNECTION_STACK: usize = 128 * 1024;
+/// Stack of a worker thread: parsing and streaming need little.
+const WORKER_STACK: usize = 128 * 1024;
 
-/// How often the accept loop looks at the stop flag.
+/// The longest the poller sleeps, so it sees the stop flag.
 const POLL: Duration = Duration::from_millis(200);
 
 /// How long `stop` waits for downloads in progress. A board fetching a
@@ -85,37 +97,80 @@ pub enum HttpError {
 pub struct HttpServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    accept: Option<thread::JoinHandle<()>>,
+    poller: Option<thread::JoinHandle<()>>,
 }
 
-/// What the accept loop and every connection thread share.
+/// What the poller and the workers share.
 struct Shared {
     catalog: Arc<Catalog>,
     stop: AtomicBool,
-    /// Connections open now, against `MAX_CONNECTIONS`.
-    active: AtomicUsize,
+    /// Workers busy writing a response, for a graceful stop.
+    busy: AtomicUsize,
+}
+
+/// A connection with a complete request head, for a worker.
+struct Job {
+    stream: TcpStream,
+    head: Head,
+    /// Bytes after the head (a pipelined next request).
+    rest: Vec<u8>,
+    /// Requests already served on this connection.
+    served: usize,
+}
+
+/// A connection the poller is reading a request head from.
+struct Pending {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// When it was accepted or handed back; the oldest is dropped first.
+    since: Instant,
+    deadline: Instant,
+    served: usize,
 }
 
 impl HttpServer {
-    /// Binds `listen` and starts accepting connections.
+    /// Binds `listen` and starts the poller and the workers.
     pub fn start(listen: SocketAddr, catalog: Arc<Catalog>) -> Result<Self, HttpError> {
         let bind_err = |e: io::Error| HttpError::Bind(listen, e.to_string());
         let listener = TcpListener::bind(listen).map_err(bind_err)?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
         let shared = Arc::new(Shared {
             catalog,
             stop: AtomicBool::new(false),
-            active: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
         });
+        // Workers hand kept-alive connections back through `back_tx`, and
+        // poke the poller awake through `wake`.
+        let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(QUEUE);
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let (back_tx, back_rx) = mpsc::channel::<Pending>();
+        let (wake_rx, wake_tx) = UnixStream::pair().map_err(bind_err)?;
+        wake_rx.set_nonblocking(true).map_err(bind_err)?;
+        wake_tx.set_nonblocking(true).map_err(bind_err)?;
+        let wake_tx = Arc::new(wake_tx);
+        for i in 0..WORKERS {
+            let (shared, jobs, back, wake) = (
+                shared.clone(),
+                jobs_rx.clone(),
+                back_tx.clone(),
+                wake_tx.clone(),
+            );
+            thread::Builder::new()
+                .name(format!("http-{i}"))
+                .stack_size(WORKER_STACK)
+                .spawn(move || worker(&shared, &jobs, &back, &wake))
+                .map_err(bind_err)?;
+        }
         let s = shared.clone();
-        let accept = thread::Builder::new()
-            .name("http-accept".into())
-            .spawn(move || accept_loop(&listener, &s))
+        let poller = thread::Builder::new()
+            .name("http-poll".into())
+            .spawn(move || poll_loop(&listener, &s, &jobs_tx, &back_rx, &wake_rx))
             .map_err(bind_err)?;
         Ok(HttpServer {
             addr,
             shared,
-            accept: Some(accept),
+            poller: Some(poller),
         })
     }
 
@@ -129,71 +184,258 @@ impl HttpServer {
     /// process exits (clients resume them).
     pub fn stop(mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(a) = self.accept.take() {
-            let _ = a.join();
+        if let Some(p) = self.poller.take() {
+            let _ = p.join();
         }
         let deadline = Instant::now() + STOP_GRACE;
-        while self.shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        while self.shared.busy.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(20));
         }
-        if self.shared.active.load(Ordering::SeqCst) > 0 {
+        if self.shared.busy.load(Ordering::SeqCst) > 0 {
             log::info!("stopping with HTTP downloads still in progress");
         }
     }
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+/// Accepts connections and reads request heads for all of them with
+/// `poll`, without a thread per connection; complete requests go to the
+/// workers.
+fn poll_loop(
+    listener: &TcpListener,
+    shared: &Shared,
+    jobs: &mpsc::SyncSender<Job>,
+    back: &mpsc::Receiver<Pending>,
+    wake: &UnixStream,
+) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let timeout = PollTimeout::try_from(POLL.as_millis() as i32).unwrap_or(PollTimeout::NONE);
+    let mut pending: Vec<Pending> = Vec::new();
     while !shared.stop.load(Ordering::SeqCst) {
-        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(0) => continue,
-            Ok(_) => {}
-            Err(e) => {
-                log::warn!("HTTP poll: {e}");
-                thread::sleep(POLL);
-                continue;
+        let now = Instant::now();
+        let next = pending
+            .iter()
+            .map(|p| p.deadline)
+            .min()
+            .unwrap_or(now + POLL);
+        let wait = next.saturating_duration_since(now).min(POLL);
+        let timeout = PollTimeout::try_from(wait.as_millis() as i32).unwrap_or(PollTimeout::ZERO);
+        let ready: Vec<bool> = {
+            let mut fds = Vec::with_capacity(pending.len() + 2);
+            fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
+            for p in &pending {
+                fds.push(PollFd::new(p.stream.as_fd(), PollFlags::POLLIN));
             }
-        }
-        let (stream, peer) = match listener.accept() {
-            Ok(c) => c,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                log::warn!("HTTP accept: {e}");
-                thread::sleep(POLL);
-                continue;
-            }
-        };
-        if shared.active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            shared.active.fetch_sub(1, Ordering::SeqCst);
-            busy(stream);
-            continue;
-        }
-        let s = shared.clone();
-        let spawned = thread::Builder::new()
-            .name("http-conn".into())
-            .stack_size(CONNECTION_STACK)
-            .spawn(move || {
-                if let Err(e) = connection(stream, &s) {
-                    log::debug!("HTTP connection from {peer}: {e}");
+            if let Err(e) = poll(&mut fds, timeout) {
+                if e != nix::errno::Errno::EINTR {
+                    log::warn!("HTTP poll: {e}");
+                    thread::sleep(POLL);
                 }
-                s.active.fetch_sub(1, Ordering::SeqCst);
-            });
-        if let Err(e) = spawned {
-            shared.active.fetch_sub(1, Ordering::SeqCst);
-            log::warn!("HTTP: cannot start a connection thread: {e}");
+                continue;
+            }
+            fds.iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect()
+        };
+
+        // Read what arrived; dispatch complete heads. Walk backwards so
+        // removals keep the indices of the rest valid.
+        for i in (0..pending.len()).rev() {
+            if ready[i + 2] {
+                if let Some(job) = read_more(&mut pending, i) {
+                    dispatch(job, jobs);
+                }
+            }
+        }
+        let now = Instant::now();
+        pending.retain(|p| p.deadline > now);
+
+        if ready[1] {
+            let mut sink = [0u8; 64];
+            while matches!((&*wake).read(&mut sink), Ok(n) if n > 0) {}
+        }
+        while let Ok(p) = back.try_recv() {
+            admit(&mut pending, p, jobs);
+        }
+        if ready[0] {
+            loop {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if stream.set_nonblocking(true).is_err() {
+                            continue;
+                        }
+                        let now = Instant::now();
+                        let p = Pending {
+                            stream,
+                            buf: Vec::new(),
+                            since: now,
+                            deadline: now + HEAD_TIMEOUT,
+                            served: 0,
+                        };
+                        admit(&mut pending, p, jobs);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        log::warn!("HTTP accept: {e}");
+                        thread::sleep(Duration::from_millis(50));
+                        break;
+                    }
+                }
+            }
         }
     }
 }
 
-/// Answers `503` without reading the request, and closes.
-fn busy(mut stream: TcpStream) {
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = stream.write_all(
-        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n",
-    );
-    log::debug!("HTTP: {MAX_CONNECTIONS} connections open, answered 503");
+/// Adds a connection to those awaiting a head, dropping the one that has
+/// waited longest if there are too many; dispatches at once if its buffer
+/// already holds a complete request.
+fn admit(pending: &mut Vec<Pending>, p: Pending, jobs: &mpsc::SyncSender<Job>) {
+    if find_head_end(&p.buf).is_some() || p.buf.len() > MAX_HEAD {
+        pending.push(p);
+        let last = pending.len() - 1;
+        if let Some(job) = complete(pending, last) {
+            dispatch(job, jobs);
+        }
+        return;
+    }
+    if pending.len() >= MAX_PENDING {
+        if let Some((oldest, _)) = pending.iter().enumerate().min_by_key(|(_, p)| p.since) {
+            log::debug!(
+                "HTTP: {MAX_PENDING} connections waiting for a request; dropping the oldest"
+            );
+            pending.swap_remove(oldest);
+        }
+    }
+    pending.push(p);
+}
+
+/// Reads what connection `i` sent; returns a job when its head is complete.
+/// Closed, oversized or malformed connections are answered and removed.
+fn read_more(pending: &mut Vec<Pending>, i: usize) -> Option<Job> {
+    let mut chunk = [0u8; 2048];
+    loop {
+        match (&pending[i].stream).read(&mut chunk) {
+            Ok(0) => {
+                pending.swap_remove(i);
+                return None;
+            }
+            Ok(n) => {
+                let p = &mut pending[i];
+                if p.buf.is_empty() && p.served > 0 {
+                    // A kept-alive connection starts its next request.
+                    p.deadline = Instant::now() + HEAD_TIMEOUT;
+                }
+                p.buf.extend_from_slice(&chunk[..n]);
+                if find_head_end(&p.buf).is_some() || p.buf.len() > MAX_HEAD {
+                    return complete(pending, i);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                pending.swap_remove(i);
+                return None;
+            }
+        }
+    }
+}
+
+/// Takes connection `i` out of `pending` with its parsed head, or answers
+/// 431/400 and drops it.
+fn complete(pending: &mut Vec<Pending>, i: usize) -> Option<Job> {
+    let mut p = pending.swap_remove(i);
+    let peer = p.stream.peer_addr().ok();
+    let parsed = match find_head_end(&p.buf) {
+        Some(end) if end <= MAX_HEAD => parse_head(&p.buf[..end]).map(|h| (h, end)),
+        _ => Err(HeadError::TooLarge),
+    };
+    let (status, body) = match parsed {
+        Ok((head, end)) => {
+            let rest = p.buf.split_off(end + 4);
+            return Some(Job {
+                stream: p.stream,
+                head,
+                rest,
+                served: p.served,
+            });
+        }
+        Err(HeadError::TooLarge) => {
+            log::info!(
+                "HTTP: request head from {peer:?} over {MAX_HEAD} bytes or {MAX_HEADERS} headers"
+            );
+            (431, "request head too large\n")
+        }
+        Err(HeadError::Malformed(why)) => {
+            log::info!("HTTP: malformed request from {peer:?}: {why}");
+            (400, "bad request\n")
+        }
+    };
+    let _ = p.stream.set_nonblocking(false);
+    let _ = p.stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = write_reply(&mut p.stream, Reply::text(status, body), false, false);
+    None
+}
+
+/// Queues a job for the workers, or answers 503 when they are all busy and
+/// the queue is full.
+fn dispatch(job: Job, jobs: &mpsc::SyncSender<Job>) {
+    match jobs.try_send(job) {
+        Ok(()) => {}
+        Err(mpsc::TrySendError::Full(mut job)) | Err(mpsc::TrySendError::Disconnected(mut job)) => {
+            log::debug!("HTTP: all {WORKERS} workers busy, answered 503");
+            let _ = job.stream.set_nonblocking(false);
+            let _ = job.stream.set_write_timeout(Some(Duration::from_secs(1)));
+            let mut r = Reply::text(503, "busy, try again\n");
+            r.headers.push(("Retry-After", "2".into()));
+            let _ = write_reply(&mut job.stream, r, job.head.method == "HEAD", false);
+        }
+    }
+}
+
+/// Writes responses until the poller shuts down (dropping the job queue).
+fn worker(
+    shared: &Shared,
+    jobs: &Mutex<mpsc::Receiver<Job>>,
+    back: &mpsc::Sender<Pending>,
+    wake: &UnixStream,
+) {
+    loop {
+        let job = {
+            let rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            rx.recv()
+        };
+        let Ok(mut job) = job else { return };
+        shared.busy.fetch_add(1, Ordering::SeqCst);
+        let keep = job.head.keep_alive
+            && job.served + 1 < MAX_REQUESTS_PER_CONNECTION
+            && !shared.stop.load(Ordering::SeqCst);
+        let peer = job.stream.peer_addr().ok();
+        let ok = job.stream.set_nonblocking(false).is_ok()
+            && job.stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_ok();
+        let result = if ok {
+            respond(&mut job.stream, &job.head, keep, shared, peer)
+        } else {
+            Ok(())
+        };
+        shared.busy.fetch_sub(1, Ordering::SeqCst);
+        match result {
+            Ok(()) if keep && job.stream.set_nonblocking(true).is_ok() => {
+                let now = Instant::now();
+                let p = Pending {
+                    stream: job.stream,
+                    buf: job.rest,
+                    since: now,
+                    deadline: now + IDLE_TIMEOUT,
+                    served: job.served + 1,
+                };
+                if back.send(p).is_ok() {
+                    let _ = (&*wake).write(&[1]);
+                }
+            }
+            Ok(()) => {}
+            Err(e) => log::debug!("HTTP response to {peer:?} not completed: {e}"),
+        }
+    }
 }
 
 /// A parsed request head.
@@ -212,84 +454,8 @@ struct Head {
 /// Why a request head could not be read.
 #[derive(Debug, PartialEq, Eq)]
 enum HeadError {
-    /// The connection ended or went idle before a request started: close.
-    Closed,
     TooLarge,
     Malformed(&'static str),
-}
-
-/// Serves requests on one connection until it closes, errs or has served
-/// `MAX_REQUESTS_PER_CONNECTION`.
-fn connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let peer = stream.peer_addr().ok();
-    let mut buf = Vec::with_capacity(1024);
-    for n in 0..MAX_REQUESTS_PER_CONNECTION {
-        let idle = if n == 0 { HEAD_TIMEOUT } else { IDLE_TIMEOUT };
-        let head = match read_head(&mut stream, &mut buf, idle) {
-            Ok(h) => h,
-            Err(HeadError::Closed) => return Ok(()),
-            Err(HeadError::TooLarge) => {
-                log::info!("HTTP: request head from {peer:?} over {MAX_HEAD} bytes or {MAX_HEADERS} headers");
-                return write_simple(&mut stream, 431, "request head too large\n", false, false);
-            }
-            Err(HeadError::Malformed(why)) => {
-                log::info!("HTTP: malformed request from {peer:?}: {why}");
-                return write_simple(&mut stream, 400, "bad request\n", false, false);
-            }
-        };
-        let keep = head.keep_alive
-            && !head.has_body
-            && n + 1 < MAX_REQUESTS_PER_CONNECTION
-            && !shared.stop.load(Ordering::SeqCst);
-        respond(&mut stream, &head, keep, shared, peer)?;
-        if !keep {
-            return Ok(());
-        }
-    }
-    Ok(())
-}
-
-/// Reads one request head into `buf` (which may already hold pipelined
-/// bytes), within `first_byte` for the request to start and
-/// `HEAD_TIMEOUT` for all of it. Leftover bytes stay in `buf`.
-fn read_head(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    first_byte: Duration,
-) -> Result<Head, HeadError> {
-    let started = Instant::now();
-    let mut deadline = started + first_byte;
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = find_head_end(buf) {
-            let head = parse_head(&buf[..end])?;
-            buf.drain(..end + 4);
-            return Ok(head);
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(HeadError::TooLarge);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(HeadError::Closed);
-        }
-        // Never wait past the deadline, however slowly bytes trickle in.
-        let _ = stream.set_read_timeout(Some(deadline - now));
-        match stream.read(&mut chunk) {
-            Ok(0) => return Err(HeadError::Closed),
-            Ok(n) => {
-                if buf.is_empty() {
-                    // The request has started: the whole head is due now.
-                    deadline = Instant::now() + HEAD_TIMEOUT;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Err(HeadError::Closed),
-        }
-    }
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {
@@ -577,16 +743,6 @@ fn parse_range(value: &str, size: u64) -> RangeSpec {
         }
         (true, true) => RangeSpec::Ignore,
     }
-}
-
-fn write_simple(
-    stream: &mut TcpStream,
-    status: u16,
-    body: &str,
-    head_only: bool,
-    keep: bool,
-) -> io::Result<()> {
-    write_reply(stream, Reply::text(status, body), head_only, keep)
 }
 
 fn write_reply(
