@@ -954,6 +954,60 @@ mod tests {
     }
 
     #[test]
+    fn ranges() {
+        use RangeSpec::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Bytes(0, 9));
+        assert_eq!(parse_range("bytes=90-", 100), Bytes(90, 99));
+        assert_eq!(parse_range("bytes=90-500", 100), Bytes(90, 99));
+        assert_eq!(parse_range("bytes=-10", 100), Bytes(90, 99));
+        assert_eq!(parse_range("bytes=-500", 100), Bytes(0, 99));
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-1", 0), Unsatisfiable);
+        for ignored in [
+            "bytes=5-1",
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=99999999999999999999-",
+        ] {
+            assert_eq!(parse_range(ignored, 100), Ignore, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn heads() {
+        let h = parse_head(b"GET /x HTTP/1.1\r\nRange: bytes=0-1\r\nConnection: close").unwrap();
+        assert_eq!(
+            (h.method.as_str(), h.target.as_str(), h.keep_alive),
+            ("GET", "/x", false)
+        );
+        assert_eq!(h.range.as_deref(), Some("bytes=0-1"));
+        assert!(parse_head(b"GET /x HTTP/1.0").is_ok_and(|h| !h.keep_alive));
+        assert!(parse_head(b"GET /x HTTP/1.1").is_ok_and(|h| h.keep_alive));
+        for bad in [
+            &b"GET /x"[..],
+            b"GET  /x HTTP/1.1",
+            b"get /x HTTP/1.1",
+            b"GET /x HTTP/1.1\r\nNoColon",
+            b"\xff",
+        ] {
+            assert!(
+                parse_head(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(etag_matches(Some("W/\"a\", \"b\""), "\"a\""));
+        assert!(!etag_matches(Some("\"c\""), "\"a\""));
+        assert_eq!(
+            http_date(UNIX_EPOCH + Duration::from_secs(784_111_777)),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+    }
+
+    #[test]
     fn traversal_is_refused() {
         for bad in [
             "/stable/arm64/..",
