@@ -120,6 +120,8 @@ pub struct DiscoverConfig {
     pub trusted: Vec<libp2p::PeerId>,
     /// Download and verify artifacts after finding the record.
     pub fetch: Option<FetchTarget>,
+    /// List every valid provider instead of picking one.
+    pub all: bool,
 }
 
 /// What `--fetch` / `--fetch-all` download.
@@ -746,6 +748,8 @@ Options:
   --mdns                 find DHT peers on the local network with mDNS (no --bootstrap needed)
   --timeout SECS         give up after this long (default 30)
   --json                 print the whole record as JSON instead of the URL
+  --all                  list every valid provider (one URL per line; a JSON array with --json)
+                         instead of picking one (newest last_updated, ties at random)
   --fetch NAME           download artifact NAME, verified against the signed record and the
                          manifest, to ./NAME or -o FILE (resumes a partial NAME.part)
   -o, --output FILE      where --fetch writes
@@ -767,7 +771,7 @@ where
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args);
     let (mut channel, mut arch, mut bootstrap) = (None, None, Vec::new());
-    let (mut timeout, mut json, mut mdns) = (None, false, false);
+    let (mut timeout, mut json, mut mdns, mut all) = (None, false, false, false);
     let (mut config, mut trust) = (None::<PathBuf>, Vec::new());
     let (mut fetch, mut output, mut fetch_all) = (None, None::<PathBuf>, None::<PathBuf>);
     while let Some(arg) = p.next()? {
@@ -787,6 +791,7 @@ where
             Long("fetch-all") => fetch_all = Some(p.value()?.into()),
             Long("json") => json = true,
             Long("mdns") => mdns = true,
+            Long("all") => all = true,
             other => {
                 return Err(ConfigError::Args(format!(
                     "{} (see phase-discover --help)",
@@ -862,6 +867,7 @@ where
         json,
         trusted,
         fetch,
+        all,
     }))
 }
 

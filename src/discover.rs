@@ -13,7 +13,9 @@ use tokio::time::Instant;
 
 use crate::config::DiscoverConfig;
 use crate::dht::{self, DhtConfig, DhtError, Role};
-use crate::record::{self, manifest_dht_key, manifest_key, ManifestRecord};
+use std::collections::HashMap;
+
+use crate::record::{self, manifest_dht_key, manifest_key, provider_key, ManifestRecord};
 
 /// Pause between lookups that found nothing.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -31,9 +33,11 @@ pub enum DiscoverError {
     Runtime(std::io::Error),
 }
 
-/// Looks the channel/arch up; `Ok(None)` when nothing valid turned up
+/// Looks the channel/arch up: every valid record found (one per
+/// provider), best first: newest `last_updated`, ties in random order so
+/// boards spread over equal providers. Empty when nothing valid turned up
 /// before the timeout.
-pub fn discover(cfg: &DiscoverConfig) -> Result<Option<ManifestRecord>, DiscoverError> {
+pub fn discover(cfg: &DiscoverConfig) -> Result<Vec<ManifestRecord>, DiscoverError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -41,7 +45,10 @@ pub fn discover(cfg: &DiscoverConfig) -> Result<Option<ManifestRecord>, Discover
     rt.block_on(lookup(cfg))
 }
 
-async fn lookup(cfg: &DiscoverConfig) -> Result<Option<ManifestRecord>, DiscoverError> {
+/// At most this many providers are asked for their own record.
+const MAX_PROVIDERS: usize = 32;
+
+async fn lookup(cfg: &DiscoverConfig) -> Result<Vec<ManifestRecord>, DiscoverError> {
     let deadline = Instant::now() + cfg.timeout;
     let (client, event_loop, _) = dht::start(DhtConfig {
         keypair: Keypair::generate_ed25519(),
@@ -56,47 +63,90 @@ async fn lookup(cfg: &DiscoverConfig) -> Result<Option<ManifestRecord>, Discover
     })
     .await?;
     let dht_task = tokio::spawn(event_loop.run());
-    let key = manifest_key(&cfg.channel, &cfg.arch);
 
     let mut peers = client.peers();
-    let mut best: Option<ManifestRecord> = None;
-    while best.is_none() && Instant::now() < deadline {
+    let mut found = Vec::new();
+    while found.is_empty() && Instant::now() < deadline {
         // Asking before any peer is known ends at once with nothing.
         if *peers.borrow() == 0 {
             let _ = tokio::time::timeout_at(deadline, peers.wait_for(|n| *n > 0)).await;
         }
-        best = one_lookup(&client, cfg, &key, deadline).await?;
-        if best.is_none() {
+        found = one_round(&client, cfg, deadline).await?;
+        if found.is_empty() {
             tokio::time::sleep_until(deadline.min(Instant::now() + RETRY_PAUSE)).await;
         }
     }
     client.stop().await;
     let _ = dht_task.await;
-    Ok(best)
+    Ok(rank(found))
 }
 
-/// Whether `a` should be preferred over `b`: from the same publisher the
-/// higher `seq` wins (it is signed and strictly increasing); across
-/// publishers the newer `last_updated`.
-fn newer(a: &ManifestRecord, b: &ManifestRecord) -> bool {
-    if a.peer_id == b.peer_id {
-        a.seq > b.seq
-    } else {
-        a.updated_at() > b.updated_at()
+/// One pass: the spec key's record(s), then each announced provider's own
+/// record; the best valid record per publisher.
+async fn one_round(
+    client: &dht::Client,
+    cfg: &DiscoverConfig,
+    deadline: Instant,
+) -> Result<Vec<ManifestRecord>, DiscoverError> {
+    let spec = manifest_key(&cfg.channel, &cfg.arch);
+    let mut by_publisher: HashMap<String, ManifestRecord> = HashMap::new();
+    for r in records_at(client, cfg, &spec, deadline).await? {
+        keep_best(&mut by_publisher, r);
+    }
+    let mut providers = client
+        .get_providers(manifest_dht_key(&cfg.channel, &cfg.arch))
+        .await?;
+    let mut announced = Vec::new();
+    let until = deadline.min(Instant::now() + GRACE_AFTER_FIRST);
+    while let Ok(Some(p)) = tokio::time::timeout_at(until, providers.recv()).await {
+        if !announced.contains(&p) && announced.len() < MAX_PROVIDERS {
+            announced.push(p);
+        }
+    }
+    for p in announced {
+        let key = provider_key(&cfg.channel, &cfg.arch, &p.to_string());
+        for r in records_at(client, cfg, &key, deadline).await? {
+            keep_best(&mut by_publisher, r);
+        }
+    }
+    Ok(by_publisher.into_values().collect())
+}
+
+fn keep_best(map: &mut HashMap<String, ManifestRecord>, r: ManifestRecord) {
+    match map.get(&r.peer_id) {
+        Some(old) if old.seq >= r.seq => {}
+        _ => {
+            map.insert(r.peer_id.clone(), r);
+        }
     }
 }
 
-/// One DHT query: the newest valid record among the copies found.
-async fn one_lookup(
+/// Newest `last_updated` first; equal ones shuffled.
+fn rank(mut records: Vec<ManifestRecord>) -> Vec<ManifestRecord> {
+    use std::hash::{BuildHasher, Hasher};
+    // A random tie-breaker per record, from std's randomly keyed hasher.
+    let state = std::collections::hash_map::RandomState::new();
+    let mut keyed: Vec<(u64, u64, ManifestRecord)> = records
+        .drain(..)
+        .map(|r| {
+            let mut h = state.build_hasher();
+            h.write(r.peer_id.as_bytes());
+            (r.updated_at(), h.finish(), r)
+        })
+        .collect();
+    keyed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    keyed.into_iter().map(|(_, _, r)| r).collect()
+}
+
+/// The valid, trusted records found under one key (best per publisher).
+async fn records_at(
     client: &dht::Client,
     cfg: &DiscoverConfig,
     key: &str,
     deadline: Instant,
-) -> Result<Option<ManifestRecord>, DiscoverError> {
-    let mut found = client
-        .get(manifest_dht_key(&cfg.channel, &cfg.arch))
-        .await?;
-    let mut best: Option<ManifestRecord> = None;
+) -> Result<Vec<ManifestRecord>, DiscoverError> {
+    let mut found = client.get(libp2p::kad::RecordKey::new(&key)).await?;
+    let mut best: HashMap<String, ManifestRecord> = HashMap::new();
     let mut until = deadline;
     while let Ok(Some(f)) = tokio::time::timeout_at(until, found.recv()).await {
         let from = f
@@ -114,13 +164,11 @@ async fn one_lookup(
                     continue;
                 }
                 log::debug!("valid record from {from}: {r}");
-                if best.as_ref().is_none_or(|b| newer(&r, b)) {
-                    best = Some(r);
-                }
+                keep_best(&mut best, r);
                 until = until.min(Instant::now() + GRACE_AFTER_FIRST);
             }
             Err(e) => log::warn!("ignoring invalid record from {from}: {e}"),
         }
     }
-    Ok(best)
+    Ok(best.into_values().collect())
 }

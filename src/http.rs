@@ -844,6 +844,23 @@ fn content_type(name: &str) -> &'static str {
     }
 }
 
+/// Runs the request parsers on untrusted bytes, as the server does: for the
+/// fuzz targets in `fuzz/` only. Must never panic.
+#[doc(hidden)]
+pub fn fuzz_request(data: &[u8]) {
+    if let Ok(head) = parse_head(data) {
+        let _ = route(&head.target);
+        if let Some(r) = &head.range {
+            for size in [0, 1, 100, u64::MAX] {
+                if let RangeSpec::Bytes(a, b) = parse_range(r, size) {
+                    assert!(a <= b && b < size, "range {a}-{b} outside 0..{size}");
+                }
+            }
+        }
+    }
+    let _ = route(&String::from_utf8_lossy(data));
+}
+
 /// What a request asks for, once its path is understood.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {

@@ -12,7 +12,7 @@
 //! - [`record`]: the DHT record value, bounded decoding and validation
 //! - [`publisher`]: when to put, refresh, re-publish and un-publish
 //! - [`dht`]: the one owner of the libp2p swarm
-//! - [`http`]: the tiny_http server boards download from
+//! - [`http`]: the bounded HTTP/1.1 server boards download from
 //! - [`shutdown`]: SIGTERM/SIGINT → one signal every task waits on
 //! - [`fetch`]: `phase-discover --fetch`, record → manifest → verified bytes
 //! - [`provider`], [`discover`]: the commands, wiring the above together

@@ -19,8 +19,9 @@ use tokio::time::Instant;
 use crate::config::DhtTiming;
 use crate::dht::{self, DhtError};
 use crate::manifest::ChannelArch;
-use crate::record::{manifest_dht_key, manifest_key, ManifestRecord};
+use crate::record::{manifest_dht_key, manifest_key, provider_key, ManifestRecord};
 use crate::shutdown::Shutdown;
+use libp2p::kad::RecordKey;
 
 /// What is advertised for one channel/arch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,22 +249,37 @@ impl Publisher {
         entry.due = None;
         let url = Self::url(&self.base_url, &ca);
         let key = manifest_key(&ca.channel, &ca.arch);
-        let record = ManifestRecord::new(
+        let me = self.client.peer_id().to_string();
+        let own_key = provider_key(&ca.channel, &ca.arch, &me);
+        // One record, signed twice: under the spec's key (other
+        // implementations read it; with several providers the last writer
+        // wins there) and under our own per-provider key (which nobody else
+        // can overwrite; found through our provider announcement).
+        let unsigned = ManifestRecord::new(
             &url,
-            &self.client.peer_id().to_string(),
+            &me,
             self.provider_name.as_deref(),
             &entry.advert.version,
-        )
-        .sign(
-            &key,
-            &self.keypair,
+        );
+        let (seq, expires) = (
             self.seq.next_seq(),
             SystemTime::now() + self.timing.record_ttl,
-            &entry.advert.manifest_sha256,
         );
-        let value = match record.and_then(|r| r.to_bytes()) {
-            Ok(v) => v,
-            Err(e) => {
+        let sign = |k: &str| {
+            unsigned
+                .clone()
+                .sign(
+                    k,
+                    &self.keypair,
+                    seq,
+                    expires,
+                    &entry.advert.manifest_sha256,
+                )
+                .and_then(|r| r.to_bytes())
+        };
+        let (value, own_value) = match (sign(&key), sign(&own_key)) {
+            (Ok(v), Ok(o)) => (v, o),
+            (Err(e), _) | (_, Err(e)) => {
                 // Only an absurdly long URL or name gets here; config bounds
                 // them, so this is a bug worth shouting about, not retrying.
                 log::error!("cannot publish {key}: {e}");
@@ -284,9 +300,14 @@ impl Publisher {
         );
         let generation = entry.generation;
         tokio::spawn(async move {
-            let result = client
-                .put(manifest_dht_key(&ca.channel, &ca.arch), value, ttl)
-                .await;
+            let spec = manifest_dht_key(&ca.channel, &ca.arch);
+            let result = client.put(spec.clone(), value, ttl).await;
+            // The per-provider copy and the announcement ride along; the spec
+            // key's put decides success (and the log lines users grep for).
+            if let Err(e) = client.put(RecordKey::new(&own_key), own_value, ttl).await {
+                log::debug!("put of {own_key}: {e}");
+            }
+            let _ = client.provide(spec).await;
             let _ = tx
                 .send(PutDone {
                     ca,
@@ -338,12 +359,17 @@ impl Publisher {
     }
 
     async fn unpublish(&self, ca: &ChannelArch) {
-        if let Err(e) = self
-            .client
-            .remove_local(manifest_dht_key(&ca.channel, &ca.arch))
-            .await
-        {
-            log::warn!("removing local record of {ca}: {e}");
+        let spec = manifest_dht_key(&ca.channel, &ca.arch);
+        let own = RecordKey::new(&provider_key(
+            &ca.channel,
+            &ca.arch,
+            &self.client.peer_id().to_string(),
+        ));
+        let _ = self.client.stop_providing(spec.clone()).await;
+        for key in [spec, own] {
+            if let Err(e) = self.client.remove_local(key).await {
+                log::warn!("removing local record of {ca}: {e}");
+            }
         }
         log::info!("Stopped advertising manifest: {ca}");
     }

@@ -432,25 +432,68 @@ pub fn manifest_dht_key(channel: &str, arch: &str) -> libp2p::kad::RecordKey {
     libp2p::kad::RecordKey::new(&manifest_key(channel, arch))
 }
 
-/// Splits a record key back into (channel, arch), checking both names.
-pub fn parse_key(key: &[u8]) -> Result<(String, String), RecordError> {
-    let s = std::str::from_utf8(key).map_err(|_| RecordError::BadKey)?;
-    let rest = s.strip_prefix("/phase/").ok_or(RecordError::BadKey)?;
-    let rest = rest.strip_suffix("/manifest").ok_or(RecordError::BadKey)?;
-    let (channel, arch) = rest.split_once('/').ok_or(RecordError::BadKey)?;
-    check_name("channel", channel).map_err(|_| RecordError::BadKey)?;
-    check_name("arch", arch).map_err(|_| RecordError::BadKey)?;
-    Ok((channel.to_string(), arch.to_string()))
+/// The per-provider record key, `/phase/{channel}/{arch}/manifest/{peer_id}`:
+/// where each provider keeps its own record, so several providers of one
+/// channel/arch do not overwrite each other (they announce themselves as
+/// Kademlia providers of the spec key).
+pub fn provider_key(channel: &str, arch: &str, peer_id: &str) -> String {
+    format!("/phase/{channel}/{arch}/manifest/{peer_id}")
 }
 
-/// Decodes and validates a record value found under `key`, signature and
-/// expiry included: the one check every reader (lookup client and storage
-/// node alike) runs. `now` is seconds since the epoch.
+/// A record key taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedKey {
+    pub channel: String,
+    pub arch: String,
+    /// For a per-provider key, the provider's peer id.
+    pub provider: Option<String>,
+}
+
+/// Splits a record key (the spec key or a per-provider key) back into its
+/// parts, checking the names.
+pub fn parse_key(key: &[u8]) -> Result<ParsedKey, RecordError> {
+    let s = std::str::from_utf8(key).map_err(|_| RecordError::BadKey)?;
+    let rest = s.strip_prefix("/phase/").ok_or(RecordError::BadKey)?;
+    let mut parts = rest.split('/');
+    let (channel, arch, manifest, provider) =
+        (parts.next(), parts.next(), parts.next(), parts.next());
+    if manifest != Some("manifest") || parts.next().is_some() {
+        return Err(RecordError::BadKey);
+    }
+    let (channel, arch) = (channel.unwrap_or(""), arch.unwrap_or(""));
+    check_name("channel", channel).map_err(|_| RecordError::BadKey)?;
+    check_name("arch", arch).map_err(|_| RecordError::BadKey)?;
+    let provider = match provider {
+        None => None,
+        Some(p) => {
+            p.parse::<libp2p::PeerId>()
+                .map_err(|_| RecordError::BadKey)?;
+            Some(p.to_string())
+        }
+    };
+    Ok(ParsedKey {
+        channel: channel.to_string(),
+        arch: arch.to_string(),
+        provider,
+    })
+}
+
+/// Decodes and validates a record value found under `key` (the spec key or
+/// a per-provider key), signature and expiry included: the one check every
+/// reader (lookup client and storage node alike) runs. `now` is seconds
+/// since the epoch.
 pub fn decode_for_key(key: &[u8], value: &[u8], now: u64) -> Result<ManifestRecord, RecordError> {
-    let (channel, arch) = parse_key(key)?;
+    let parsed = parse_key(key)?;
     let record = ManifestRecord::from_bytes(value)?;
-    record.validate(&channel, &arch)?;
-    record.verify_signature(&manifest_key(&channel, &arch), now)?;
+    record.validate(&parsed.channel, &parsed.arch)?;
+    if let Some(p) = &parsed.provider {
+        if *p != record.peer_id {
+            return Err(RecordError::KeyMismatch(parsed.channel, parsed.arch));
+        }
+    }
+    // parse_key accepted it, so the key is UTF-8.
+    let key = std::str::from_utf8(key).map_err(|_| RecordError::BadKey)?;
+    record.verify_signature(key, now)?;
     Ok(record)
 }
 
@@ -612,10 +655,25 @@ mod tests {
         let key = manifest_dht_key("stable", "arm64");
         let key_str = std::str::from_utf8(key.as_ref()).unwrap();
         assert_eq!(key_str, "/phase/stable/arm64/manifest");
+        let parsed = parse_key(key.as_ref()).unwrap();
         assert_eq!(
-            parse_key(key.as_ref()).unwrap(),
-            ("stable".to_string(), "arm64".to_string())
+            (parsed.channel.as_str(), parsed.arch.as_str()),
+            ("stable", "arm64")
         );
+        assert_eq!(parsed.provider, None);
+        let pk = provider_key("stable", "arm64", PEER);
+        assert_eq!(
+            parse_key(pk.as_bytes()).unwrap().provider.as_deref(),
+            Some(PEER)
+        );
+        for bad in [
+            "/phase/stable/arm64/manifest/x",
+            "/phase/stable/arm64/manifest/",
+            "/phase/stable/arm64",
+            "/phase/stable/arm64/manifest/a/b",
+        ] {
+            assert!(parse_key(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -749,6 +807,27 @@ mod tests {
             Ok(())
         );
         assert_eq!(RecordError::BadSignature.kind(), RefusalKind::Forged);
+    }
+
+    #[test]
+    fn per_provider_keys_bind_the_record_to_its_publisher() {
+        let now = 1_795_345_200;
+        let keypair = libp2p::identity::Keypair::generate_ed25519();
+        let peer = keypair.public().to_peer_id().to_string();
+        let pk = provider_key("stable", "arm64", &peer);
+        let mut r = sample();
+        r.peer_id = peer.clone();
+        let expires = UNIX_EPOCH + std::time::Duration::from_secs(now + 3600);
+        let own = r.clone().sign(&pk, &keypair, 1, expires, SHA).unwrap();
+        assert!(decode_for_key(pk.as_bytes(), &own.to_bytes().unwrap(), now).is_ok());
+        // Signed for the spec key: refused under the provider key, and back.
+        let spec = r.sign(KEY, &keypair, 1, expires, SHA).unwrap();
+        assert!(decode_for_key(pk.as_bytes(), &spec.to_bytes().unwrap(), now).is_err());
+        assert!(decode_for_key(KEY.as_bytes(), &own.to_bytes().unwrap(), now).is_err());
+        // Under another provider's key: re-keyed.
+        let other = provider_key("stable", "arm64", PEER);
+        let e = decode_for_key(other.as_bytes(), &own.to_bytes().unwrap(), now).unwrap_err();
+        assert_eq!(e.kind(), RefusalKind::Rekeyed);
     }
 
     #[test]

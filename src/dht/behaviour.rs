@@ -56,6 +56,9 @@ impl Behaviour {
         // from the local store, so it is off. Replication (storage nodes
         // re-sending what they hold) keeps each record's expiry and is left on.
         cfg.set_publication_interval(None);
+        // Provider announcements (several providers per channel/arch) follow
+        // the same rule: they live one TTL, and only the provider renews them.
+        cfg.set_provider_record_ttl(Some(record_ttl));
         cfg.set_provider_publication_interval(None);
         // Incoming PUTs are handed to us to validate before storing.
         cfg.set_record_filtering(kad::StoreInserts::FilterBoth);

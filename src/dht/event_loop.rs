@@ -50,6 +50,7 @@ pub struct EventLoop {
     redial_delay: Duration,
     pending_put: HashMap<QueryId, oneshot::Sender<Result<(), DhtError>>>,
     pending_get: HashMap<QueryId, mpsc::Sender<Found>>,
+    pending_providers: HashMap<QueryId, mpsc::Sender<PeerId>>,
     /// PUTs refused since the last report, by kind, for the periodic INFO line.
     refused: std::collections::BTreeMap<RefusalKind, u64>,
 }
@@ -101,6 +102,7 @@ impl EventLoop {
             redial_delay: REDIAL_FIRST,
             pending_put: HashMap::new(),
             pending_get: HashMap::new(),
+            pending_providers: HashMap::new(),
             refused: Default::default(),
         })
     }
@@ -259,6 +261,16 @@ impl EventLoop {
                 kad.remove_record(&key);
                 let _ = reply.send(());
             }
+            Command::Provide { key } => {
+                if let Err(e) = kad.start_providing(key) {
+                    log::warn!("cannot announce as provider: {e:?}");
+                }
+            }
+            Command::StopProviding { key } => kad.stop_providing(&key),
+            Command::GetProviders { key, reply } => {
+                let id = kad.get_providers(key);
+                self.pending_providers.insert(id, reply);
+            }
             Command::Health { reply } => {
                 let _ = reply.send(());
             }
@@ -339,6 +351,23 @@ impl EventLoop {
                     }
                 }
                 QueryResult::GetRecord(res) => self.handle_get(id, res, step.last),
+                QueryResult::GetProviders(res) => {
+                    let done = match res {
+                        Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                            if let Some(reply) = self.pending_providers.get(&id) {
+                                for p in providers {
+                                    let _ = reply.try_send(p);
+                                }
+                            }
+                            step.last
+                        }
+                        _ => true,
+                    };
+                    if done {
+                        self.pending_providers.remove(&id);
+                    }
+                }
+                QueryResult::StartProviding(Err(e)) => log::debug!("provider announcement: {e}"),
                 QueryResult::Bootstrap(Err(e)) => log::debug!("DHT bootstrap: {e}"),
                 _ => {}
             },
@@ -350,6 +379,23 @@ impl EventLoop {
                         ..
                     },
             } => self.store_if_valid(source, record),
+            kad::Event::InboundRequest {
+                request: kad::InboundRequest::AddProvider { record: Some(r) },
+            } => {
+                // kad checked the provider is the peer that sent it; we only
+                // take announcements for manifest keys.
+                match record::parse_key(r.key.as_ref()) {
+                    Ok(k) if k.provider.is_none() => {
+                        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().add_provider(r) {
+                            log::debug!("provider announcement not stored: {e:?}");
+                        }
+                    }
+                    _ => {
+                        *self.refused.entry(RefusalKind::Rekeyed).or_default() += 1;
+                        log::debug!("refused rekeyed provider announcement from {}", r.provider);
+                    }
+                }
+            }
             kad::Event::RoutingUpdated {
                 peer, is_new_peer, ..
             } => {

@@ -91,6 +91,17 @@ pub(crate) enum Command {
         key: RecordKey,
         reply: mpsc::Sender<Found>,
     },
+    /// Announce ourselves as a provider of `key` (Kademlia ADD_PROVIDER).
+    Provide {
+        key: RecordKey,
+    },
+    StopProviding {
+        key: RecordKey,
+    },
+    GetProviders {
+        key: RecordKey,
+        reply: mpsc::Sender<PeerId>,
+    },
     RemoveLocal {
         key: RecordKey,
         reply: oneshot::Sender<()>,
@@ -137,6 +148,25 @@ impl Client {
     pub async fn get(&self, key: RecordKey) -> Result<mpsc::Receiver<Found>, DhtError> {
         let (reply, rx) = mpsc::channel(32);
         self.send(Command::Get { key, reply }).await?;
+        Ok(rx)
+    }
+
+    /// Announces us as a provider of `key` to the nodes closest to it (and
+    /// in our own store); renewed by calling it again before the TTL.
+    pub async fn provide(&self, key: RecordKey) -> Result<(), DhtError> {
+        self.send(Command::Provide { key }).await
+    }
+
+    /// Stops announcing us as a provider of `key`.
+    pub async fn stop_providing(&self, key: RecordKey) -> Result<(), DhtError> {
+        self.send(Command::StopProviding { key }).await
+    }
+
+    /// The peers announced as providers of `key`; the channel closes when
+    /// the query ends.
+    pub async fn get_providers(&self, key: RecordKey) -> Result<mpsc::Receiver<PeerId>, DhtError> {
+        let (reply, rx) = mpsc::channel(64);
+        self.send(Command::GetProviders { key, reply }).await?;
         Ok(rx)
     }
 
