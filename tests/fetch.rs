@@ -36,27 +36,33 @@ fn fetch_writes_verified_artifacts_and_nothing_else() {
     );
     assert!(!dir.path().join("out/initrd.part").exists());
 
-    // A stale partial download is not trusted: the result still verifies.
-    let out2 = dir.path().join("out/vmlinuz");
-    std::fs::write(dir.path().join("out/vmlinuz.part"), b"garbage").unwrap();
+    // A partial download resumes with a Range request and still verifies
+    // the whole file.
+    let initrd = std::fs::read(root.join("stable/arm64/initrd.img")).unwrap();
+    let out2 = dir.path().join("out/resumed");
+    let part2 = dir.path().join("out/resumed.part");
+    std::fs::write(&part2, &initrd[..40_000]).unwrap();
     let d = discover(
         &s.p2p_addr,
         10,
-        &["--fetch", "vmlinuz", "-o", out2.to_str().unwrap()],
+        &["--fetch", "initrd.img", "-o", out2.to_str().unwrap()],
     );
-    if d.code == 0 {
-        assert_eq!(std::fs::read(&out2).unwrap(), b"test kernel image\n");
-    } else {
-        // Resumed onto garbage: refused, and the bad partial removed.
-        assert_eq!(d.code, 3, "{}", d.stderr);
-        assert!(!out2.exists() && !dir.path().join("out/vmlinuz.part").exists());
-        let d = discover(
-            &s.p2p_addr,
-            10,
-            &["--fetch", "vmlinuz", "-o", out2.to_str().unwrap()],
-        );
-        assert_eq!(d.code, 0, "{}", d.stderr);
-    }
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    assert_eq!(std::fs::read(&out2).unwrap(), initrd);
+    assert!(!part2.exists());
+
+    // A partial file that is not a prefix of the artifact: the resumed whole
+    // does not verify, nothing is written, the bad partial goes; a rerun works.
+    let out3 = dir.path().join("out/vmlinuz");
+    let part3 = dir.path().join("out/vmlinuz.part");
+    std::fs::write(&part3, b"garbage").unwrap();
+    let args = ["--fetch", "vmlinuz", "-o", out3.to_str().unwrap()];
+    let d = discover(&s.p2p_addr, 10, &args);
+    assert_eq!(d.code, 3, "{}", d.stderr);
+    assert!(!out3.exists() && !part3.exists());
+    let d = discover(&s.p2p_addr, 10, &args);
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    assert_eq!(std::fs::read(&out3).unwrap(), b"test kernel image\n");
 
     let all = dir.path().join("all");
     let d = discover(&s.p2p_addr, 10, &["--fetch-all", all.to_str().unwrap()]);
