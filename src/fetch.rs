@@ -393,7 +393,7 @@ pub fn fetch_artifact(
         }
         (status, _) => return Err(FetchError::Http(url, format!("status {status}"))),
     }
-    let remaining = listed.size - have;
+    let remaining = listed.size.saturating_sub(have);
     if let Some(len) = resp.content_length {
         if len != remaining {
             let _ = fs::remove_file(&part);
@@ -414,7 +414,7 @@ pub fn fetch_artifact(
     let mut buf = vec![0u8; CHUNK];
     let mut got = have;
     // Read one byte past the promised size to catch a server sending more.
-    let mut body = (&mut resp.reader).take(remaining + 1);
+    let mut body = (&mut resp.reader).take(remaining.saturating_add(1));
     loop {
         let n = match body.read(&mut buf) {
             Ok(0) => break,
@@ -530,7 +530,7 @@ impl Progress {
 
     fn update(&self, got: u64) {
         if self.tty {
-            let pct = (got * 100).checked_div(self.total).unwrap_or(100);
+            let pct = got.saturating_mul(100).checked_div(self.total).unwrap_or(100);
             let rate = got as f64 / self.started.elapsed().as_secs_f64().max(0.001) / 1e6;
             eprint!(
                 "\r{}: {pct:3}% {got}/{} bytes {rate:.1} MB/s",
