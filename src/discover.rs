@@ -1,10 +1,12 @@
 //! `phase-discover`: find the manifest URL of a channel/arch through the DHT.
 //!
 //! Joins the DHT as a client (it stores and routes nothing) with a
-//! throw-away identity, looks the record key up, validates every copy that
-//! comes back (JSON shape, sizes, key ↔ channel/arch, signature, expiry)
-//! and picks the newest `last_updated`. Lookups repeat until one succeeds or
-//! the timeout passes, so it also works while a provider is still starting.
+//! throw-away identity, reads the spec key and every announced provider's
+//! own key, validates every copy that comes back (JSON shape, sizes, key ↔
+//! channel/arch, signature, expiry, trust pins), keeps the best per
+//! publisher and ranks them. Lookups repeat until one succeeds or the
+//! timeout passes, so it also works while a provider is still starting.
+//! Fetching what a record points at is `fetch`'s job.
 
 use std::time::Duration;
 
