@@ -530,7 +530,10 @@ impl Progress {
 
     fn update(&self, got: u64) {
         if self.tty {
-            let pct = got.saturating_mul(100).checked_div(self.total).unwrap_or(100);
+            let pct = got
+                .saturating_mul(100)
+                .checked_div(self.total)
+                .unwrap_or(100);
             let rate = got as f64 / self.started.elapsed().as_secs_f64().max(0.001) / 1e6;
             eprint!(
                 "\r{}: {pct:3}% {got}/{} bytes {rate:.1} MB/s",
