@@ -751,7 +751,7 @@ Options:
   --all                  list every valid provider (one URL per line; a JSON array with --json)
                          instead of picking one (newest last_updated, ties at random)
   --fetch NAME           download artifact NAME, verified against the signed record and the
-                         manifest, to ./NAME or -o FILE (resumes a partial NAME.part)
+                         manifest, to ./NAME or -o FILE|DIR (resumes a partial .NAME.part)
   -o, --output FILE      where --fetch writes
   --fetch-all DIR        download and verify every artifact of the manifest into DIR
   -h, --help             print this help

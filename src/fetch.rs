@@ -10,7 +10,7 @@
 //! small HTTP/1.1 client this needs (plain HTTP, bounded headers, timeouts)
 //! and the bounded manifest parser; it does not look records up.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -145,11 +145,14 @@ fn parse_url(url: &str) -> Result<Url, FetchError> {
     if host_port.is_empty() || url.chars().any(|c| c.is_control() || c == ' ') {
         return Err(bad("malformed URL"));
     }
-    let host_port = if host_port
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        || host_port.ends_with(']')
-    {
+    let has_port = if host_port.starts_with('[') {
+        host_port.contains("]:")
+    } else {
+        host_port
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    };
+    let host_port = if has_port {
         host_port.to_string()
     } else {
         format!("{host_port}:80")
@@ -319,9 +322,14 @@ pub fn verified_manifest(record: &ManifestRecord) -> Result<Vec<Listed>, FetchEr
 
 /// The URL of artifact `name` next to the manifest.
 fn artifact_url(manifest_url: &str, name: &str) -> String {
-    let base = manifest_url
-        .strip_suffix("manifest.json")
+    let no_query = manifest_url
+        .split(['?', '#'])
+        .next()
         .unwrap_or(manifest_url);
+    let base = match no_query.rfind('/') {
+        Some(i) if i + 1 >= "http://x/".len() => &no_query[..=i],
+        _ => no_query,
+    };
     let mut enc = String::new();
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
@@ -362,7 +370,13 @@ pub fn fetch_artifact(
     // Resume from a partial download: hash what is there, ask for the rest.
     let mut hasher = Sha256::new();
     let mut have = 0u64;
-    if let Ok(mut f) = File::open(&part) {
+    let no_follow = || {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut o = OpenOptions::new();
+        o.custom_flags(nix::libc::O_NOFOLLOW);
+        o
+    };
+    if let Ok(mut f) = no_follow().read(true).open(&part) {
         let len = f.metadata().map_err(io_err)?.len();
         if len < listed.size {
             let mut buf = vec![0u8; CHUNK];
@@ -403,7 +417,7 @@ pub fn fetch_artifact(
             )));
         }
     }
-    let mut file = OpenOptions::new()
+    let mut file = no_follow()
         .create(true)
         .write(true)
         .append(have > 0)
@@ -413,8 +427,14 @@ pub fn fetch_artifact(
     let progress = Progress::new(name, listed.size);
     let mut buf = vec![0u8; CHUNK];
     let mut got = have;
-    // Read one byte past the promised size to catch a server sending more.
-    let mut body = (&mut resp.reader).take(remaining.saturating_add(1));
+    // With a Content-Length (checked above) read exactly that, so a server
+    // that keeps the connection open does not stall us; without one, read
+    // to the end, one byte past the promised size to catch extra bytes.
+    let limit = match resp.content_length {
+        Some(len) => len,
+        None => remaining.saturating_add(1),
+    };
+    let mut body = (&mut resp.reader).take(limit);
     loop {
         let n = match body.read(&mut buf) {
             Ok(0) => break,
@@ -477,7 +497,11 @@ pub fn run(
     let manifest = verified_manifest(record)?;
     match target {
         FetchTarget::One { name, out } => {
-            let out = out.clone().unwrap_or_else(|| PathBuf::from(name));
+            let out = match out {
+                Some(o) if o.is_dir() => o.join(name),
+                Some(o) => o.clone(),
+                None => PathBuf::from(name),
+            };
             fetch_artifact(record, &manifest, name, &out)?;
             Ok(vec![out])
         }
@@ -501,11 +525,11 @@ pub fn run(
     }
 }
 
+/// `.NAME.part` next to the output: a dot name, which no artifact can have
+/// (they are never listed), so a download cannot clobber another file.
 fn part_path(out: &Path) -> PathBuf {
-    let mut name = out
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = std::ffi::OsString::from(".");
+    name.push(out.file_name().unwrap_or_default());
     name.push(".part");
     out.with_file_name(name)
 }
@@ -575,6 +599,13 @@ mod tests {
             artifact_url("http://h:1/stable/arm64/manifest.json", "my file+1"),
             "http://h:1/stable/arm64/my%20file%2B1"
         );
+        assert_eq!(
+            artifact_url("http://h:1/stable/arm64/manifest.json?v=2", "vmlinuz"),
+            "http://h:1/stable/arm64/vmlinuz"
+        );
+        assert_eq!(artifact_url("http://h:1/m.json", "a"), "http://h:1/a");
+        assert_eq!(parse_url("http://[::1]/x").unwrap().host_port, "[::1]:80");
+        assert_eq!(parse_url("http://[::1]:8/x").unwrap().host_port, "[::1]:8");
         assert!(parse_url("https://h/x").is_err());
         assert!(parse_url("ftp://h/x").is_err());
         let u = parse_url("http://h/x").unwrap();
@@ -586,7 +617,7 @@ mod tests {
         );
         assert_eq!(
             part_path(Path::new("/tmp/x/vmlinuz")),
-            Path::new("/tmp/x/vmlinuz.part")
+            Path::new("/tmp/x/.vmlinuz.part")
         );
     }
 }

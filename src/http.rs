@@ -325,8 +325,11 @@ fn read_more(pending: &mut Vec<Pending>, i: usize) -> Option<Job> {
                     // A kept-alive connection starts its next request.
                     p.deadline = Instant::now() + HEAD_TIMEOUT;
                 }
+                // Look for the end of the head only where it can be new, so
+                // a trickling client costs no rescans of its whole buffer.
+                let from = p.buf.len().saturating_sub(3);
                 p.buf.extend_from_slice(&chunk[..n]);
-                if find_head_end(&p.buf).is_some() || p.buf.len() > MAX_HEAD {
+                if find_head_end(&p.buf[from..]).is_some() || p.buf.len() > MAX_HEAD {
                     return complete(pending, i);
                 }
             }
@@ -373,6 +376,7 @@ fn complete(pending: &mut Vec<Pending>, i: usize) -> Option<Job> {
     let _ = p.stream.set_nonblocking(false);
     let _ = p.stream.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = write_reply(&mut p.stream, Reply::text(status, body), false, false);
+    close_soon(p.stream);
     None
 }
 
@@ -388,6 +392,38 @@ fn dispatch(job: Job, jobs: &mpsc::SyncSender<Job>) {
             let mut r = Reply::text(503, "busy, try again\n");
             r.headers.push(("Retry-After", "2".into()));
             let _ = write_reply(&mut job.stream, r, job.head.method == "HEAD", false);
+            close_soon(job.stream);
+        }
+    }
+}
+
+/// Closing a socket with unread input makes Linux send a reset, which can
+/// destroy the response still in flight. The poller must not block, so it
+/// discards what has already arrived and half-closes.
+fn close_soon(mut stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// A worker's close: half-close, then read (and drop) what the client
+/// still sends until it closes too, for a short while.
+fn linger_close(mut stream: TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < 64 * 1024 {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => drained += n,
+            _ => break,
         }
     }
 }
@@ -406,7 +442,11 @@ fn worker(
         };
         let Ok(mut job) = job else { return };
         shared.busy.fetch_add(1, Ordering::SeqCst);
+        // A request with a body (never read) or another method ends the
+        // connection: its unread bytes must not be taken for a request.
         let keep = job.head.keep_alive
+            && !job.head.has_body
+            && matches!(job.head.method.as_str(), "GET" | "HEAD")
             && job.served + 1 < MAX_REQUESTS_PER_CONNECTION
             && !shared.stop.load(Ordering::SeqCst);
         let peer = job.stream.peer_addr().ok();
@@ -432,7 +472,7 @@ fn worker(
                     let _ = (&*wake).write(&[1]);
                 }
             }
-            Ok(()) => {}
+            Ok(()) => linger_close(job.stream),
             Err(e) => log::debug!("HTTP response to {peer:?} not completed: {e}"),
         }
     }
@@ -446,6 +486,7 @@ struct Head {
     /// The client wants the connection kept open after this response.
     keep_alive: bool,
     range: Option<String>,
+    if_range: Option<String>,
     if_none_match: Option<String>,
     /// The request announces a body, which no route accepts.
     has_body: bool,
@@ -488,6 +529,7 @@ fn parse_head(raw: &[u8]) -> Result<Head, HeadError> {
         target: target.to_string(),
         keep_alive: http11,
         range: None,
+        if_range: None,
         if_none_match: None,
         has_body: false,
     };
@@ -509,6 +551,7 @@ fn parse_head(raw: &[u8]) -> Result<Head, HeadError> {
                 }
             }
             "range" => head.range = Some(value.to_string()),
+            "if-range" => head.if_range = Some(value.to_string()),
             "if-none-match" => head.if_none_match = Some(value.to_string()),
             "content-length" => head.has_body |= value != "0",
             "transfer-encoding" => head.has_body = true,
@@ -645,7 +688,16 @@ fn artifact_reply(catalog: &Catalog, ca: &ChannelArch, name: &str, head: &Head) 
         headers.push(("Cache-Control", MUTABLE_CACHE.into()));
     }
     let size = open.size;
-    match head.range.as_deref().map(|r| parse_range(r, size)) {
+    // If-Range: resume only if the file is still the one the client has
+    // part of (RFC 9110 13.1.5); otherwise send it whole.
+    let etag_now = open.sha256.as_ref().map(|s| format!("\"{s}\""));
+    let modified_now = open.modified.map(http_date);
+    let range_valid = match head.if_range.as_deref() {
+        None => true,
+        Some(v) => Some(v) == etag_now.as_deref() || Some(v) == modified_now.as_deref(),
+    };
+    let range = head.range.as_deref().filter(|_| range_valid);
+    match range.map(|r| parse_range(r, size)) {
         Some(RangeSpec::Unsatisfiable) => {
             headers.push(("Content-Range", format!("bytes */{size}")));
             Reply {

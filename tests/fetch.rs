@@ -5,7 +5,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -34,13 +33,13 @@ fn fetch_writes_verified_artifacts_and_nothing_else() {
         std::fs::read(&out).unwrap(),
         std::fs::read(root.join("stable/arm64/initrd.img")).unwrap()
     );
-    assert!(!dir.path().join("out/initrd.part").exists());
+    assert!(!dir.path().join("out/.initrd.part").exists());
 
     // A partial download resumes with a Range request and still verifies
     // the whole file.
     let initrd = std::fs::read(root.join("stable/arm64/initrd.img")).unwrap();
     let out2 = dir.path().join("out/resumed");
-    let part2 = dir.path().join("out/resumed.part");
+    let part2 = dir.path().join("out/.resumed.part");
     std::fs::write(&part2, &initrd[..40_000]).unwrap();
     let d = discover(
         &s.p2p_addr,
@@ -54,7 +53,7 @@ fn fetch_writes_verified_artifacts_and_nothing_else() {
     // A partial file that is not a prefix of the artifact: the resumed whole
     // does not verify, nothing is written, the bad partial goes; a rerun works.
     let out3 = dir.path().join("out/vmlinuz");
-    let part3 = dir.path().join("out/vmlinuz.part");
+    let part3 = dir.path().join("out/.vmlinuz.part");
     std::fs::write(&part3, b"garbage").unwrap();
     let args = ["--fetch", "vmlinuz", "-o", out3.to_str().unwrap()];
     let d = discover(&s.p2p_addr, 10, &args);
@@ -160,7 +159,7 @@ fn refused_by_fetch(tamper: Tamper, what: &str) {
     assert_eq!(d.code, 3, "{what}: {} {}", d.stdout, d.stderr);
     assert!(d.stderr.contains("verification failed"), "{}", d.stderr);
     assert!(d.stderr.contains(what), "{}", d.stderr);
-    assert!(!out.exists() && !Path::new(&format!("{}.part", out.display())).exists());
+    assert!(!out.exists() && !dir.path().join(".initrd.img.part").exists());
 }
 
 #[test]

@@ -73,6 +73,19 @@ fn ranges_etags_and_cache_headers() {
     assert_eq!(st, 416);
     assert_eq!(header(&head, "Content-Range"), Some("bytes */100000"));
     assert!(body.is_empty());
+    // If-Range: the range only if the file is still the one named.
+    let (st, _, body) = get_with(
+        port,
+        file,
+        &format!("Range: bytes=0-9\r\nIf-Range: \"{sha}\""),
+    );
+    assert_eq!((st, body.len()), (206, 10));
+    let (st, _, body) = get_with(port, file, "Range: bytes=0-9\r\nIf-Range: \"stale\"");
+    assert_eq!(
+        (st, body.len()),
+        (200, 100_000),
+        "a changed file is sent whole"
+    );
     let (st, _, body) = get_with(port, file, "Range: bytes=0-1,5-6");
     assert_eq!(
         (st, body.len()),
