@@ -138,8 +138,20 @@ fn a_hostile_peer_cannot_plant_records() {
         ];
         for (what, k, value) in attempts {
             // The put "succeeds" (nodes acknowledge before checking); what
-            // matters is what they keep.
-            let _ = client.put(k, value, ttl).await;
+            // matters is what they keep. A put query may end once one peer
+            // answered, before the node got its copy: send again until the
+            // node has seen it.
+            let seen = |node: &Proc| node.stderr().contains(&format!("refused {what} record"));
+            for _ in 0..5 {
+                let _ = client.put(k.clone(), value.clone(), ttl).await;
+                let until = tokio::time::Instant::now() + Duration::from_secs(2);
+                while !seen(&node) && tokio::time::Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if seen(&node) {
+                    break;
+                }
+            }
             println!("hostile peer sent a {what} record");
         }
         client.stop().await;
