@@ -290,7 +290,15 @@ pub fn start_serve(name: &str, program: &str, args: &[String]) -> Serve {
 pub fn serve(dir: &Path, artifacts: &Path, extra: &[&str]) -> Serve {
     let mut all = vec!["--artifacts", artifacts.to_str().unwrap()];
     all.extend_from_slice(extra);
-    start_serve("serve", PLASMD, &loopback_serve_args(dir, &all))
+    let s = start_serve("serve", PLASMD, &loopback_serve_args(dir, &all));
+    // The first scan of the tree runs after start-up; it is done (and the
+    // manifests are served) once the first record is being published.
+    s.proc.wait_log(
+        "Publishing boot manifest to DHT",
+        1,
+        Duration::from_secs(30),
+    );
+    s
 }
 
 /// True when the tests run as root.
