@@ -352,12 +352,7 @@ pub fn fetch_artifact(
         .iter()
         .find(|a| a.name == name)
         .ok_or_else(|| FetchError::NotListed(name.to_string(), record.url.clone()))?;
-    let hex_ok = listed.sha256.len() == 64
-        && listed
-            .sha256
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !hex_ok || !is_safe_file_name(name) {
+    if !crate::manifest::is_sha256_hex(&listed.sha256) || !is_safe_file_name(name) {
         return Err(FetchError::BadManifest(
             record.url.clone(),
             format!("bad sha256 for {name}"),

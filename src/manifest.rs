@@ -254,6 +254,9 @@ impl Catalog {
     /// Builds the manifest of one channel/arch directory.
     fn scan_one(&self, root: &Path, ca: &ChannelArch) -> Result<Arc<Manifest>, ManifestError> {
         let dir = dir_of(root, ca);
+        // Once per scan, not per file: every file is checked against it.
+        let real_root =
+            fs::canonicalize(root).map_err(|e| ManifestError::Root(root.to_path_buf(), e))?;
         let mut artifacts = BTreeMap::new();
         let mut shipped = None;
         let entries = fs::read_dir(&dir).map_err(|e| ManifestError::Io(dir.clone(), e))?;
@@ -268,7 +271,7 @@ impl Catalog {
                 continue;
             }
             let path = entry.path();
-            let Some(meta) = regular_file_inside(root, &path) else {
+            let Some(meta) = regular_file_inside(&real_root, &path) else {
                 continue;
             };
             if name == MANIFEST_NAME {
@@ -322,7 +325,7 @@ impl Catalog {
         }
         let root = self.root()?;
         let path = dir_of(&root, ca).join(name);
-        regular_file_inside(&root, &path)?;
+        regular_file_inside(&fs::canonicalize(&root).ok()?, &path)?;
         let file = File::open(&path).ok()?;
         let meta = file.metadata().ok()?;
         if !meta.is_file() {
@@ -357,16 +360,15 @@ fn dir_of(root: &Path, ca: &ChannelArch) -> PathBuf {
 }
 
 /// Metadata of `path` if it is a regular file (symlinks followed) whose
-/// real location is inside `root`; `None` (and a log line) for anything
-/// else, so a link to `/etc/shadow` is never listed.
-fn regular_file_inside(root: &Path, path: &Path) -> Option<fs::Metadata> {
+/// real location is inside `real_root` (already canonical); `None` (and a
+/// log line) for anything else, so a link to `/etc/shadow` is never listed.
+fn regular_file_inside(real_root: &Path, path: &Path) -> Option<fs::Metadata> {
     let meta = fs::metadata(path).ok()?;
     if !meta.is_file() {
         return None;
     }
     let real = fs::canonicalize(path).ok()?;
-    let root = fs::canonicalize(root).ok()?;
-    if !real.starts_with(&root) {
+    if !real.starts_with(real_root) {
         log::warn!(
             "{}: points outside the artifacts root ({}); not serving it",
             path.display(),
@@ -407,6 +409,13 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hex(&hasher.finalize()))
+}
+
+/// True for a sha256 as we write it: 64 lower-case hex digits.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Lower-case hex of bytes.

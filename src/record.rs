@@ -237,7 +237,7 @@ impl ManifestRecord {
             .as_deref()
             .ok_or(RecordError::Unsigned("manifest_sha256"))?;
         let sig = self.sig.as_deref().ok_or(RecordError::Unsigned("sig"))?;
-        if sha.len() != SHA256_HEX || !is_lower_hex(sha) {
+        if !crate::manifest::is_sha256_hex(sha) {
             return Err(RecordError::Field(
                 "manifest_sha256",
                 "not 64 lower-case hex digits".into(),
