@@ -21,30 +21,11 @@ fn aarch64_bin(name: &str) -> String {
         .into_owned()
 }
 
-fn ensure_qemu_user() {
-    if Command::new("qemu-aarch64-static")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        return;
-    }
-    let sudo = if is_root() { "" } else { "sudo " };
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "{sudo}apt-get update -qq && {sudo}apt-get install -y -qq qemu-user-static >/dev/null"
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success(), "cannot install qemu-user-static");
-}
-
 #[test]
 #[ignore = "cross-builds for aarch64 (minutes); run by tests/run"]
 fn the_static_aarch64_binaries_run_under_qemu_user() {
     run_script("cross/build-aarch64");
-    ensure_qemu_user();
+    ensure_tool("qemu-aarch64-static", "qemu-user-static");
     let (plasmd, discover) = (aarch64_bin("plasmd"), aarch64_bin("phase-discover"));
     for bin in [&plasmd, &discover] {
         let out = Command::new("file").arg("-b").arg(bin).output().unwrap();

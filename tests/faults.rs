@@ -119,29 +119,18 @@ fn a_restarted_provider_supersedes_its_old_record_everywhere() {
 }
 
 fn run_logged_discover(addr: &str) -> Discovered {
-    let mut p = Proc::spawn_logged(
-        "discover",
-        DISCOVER,
-        &[
-            "--channel",
-            "stable",
-            "--arch",
-            "arm64",
-            "--bootstrap",
-            addr,
-            "--timeout",
-            "10",
-            "--json",
-        ],
-        "warn,plasmd::discover=debug",
-    );
-    let status = p.wait_exit(Duration::from_secs(30)).expect("exits");
-    std::thread::sleep(Duration::from_millis(50));
-    Discovered {
-        code: status.code().unwrap_or(-1),
-        stdout: p.stdout(),
-        stderr: p.stderr(),
-    }
+    let args = [
+        "--channel",
+        "stable",
+        "--arch",
+        "arm64",
+        "--bootstrap",
+        addr,
+        "--timeout",
+        "10",
+        "--json",
+    ];
+    run_logged(DISCOVER, &args, "warn,plasmd::discover=debug")
 }
 
 #[test]

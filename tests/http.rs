@@ -7,14 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn sha256_hex(path: &std::path::Path) -> String {
-    let out = std::process::Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum runs");
-    String::from_utf8(out.stdout).unwrap()[..64].to_string()
-}
-
 #[test]
 fn manifest_and_artifacts_are_served_with_the_right_bytes_and_headers() {
     let dir = TempDir::new("http");
@@ -31,7 +23,7 @@ fn manifest_and_artifacts_are_served_with_the_right_bytes_and_headers() {
     assert!(head.contains("Content-Type: application/json"), "{head}");
     let manifest = String::from_utf8(body).unwrap();
     for name in ["vmlinuz", "initrd.img", "board.dtb"] {
-        let hash = sha256_hex(&root.join("stable/arm64").join(name));
+        let hash = sha256sum(&root.join("stable/arm64").join(name));
         assert!(
             manifest.contains(&hash),
             "{name} {hash} missing from {manifest}"

@@ -12,7 +12,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -43,8 +42,7 @@ fn boot(http_port: u16, p2p_port: u16, node_port: u16, node_id: &str) -> Proc {
 fn sha256_of(bytes: &[u8], dir: &Path) -> String {
     let file = dir.join("download");
     std::fs::write(&file, bytes).unwrap();
-    let out = Command::new("sha256sum").arg(&file).output().unwrap();
-    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+    sha256sum(&file)
 }
 
 #[test]

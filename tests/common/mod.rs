@@ -301,6 +301,32 @@ pub fn serve(dir: &Path, artifacts: &Path, extra: &[&str]) -> Serve {
     s
 }
 
+/// Hex sha256 of a file, computed by coreutils (independently of plasmd).
+pub fn sha256sum(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum runs");
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+/// Installs Debian package `package` unless `probe` (a command) runs.
+pub fn ensure_tool(probe: &str, package: &str) {
+    if Command::new(probe).arg("--version").output().is_ok() {
+        return;
+    }
+    let sudo = if is_root() { "" } else { "sudo " };
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{sudo}apt-get update -qq && {sudo}apt-get install -y -qq {package} >/dev/null"
+        ))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cannot install {package}");
+}
+
 /// True when the tests run as root.
 pub fn is_root() -> bool {
     let out = Command::new("id").arg("-u").output().unwrap();
@@ -332,7 +358,12 @@ pub fn discover(bootstrap: &str, timeout: u64, extra: &[&str]) -> Discovered {
 
 /// Runs a binary to completion (killed after 60 s, so a hang fails the test).
 pub fn run(bin: &str, args: &[&str]) -> Discovered {
-    let mut p = Proc::spawn("run", bin, args);
+    run_logged(bin, args, "info,libp2p=warn")
+}
+
+/// `run`, logging at `rust_log`.
+pub fn run_logged(bin: &str, args: &[&str], rust_log: &str) -> Discovered {
+    let mut p = Proc::spawn_logged("run", bin, args, rust_log);
     let status = p
         .wait_exit(Duration::from_secs(60))
         .unwrap_or_else(|| panic!("{bin} {args:?} did not exit within 60 s"));
