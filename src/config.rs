@@ -16,6 +16,7 @@ use libp2p::Multiaddr;
 use serde::Deserialize;
 
 use crate::board::BoardProfile;
+use crate::http::HttpLimits;
 use crate::record::check_name;
 
 /// Default HTTP listen address.
@@ -78,6 +79,8 @@ pub struct ServeConfig {
     pub channels: Vec<String>,
     pub archs: Vec<String>,
     pub http_listen: SocketAddr,
+    /// How slow a download may be before it is cut off.
+    pub http_limits: HttpLimits,
     pub p2p: P2pConfig,
     /// Base URL advertised instead of one derived from the HTTP address.
     pub external_url: Option<String>,
@@ -196,6 +199,8 @@ struct DhtSection {
 #[serde(deny_unknown_fields)]
 struct HttpSection {
     listen: Option<String>,
+    min_rate: Option<u64>,
+    rate_window: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -266,6 +271,10 @@ Options (each also settable in the --config file; flags win):
   --channel C              serve only this channel (repeatable; default: every directory)
   --arch A                 serve only this architecture (repeatable; default: every directory)
   --http-listen ADDR:PORT  HTTP listen address (default 0.0.0.0:8080)          [http] listen
+  --http-min-rate BYTES    a response slower than this many bytes/s, averaged over the
+                           window, is cut off (default 4096)                 [http] min_rate
+  --http-rate-window SECS  the window the minimum rate is averaged over (default 30)
+                                                                             [http] rate_window
   --p2p-listen MULTIADDR   libp2p listen address, repeatable (default /ip4/0.0.0.0/tcp/4001)
   --bootstrap MULTIADDR    a DHT peer to join through, repeatable (/ip4/.../tcp/.../p2p/<id>)
   --p2p-announce MULTIADDR address peers should dial, repeatable (e.g. a port forward); when
@@ -321,6 +330,8 @@ struct Flags {
     channels: Vec<String>,
     archs: Vec<String>,
     http_listen: Option<String>,
+    http_min_rate: Option<u64>,
+    http_rate_window: Option<u64>,
     p2p_listen: Vec<String>,
     bootstrap: Vec<String>,
     announce: Vec<String>,
@@ -383,7 +394,8 @@ where
                 sub != Sub::Id
             }
             "identity" => true,
-            "artifacts" | "board" | "channel" | "arch" | "http-listen" | "external-url"
+            "artifacts" | "board" | "channel" | "arch" | "http-listen" | "http-min-rate"
+            | "http-rate-window" | "external-url"
             | "provider-name" | "refresh-interval" | "check-config" => sub == Sub::Serve,
             _ => true,
         };
@@ -410,6 +422,17 @@ where
             Long("channel") => f.channels.push(string(&mut p, "--channel")?),
             Long("arch") => f.archs.push(string(&mut p, "--arch")?),
             Long("http-listen") => f.http_listen = Some(string(&mut p, "--http-listen")?),
+            Long("http-min-rate") => {
+                let v = string(&mut p, "--http-min-rate")?;
+                f.http_min_rate = Some(v.parse().map_err(|_| {
+                    ConfigError::Args(format!(
+                        "--http-min-rate: {v:?} is not a whole number of bytes per second"
+                    ))
+                })?)
+            }
+            Long("http-rate-window") => {
+                f.http_rate_window = Some(secs(&mut p, "--http-rate-window")?)
+            }
             Long("p2p-listen") => f.p2p_listen.push(string(&mut p, "--p2p-listen")?),
             Long("bootstrap") => f.bootstrap.push(string(&mut p, "--bootstrap")?),
             Long("p2p-announce") => f.announce.push(string(&mut p, "--p2p-announce")?),
@@ -607,6 +630,26 @@ fn build_serve(f: Flags) -> Result<ServeConfig, ConfigError> {
         ))
     })?;
 
+    let defaults = HttpLimits::default();
+    let min_rate = f
+        .http_min_rate
+        .or(file.http.min_rate)
+        .unwrap_or(defaults.min_rate);
+    let rate_window = f
+        .http_rate_window
+        .or(file.http.rate_window)
+        .map_or(defaults.rate_window, Duration::from_secs);
+    if rate_window.is_zero() || rate_window > Duration::from_secs(3600) {
+        return Err(ConfigError::Invalid(format!(
+            "--http-rate-window / [http] rate_window {} s: use 1 to 3600 seconds",
+            rate_window.as_secs()
+        )));
+    }
+    let http_limits = HttpLimits {
+        min_rate,
+        rate_window,
+    };
+
     let external_url = match f
         .external_url
         .clone()
@@ -650,6 +693,7 @@ fn build_serve(f: Flags) -> Result<ServeConfig, ConfigError> {
         channels,
         archs,
         http_listen,
+        http_limits,
         dht: DhtTiming {
             record_ttl: p2p.record_ttl,
             refresh_interval: Duration::from_secs(refresh),

@@ -8,15 +8,17 @@
 //! - [`config`]: flags + TOML file → one validated configuration
 //! - [`identity`]: the ed25519 key file behind a stable peer id
 //! - [`manifest`]: scanning `<channel>/<arch>` trees into manifests
+//! - [`beneath`]: opening files below the artifacts root, never outside it
 //! - [`watch`]: inotify → rescans → catalog snapshots
 //! - [`record`]: the DHT record value, bounded decoding and validation
 //! - [`publisher`]: when to put, refresh, re-publish and un-publish
 //! - [`dht`]: the one owner of the libp2p swarm
-//! - [`http`]: the bounded HTTP/1.1 server boards download from
+//! - [`http`]: the event-driven, bounded HTTP/1.1 server boards download from
 //! - [`shutdown`]: SIGTERM/SIGINT → one signal every task waits on
 //! - [`fetch`]: `phase-discover --fetch`, record → manifest → verified bytes
 //! - [`provider`], [`discover`]: the commands, wiring the above together
 
+pub mod beneath;
 pub mod board;
 pub mod config;
 pub mod dht;

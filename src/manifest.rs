@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use sha2::{Digest, Sha256};
 
+use crate::beneath::{self, BeneathError};
 use crate::record::check_name;
 
 /// Name of the manifest file, generated or shipped in a channel/arch dir.
@@ -90,6 +91,11 @@ struct Stamp {
     size: u64,
     mtime: i64,
     mtime_nsec: i64,
+    /// The ctime too: `cp -p`, tar and reproducible builds set the mtime of a
+    /// same-size replacement to the old one's, but writing it moves the ctime,
+    /// which no unprivileged tool can set back.
+    ctime: i64,
+    ctime_nsec: i64,
     ino: u64,
     dev: u64,
 }
@@ -100,6 +106,8 @@ impl Stamp {
             size: m.len(),
             mtime: m.mtime(),
             mtime_nsec: m.mtime_nsec(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
             ino: m.ino(),
             dev: m.dev(),
         }
@@ -254,9 +262,6 @@ impl Catalog {
     /// Builds the manifest of one channel/arch directory.
     fn scan_one(&self, root: &Path, ca: &ChannelArch) -> Result<Arc<Manifest>, ManifestError> {
         let dir = dir_of(root, ca);
-        // Once per scan, not per file: every file is checked against it.
-        let real_root =
-            fs::canonicalize(root).map_err(|e| ManifestError::Root(root.to_path_buf(), e))?;
         let mut artifacts = BTreeMap::new();
         let mut shipped = None;
         let entries = fs::read_dir(&dir).map_err(|e| ManifestError::Io(dir.clone(), e))?;
@@ -271,9 +276,22 @@ impl Catalog {
                 continue;
             }
             let path = entry.path();
-            let Some(meta) = regular_file_inside(&real_root, &path) else {
-                continue;
+            // Opened the way the server opens it, and hashed from that
+            // handle, so what is listed is exactly what can be served.
+            let mut file = match beneath::open_regular(root, &rel_path(ca, &name)) {
+                Ok(f) => f,
+                Err(BeneathError::Outside) => {
+                    log::warn!(
+                        "{}: leads outside the artifacts root; not serving it",
+                        path.display()
+                    );
+                    continue;
+                }
+                Err(_) => continue,
             };
+            let meta = file
+                .metadata()
+                .map_err(|e| ManifestError::Io(path.clone(), e))?;
             if name == MANIFEST_NAME {
                 shipped = Some(path);
                 continue;
@@ -285,7 +303,7 @@ impl Catalog {
                 );
                 break;
             }
-            let sha256 = self.hash(&path, &meta)?;
+            let sha256 = self.hash(&path, &mut file, &meta)?;
             artifacts.insert(
                 name.clone(),
                 Artifact {
@@ -302,48 +320,72 @@ impl Catalog {
         Ok(Arc::new(manifest))
     }
 
-    fn hash(&self, path: &Path, meta: &fs::Metadata) -> Result<String, ManifestError> {
+    fn hash(
+        &self,
+        path: &Path,
+        file: &mut File,
+        meta: &fs::Metadata,
+    ) -> Result<String, ManifestError> {
         let stamp = Stamp::of(meta);
         if let Some((s, h)) = lock(&self.hashes).get(path) {
             if *s == stamp {
                 return Ok(h.clone());
             }
         }
-        let h = sha256_file(path).map_err(|e| ManifestError::Io(path.to_path_buf(), e))?;
+        let h = sha256_reader(file).map_err(|e| ManifestError::Io(path.to_path_buf(), e))?;
         lock(&self.hashes).insert(path.to_path_buf(), (stamp, h.clone()));
         Ok(h)
     }
 
     /// Opens artifact `name` of `ca` for serving. Only names listed in the
-    /// current manifest are served, and only while their real path is inside
-    /// the root. The size, mtime and sha256 describe the open handle, so a
-    /// file replaced (renamed over) meanwhile is served whole, old or new.
-    pub fn open(&self, ca: &ChannelArch, name: &str) -> Option<OpenArtifact> {
-        let manifest = self.manifest(ca)?;
+    /// current manifest are served, and only regular files reached without
+    /// leaving the root (see `beneath`). The size, mtime and sha256 describe
+    /// the open handle, so a file replaced (renamed over) meanwhile is served
+    /// whole, old or new.
+    pub fn open(&self, ca: &ChannelArch, name: &str) -> Result<OpenArtifact, OpenError> {
+        let manifest = self.manifest(ca).ok_or(OpenError::NotListed)?;
         if !manifest.artifacts.contains_key(name) {
-            return None;
+            return Err(OpenError::NotListed);
         }
-        let root = self.root()?;
-        let path = dir_of(&root, ca).join(name);
-        regular_file_inside(&fs::canonicalize(&root).ok()?, &path)?;
-        let file = File::open(&path).ok()?;
-        let meta = file.metadata().ok()?;
-        if !meta.is_file() {
-            return None;
-        }
+        let root = self.root().ok_or(OpenError::NotListed)?;
+        let file = beneath::open_regular(&root, &rel_path(ca, name)).map_err(|e| {
+            if e.is_exhaustion() {
+                OpenError::Exhausted(e)
+            } else {
+                OpenError::Unavailable(e)
+            }
+        })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| OpenError::Unavailable(e.into()))?;
         let stamp = Stamp::of(&meta);
         // The cached hash is only this handle's if nothing changed since.
+        let path = dir_of(&root, ca).join(name);
         let sha256 = lock(&self.hashes)
             .get(&path)
             .filter(|(s, _)| *s == stamp)
             .map(|(_, h)| h.clone());
-        Some(OpenArtifact {
+        Ok(OpenArtifact {
             file,
             size: meta.len(),
             modified: meta.modified().ok(),
             sha256,
         })
     }
+}
+
+/// Why an artifact could not be opened for serving.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Not in the current manifest (or nothing is served now).
+    #[error("not listed in the manifest")]
+    NotListed,
+    /// Listed, but gone, swapped for something else, or unreadable.
+    #[error("{0}")]
+    Unavailable(BeneathError),
+    /// Out of descriptors or memory: the server is full, the file is fine.
+    #[error("{0}")]
+    Exhausted(BeneathError),
 }
 
 /// An artifact opened for serving.
@@ -359,24 +401,9 @@ fn dir_of(root: &Path, ca: &ChannelArch) -> PathBuf {
     root.join(&ca.channel).join(&ca.arch)
 }
 
-/// Metadata of `path` if it is a regular file (symlinks followed) whose
-/// real location is inside `real_root` (already canonical); `None` (and a
-/// log line) for anything else, so a link to `/etc/shadow` is never listed.
-fn regular_file_inside(real_root: &Path, path: &Path) -> Option<fs::Metadata> {
-    let meta = fs::metadata(path).ok()?;
-    if !meta.is_file() {
-        return None;
-    }
-    let real = fs::canonicalize(path).ok()?;
-    if !real.starts_with(real_root) {
-        log::warn!(
-            "{}: points outside the artifacts root ({}); not serving it",
-            path.display(),
-            real.display()
-        );
-        return None;
-    }
-    Some(meta)
+/// `<channel>/<arch>/<name>`, relative to the artifacts root.
+fn rel_path(ca: &ChannelArch, name: &str) -> PathBuf {
+    Path::new(&ca.channel).join(&ca.arch).join(name)
 }
 
 /// A file name we are willing to serve: no separators, no NUL, not `.`/`..`,
@@ -396,9 +423,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Hex sha256 of a file, read in chunks.
-pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut file = File::open(path)?;
+/// Hex sha256 of everything `file` yields, read in chunks.
+pub fn sha256_reader(file: &mut impl Read) -> io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; HASH_CHUNK];
     loop {
@@ -666,14 +692,36 @@ mod tests {
         let m = cat.rescan().unwrap()[&stable()].clone();
         assert!(!m.artifacts.contains_key("leak"));
         assert!(m.artifacts.contains_key("current"));
-        assert!(cat.open(&stable(), "leak").is_none());
-        assert!(cat.open(&stable(), "../../../etc/passwd").is_none());
+        assert!(cat.open(&stable(), "leak").is_err());
+        assert!(cat.open(&stable(), "../../../etc/passwd").is_err());
         let open = cat.open(&stable(), "vmlinuz").unwrap();
         assert_eq!(open.size, 6);
         assert_eq!(
             open.sha256.as_deref(),
             Some(m.artifacts["vmlinuz"].sha256.as_str())
         );
+    }
+
+    #[test]
+    fn same_size_same_mtime_rewrite_is_rehashed() {
+        // What `cp -p` or tar does to a file in place: new bytes, same size,
+        // the old mtime put back. Only the ctime tells.
+        let (dir, cat) = tree();
+        let path = dir.path().join("stable/arm64/vmlinuz");
+        let before = cat.rescan().unwrap()[&stable()].artifacts["vmlinuz"].clone();
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&path, b"KERNEL").unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+        let after = cat.rescan().unwrap()[&stable()].artifacts["vmlinuz"].clone();
+        assert_eq!(after.size, before.size);
+        assert_eq!(after.sha256, hex(&Sha256::digest(b"KERNEL")));
     }
 
     #[test]

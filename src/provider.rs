@@ -116,7 +116,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
     };
 
     // HTTP first: the URL we advertise must already answer.
-    let http = HttpServer::start(cfg.http_listen, catalog.clone())?;
+    raise_fd_limit();
+    let http = HttpServer::start(cfg.http_listen, catalog.clone(), cfg.http_limits)?;
     let base_url = match &cfg.external_url {
         Some(u) => u.clone(),
         None => derived_base_url(http.local_addr()),
@@ -156,7 +157,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
         let health = tokio::spawn(health::supervise(
             HealthChecks {
                 dht: client.clone(),
-                http_addr: http.local_addr(),
+                http: http.probe(),
                 catalog: catalog.clone(),
             },
             watchdog,
@@ -190,6 +191,24 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
     });
     http.stop();
     result
+}
+
+/// Raises the soft descriptor limit to the hard one: a boot storm is many
+/// connections at once, and the HTTP budget and the DHT's limits are sized
+/// from it. Where it cannot be raised, plasmd runs with what it has.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    // Past this, more descriptors buy nothing (the HTTP budget is capped).
+    let want = hard.min(1 << 20);
+    if soft < want {
+        match setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+            Ok(()) => log::debug!("raised the descriptor limit from {soft} to {want}"),
+            Err(e) => log::info!("descriptor limit stays at {soft}: {e}"),
+        }
+    }
 }
 
 /// The start-up lines a user copies from: what is advertised and the

@@ -234,10 +234,10 @@ fn well_behaved_clients_are_served_while_200_idle_connections_are_held() {
 }
 
 #[test]
-fn a_busy_server_answers_503_at_once_and_recovers() {
+fn downloads_nobody_reads_do_not_delay_health_or_other_clients() {
     let dir = TempDir::new("busy");
     let root = artifacts(dir.path());
-    // Large enough that a client that never reads stalls its worker.
+    // Large enough that a client that never reads fills its socket.
     let big = root.join("stable/arm64/rootfs.img");
     std::fs::File::create(&big)
         .unwrap()
@@ -245,8 +245,6 @@ fn a_busy_server_answers_503_at_once_and_recovers() {
         .unwrap();
     let s = serve(dir.path(), &root, &[]);
     let port = s.http_port;
-    s.proc
-        .wait_log("DHT record published", 0, Duration::from_secs(1));
     // Wait for the manifest to list it (hashing 64 MiB takes a moment).
     let end = Instant::now() + Duration::from_secs(20);
     while !String::from_utf8_lossy(&http(port, "GET", "/stable/arm64/manifest.json").2)
@@ -255,34 +253,27 @@ fn a_busy_server_answers_503_at_once_and_recovers() {
         assert!(Instant::now() < end, "rootfs.img never listed");
         std::thread::sleep(Duration::from_millis(200));
     }
-    // 16 workers + 32 queued: all held by downloads nobody reads.
+    // The old server had 16 workers + 32 queued and then answered 503:
+    // hold three times that many downloads that nobody reads.
     let mut stuck = Vec::new();
-    for _ in 0..48 {
+    for _ in 0..150 {
         let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
         c.write_all(b"GET /stable/arm64/rootfs.img HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
         stuck.push(c);
-        std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let t = Instant::now();
-    let (st, head, _) = raw(
-        port,
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(st, 503, "{head}");
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "503 took {:?}",
-        t.elapsed()
-    );
-    assert_eq!(header(&head, "Retry-After"), Some("2"));
-    drop(stuck);
-    let end = Instant::now() + Duration::from_secs(10);
-    while http(port, "GET", "/healthz").0 != 200 {
-        assert!(Instant::now() < end, "did not recover");
-        std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..20 {
+        let (st, head, body) = raw(
+            port,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!((st, body.as_slice()), (200, &b"ok\n"[..]), "{head}");
+        let (st, _, body) = http(port, "GET", "/stable/arm64/vmlinuz");
+        assert_eq!(st, 200);
+        assert_eq!(body, std::fs::read(root.join("stable/arm64/vmlinuz")).unwrap());
     }
+    drop(stuck);
 }
 
 #[test]

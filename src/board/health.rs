@@ -1,21 +1,23 @@
 //! Deciding whether plasmd is healthy, and petting the watchdogs (hardware
 //! and systemd's) only when it is.
 //!
-//! Healthy means: the DHT task answered a health command, the HTTP server
-//! answered its own `/healthz`, and the artifacts root (when there is one)
-//! can be listed, each within a deadline. A hung or wedged plasmd fails a
+//! Healthy means: the DHT task answered a health command, the HTTP loop
+//! answered a probe (it is turning, however many slow clients it holds:
+//! asking it over TCP would fail exactly when a boot storm fills its
+//! connection budget, and reset the provider when it is needed most), and
+//! the artifacts root (when there is one) can be listed, each within a
+//! deadline. A hung or wedged plasmd fails a
 //! check or never gets to run one, stops petting, and the board resets. A
 //! missing netboot partition is not a failure: plasmd keeps serving
 //! `/healthz` and looks for it again (see `partition`).
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::notify::Notifier;
 use super::watchdog::Watchdog;
 use crate::dht;
+use crate::http::LoopProbe;
 use crate::manifest::Catalog;
 use crate::shutdown::Shutdown;
 
@@ -26,7 +28,7 @@ const CHECK_DEADLINE: Duration = Duration::from_secs(2);
 /// What the health checks look at.
 pub struct HealthChecks {
     pub dht: dht::Client,
-    pub http_addr: SocketAddr,
+    pub http: LoopProbe,
     pub catalog: Arc<Catalog>,
 }
 
@@ -38,12 +40,10 @@ impl HealthChecks {
             .map_err(|_| "the DHT task did not answer".to_string())?
             .map_err(|e| format!("the DHT task: {e}"))?;
 
-        let addr = self.http_addr;
-        let http = tokio::task::spawn_blocking(move || http_healthz(addr));
-        match tokio::time::timeout(CHECK_DEADLINE, http).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => return Err(format!("HTTP /healthz: {e}")),
-            _ => return Err("HTTP /healthz did not answer".into()),
+        match tokio::time::timeout(CHECK_DEADLINE, self.http.turns()).await {
+            Ok(true) => {}
+            Ok(false) => return Err("the HTTP loop has stopped".into()),
+            Err(_) => return Err("the HTTP loop did not answer".into()),
         }
 
         if let Some(root) = self.catalog.root() {
@@ -62,33 +62,6 @@ impl HealthChecks {
             }
         }
         Ok(())
-    }
-}
-
-/// GET /healthz on our own server, over loopback for a wildcard address.
-fn http_healthz(addr: SocketAddr) -> Result<(), String> {
-    let target = if addr.ip().is_unspecified() {
-        let ip = match addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        };
-        SocketAddr::new(ip, addr.port())
-    } else {
-        addr
-    };
-    let mut s = TcpStream::connect_timeout(&target, CHECK_DEADLINE).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(CHECK_DEADLINE))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(CHECK_DEADLINE))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).map_err(|e| e.to_string())?;
-    if &head[9..12] == b"200" {
-        Ok(())
-    } else {
-        Err(format!("status {}", String::from_utf8_lossy(&head[9..12])))
     }
 }
 

@@ -1,0 +1,454 @@
+//! One connection's life on the HTTP loop: read a request head under its
+//! deadlines, answer it, keep the connection for the next one or close it
+//! politely.
+//!
+//! Nothing here blocks: reads and writes are non-blocking and resumed on
+//! readiness, and file bodies go out with `sendfile` from the open handle
+//! at an explicit offset (no userspace copy; the file's own offset is never
+//! used, so a renamed-over file is still served whole from its handle). A
+//! connection waiting for a request holds a socket and, only while bytes of
+//! a head are arriving, a buffer of at most 8 KiB; no thread.
+//!
+//! Every wait has a bound: the whole head within [`HEAD_TIMEOUT`], the
+//! first byte of a kept-alive request within [`IDLE_TIMEOUT`], a response
+//! at no less than the configured minimum rate averaged over its window
+//! (which bounds a whole response, not a single write), and the lingering
+//! close within [`LINGER`]. Which response to give is `files`' job.
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::{timeout_at, Instant};
+
+use super::budget::ConnId;
+use super::files::{self, Body, Reply};
+use super::parse::{self, clip, Head, HeadError, Method, Route, Scan, MAX_HEAD};
+use super::{Ctx, HttpLimits};
+use crate::manifest::MANIFEST_NAME;
+
+/// The whole request head must arrive within this long (a deadline, not a
+/// per-read timeout, so trickling one byte at a time does not extend it).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a kept-alive connection may sit idle between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests on one connection before it is closed.
+pub const MAX_REQUESTS_PER_CONNECTION: usize = 100;
+/// The whole lingering close (half-close, then drain what the client still
+/// sends so the kernel does not reset the response in flight) takes at most
+/// this long and drains at most [`LINGER_BYTES`].
+pub const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Bytes a connection reads per call while a head arrives.
+const READ_CHUNK: usize = 2048;
+/// Bytes one connection may send before letting the others have a turn: a
+/// fast client cannot hog the loop, and `/healthz` waits for at most one
+/// turn of each busy connection.
+const TURN_BYTES: usize = 256 * 1024;
+
+/// Serves one accepted connection until it closes, times out, or is told
+/// to give way (`evict`).
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: ConnId,
+    evict: Rc<Notify>,
+    ctx: Rc<Ctx>,
+) {
+    let _registered = Registered { ctx: &ctx, id };
+    // Boxed so the task itself stays small while it only waits: a server
+    // holding 10,000 idle connections keeps 10,000 of these.
+    let serve = Box::pin(serve(&stream, peer, id, &ctx));
+    tokio::select! {
+        biased;
+        _ = evict.notified() => log::debug!("HTTP: {peer} gave way to a new connection"),
+        _ = serve => {}
+    }
+}
+
+/// Removes the connection from the budget however it ends (even when the
+/// task is dropped at shutdown).
+struct Registered<'a> {
+    ctx: &'a Ctx,
+    id: ConnId,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.ctx.registry.borrow_mut().remove(self.id);
+    }
+}
+
+/// Counts a response in progress, so a stop can wait for it briefly.
+struct Responding<'a>(&'a Cell<usize>);
+
+impl<'a> Responding<'a> {
+    fn new(c: &'a Cell<usize>) -> Self {
+        c.set(c.get() + 1);
+        Responding(c)
+    }
+}
+
+impl Drop for Responding<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// Why no request head came.
+enum NoHead {
+    /// The client closed, or timed out: just close.
+    Gone,
+    /// Answer this and close.
+    Refuse(u16, &'static str),
+}
+
+async fn serve(stream: &TcpStream, peer: SocketAddr, id: ConnId, ctx: &Ctx) {
+    let mut buf = Vec::new();
+    let mut served = 0;
+    let accepted = Instant::now();
+    // A new connection must send its whole head within HEAD_TIMEOUT of
+    // being accepted; a kept-alive one may first idle for IDLE_TIMEOUT.
+    let mut head_started = Some(accepted);
+    let mut idle_until = accepted + HEAD_TIMEOUT;
+    loop {
+        ctx.registry
+            .borrow_mut()
+            .set_idle(id, Some(std::time::Instant::now()));
+        let head = read_head(stream, &mut buf, head_started, idle_until).await;
+        ctx.registry.borrow_mut().set_idle(id, None);
+        let head = match head {
+            Ok(h) => h,
+            Err(NoHead::Gone) => return,
+            Err(NoHead::Refuse(status, why)) => {
+                let reply = Reply::text(status, if status == 431 { "request head too large\n" } else { "bad request\n" });
+                log::info!("HTTP: refused a request from {peer}: {why} ({status})");
+                let _guard = Responding::new(&ctx.responding);
+                if send(stream, reply, false, false, &ctx.limits, &ctx.date())
+                    .await
+                    .is_ok()
+                {
+                    linger(stream).await;
+                }
+                return;
+            }
+        };
+        let keep = head.keep_alive
+            && head.method != Method::Other
+            && served + 1 < MAX_REQUESTS_PER_CONNECTION
+            && !ctx.stopping.get();
+        let reply = answer(&head, ctx, peer);
+        let result = {
+            let _guard = Responding::new(&ctx.responding);
+            let head_only = head.method == Method::Head;
+            Box::pin(send(stream, reply, head_only, keep, &ctx.limits, &ctx.date())).await
+        };
+        match result {
+            Err(e) => {
+                log::debug!("HTTP: response to {peer} not completed: {e}");
+                return;
+            }
+            Ok(()) if !keep => {
+                linger(stream).await;
+                return;
+            }
+            Ok(()) => {}
+        }
+        served += 1;
+        // A pipelined next request already started its head clock.
+        let now = Instant::now();
+        head_started = (!buf.is_empty()).then_some(now);
+        idle_until = now + IDLE_TIMEOUT;
+    }
+}
+
+/// Reads until `buf` holds a complete head, and takes it out of `buf` (what
+/// follows is a pipelined next request, left in `buf`).
+async fn read_head(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    mut started: Option<Instant>,
+    idle_until: Instant,
+) -> Result<Head, NoHead> {
+    let mut scanned = 0;
+    loop {
+        match parse::scan(buf, scanned) {
+            Scan::Complete(end) => {
+                let parsed = parse::parse_head(&buf[..end]);
+                buf.drain(..end);
+                if buf.is_empty() {
+                    // Idle connections hold no buffer.
+                    *buf = Vec::new();
+                }
+                return parsed.map_err(|e| match e {
+                    HeadError::TooLarge => NoHead::Refuse(431, "head too large"),
+                    HeadError::Malformed(why) => NoHead::Refuse(400, why),
+                });
+            }
+            Scan::BareLf => return Err(NoHead::Refuse(400, "bare LF")),
+            Scan::Incomplete if buf.len() > MAX_HEAD => {
+                return Err(NoHead::Refuse(431, "head too large"));
+            }
+            Scan::Incomplete => scanned = buf.len(),
+        }
+        let until = started.map_or(idle_until, |t| t + HEAD_TIMEOUT);
+        match timeout_at(until, stream.readable()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return Err(NoHead::Gone),
+        }
+        let old = buf.len();
+        buf.resize(old + READ_CHUNK.min(MAX_HEAD + 1 - old), 0);
+        let read = stream.try_read(&mut buf[old..]);
+        buf.truncate(old + *read.as_ref().unwrap_or(&0));
+        match read {
+            Ok(0) => return Err(NoHead::Gone),
+            Ok(_) => {
+                started.get_or_insert_with(Instant::now);
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(_) => return Err(NoHead::Gone),
+        }
+    }
+}
+
+/// What to answer: routing, then the file or manifest reply.
+fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> Reply {
+    if head.method == Method::Other {
+        let mut r = Reply::text(405, "method not allowed\n");
+        r.headers.push(("Allow", "GET, HEAD".into()));
+        return r;
+    }
+    let route = parse::route(&head.target);
+    log::debug!(
+        "{:?} {} from {peer}: {route:?}",
+        head.method,
+        clip(&head.target, 200)
+    );
+    match route {
+        Route::Health => Reply::text(200, "ok\n"),
+        Route::Refused(why) => {
+            log::info!(
+                "refused request {:?} from {peer}: {why}",
+                clip(&head.target, 200)
+            );
+            Reply::text(400, "bad request path\n")
+        }
+        Route::NotFound => Reply::text(404, "not found\n"),
+        Route::File(ca, name) if name == MANIFEST_NAME => {
+            files::manifest_reply(&ctx.catalog, &ca, head)
+        }
+        Route::File(ca, name) => files::artifact_reply(&ctx.catalog, &ca, &name, head),
+    }
+}
+
+/// Writes a whole response under the minimum-rate rule.
+pub async fn send(
+    stream: &TcpStream,
+    reply: Reply,
+    head_only: bool,
+    keep: bool,
+    limits: &HttpLimits,
+    date: &str,
+) -> io::Result<()> {
+    let mut pacer = Pacer::new(limits);
+    let bytes = reply.head_bytes(keep, head_only, date);
+    write_all(stream, &bytes, &mut pacer).await?;
+    if head_only {
+        return Ok(());
+    }
+    if let Body::File { file, start, len } = reply.body {
+        send_file(stream, &file, start, len, &mut pacer).await?;
+    }
+    Ok(())
+}
+
+/// The minimum-rate rule: in every window of `rate_window` a response must
+/// move at least `min_rate × rate_window` bytes into the socket, or the
+/// connection is closed. A reader that drains a segment now and then keeps
+/// nothing for long.
+struct Pacer {
+    window: Duration,
+    min_bytes: u64,
+    window_end: Instant,
+    sent: u64,
+    /// Bytes sent since this connection last let others have a turn.
+    turn: usize,
+}
+
+impl Pacer {
+    fn new(limits: &HttpLimits) -> Self {
+        Pacer {
+            window: limits.rate_window,
+            min_bytes: (limits.min_rate as f64 * limits.rate_window.as_secs_f64()) as u64,
+            window_end: Instant::now() + limits.rate_window,
+            sent: 0,
+            turn: 0,
+        }
+    }
+
+    fn sent(&mut self, n: usize) {
+        self.sent += n as u64;
+        self.turn += n;
+    }
+
+    /// Fails once a window ends with too little sent; starts the next one.
+    fn check(&mut self) -> io::Result<()> {
+        let now = Instant::now();
+        if now < self.window_end {
+            return Ok(());
+        }
+        if self.sent < self.min_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "client read {} bytes in {:.0?}, under the minimum rate",
+                    self.sent, self.window
+                ),
+            ));
+        }
+        self.sent = 0;
+        self.window_end = now + self.window;
+        Ok(())
+    }
+
+    /// Waits for the socket to take more, at most until the window ends.
+    async fn writable(&mut self, stream: &TcpStream) -> io::Result<()> {
+        self.turn = 0;
+        match timeout_at(self.window_end, stream.writable()).await {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// After a turn's worth of bytes, lets the other connections run.
+    async fn take_turns(&mut self) {
+        if self.turn >= TURN_BYTES {
+            self.turn = 0;
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+async fn write_all(stream: &TcpStream, mut data: &[u8], pacer: &mut Pacer) -> io::Result<()> {
+    while !data.is_empty() {
+        pacer.check()?;
+        match stream.try_write(data) {
+            Ok(n) => {
+                pacer.sent(n);
+                data = &data[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => pacer.writable(stream).await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `len` bytes of `file` from `start`, with `sendfile` (page cache →
+/// socket, no copy through userspace), resumed whenever the socket has room.
+async fn send_file(
+    stream: &TcpStream,
+    file: &std::fs::File,
+    start: u64,
+    len: u64,
+    pacer: &mut Pacer,
+) -> io::Result<()> {
+    let too_big = |_| io::Error::new(io::ErrorKind::InvalidInput, "offset beyond 2^63");
+    let mut offset = i64::try_from(start).map_err(too_big)?;
+    let end = i64::try_from(start.saturating_add(len)).map_err(too_big)?;
+    while offset < end {
+        pacer.check()?;
+        let count = usize::try_from(end - offset)
+            .unwrap_or(usize::MAX)
+            .min(TURN_BYTES);
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            nix::sys::sendfile::sendfile64(stream.as_fd(), file.as_fd(), Some(&mut offset), count)
+                .map_err(io::Error::from)
+        });
+        match sent {
+            // The file shrank under us: the client sees a short body and
+            // must not take it for the whole file.
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while serving",
+                ))
+            }
+            Ok(n) => {
+                pacer.sent(n);
+                pacer.take_turns().await;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => pacer.writable(stream).await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Half-closes, then reads and drops what the client still sends until it
+/// closes too, within [`LINGER`] in all: closing with unread input makes
+/// Linux send a reset, which can destroy the response still in flight.
+pub async fn linger(stream: &TcpStream) {
+    let _ = nix::sys::socket::shutdown(stream.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+    let drain = async {
+        let mut drained = 0;
+        let mut sink = [0u8; 1024];
+        while drained < LINGER_BYTES {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match stream.try_read(&mut sink) {
+                Ok(0) => return,
+                Ok(n) => drained += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// Refuses a connection the budget has no room for: `503`, best effort and
+/// without waiting, then closed.
+pub async fn refuse(stream: TcpStream, limits: HttpLimits, date: String) {
+    let send = send(&stream, Reply::busy(), false, false, &limits, &date);
+    if tokio::time::timeout(Duration::from_secs(1), send)
+        .await
+        .is_ok_and(|r| r.is_ok())
+    {
+        linger(&stream).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_connection_task_is_small() {
+        // What each of 10,000 idle connections costs the loop, beyond its
+        // socket: the task's future (the serving part is boxed).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let s = TcpStream::connect(addr).await.unwrap();
+            let ctx = Rc::new(Ctx::for_tests());
+            let fut = run(s, addr, 0, Rc::new(Notify::new()), ctx);
+            let size = std::mem::size_of_val(&fut);
+            assert!(size < 512, "connection task is {size} bytes");
+        });
+    }
+}

@@ -1,0 +1,295 @@
+//! File responses: what to answer for a manifest or an artifact (status,
+//! headers, which bytes), and how a response head is written.
+//!
+//! Artifacts get `Accept-Ranges`, one `Range` (`206`/`416`), `ETag` (their
+//! sha256) with `If-None-Match` (`304`) and `If-Range` (strong ETag only: a
+//! date cannot tell two same-second files apart), `Last-Modified` and
+//! `Cache-Control`. The body of a file response is the open handle and a
+//! byte range; sending it is the connection's job (`conn`). This module
+//! does not touch sockets.
+
+use std::fs::File;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::parse::{parse_range, Head, RangeSpec};
+use crate::manifest::{Catalog, ChannelArch, OpenError};
+
+/// How long clients may cache a manifest: short, it changes with the files.
+const MANIFEST_CACHE: &str = "max-age=10";
+/// Artifacts whose name carries their hash never change.
+const IMMUTABLE_CACHE: &str = "public, max-age=31536000, immutable";
+/// Other artifacts may be replaced: revalidate with the ETag.
+const MUTABLE_CACHE: &str = "no-cache";
+
+/// A response about to be written.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+}
+
+/// What follows the head.
+pub enum Body {
+    Empty,
+    Bytes(Vec<u8>),
+    /// `len` bytes of `file` from offset `start`.
+    File { file: File, start: u64, len: u64 },
+}
+
+impl Body {
+    /// The `Content-Length` of this body.
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Empty => 0,
+            Body::Bytes(b) => b.len() as u64,
+            Body::File { len, .. } => *len,
+        }
+    }
+}
+
+impl Reply {
+    /// A short plain-text answer (errors, `/healthz`).
+    pub fn text(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
+            body: Body::Bytes(body.as_bytes().to_vec()),
+        }
+    }
+
+    /// `503` with `Retry-After`: the server is out of descriptors.
+    pub fn busy() -> Reply {
+        let mut r = Reply::text(503, "busy, try again\n");
+        r.headers.push(("Retry-After", "2".into()));
+        r
+    }
+
+    /// The response head; with `head_only` false and a `Bytes` body, the
+    /// body too, so a small response leaves in one write (one segment,
+    /// nothing for Nagle or a delayed ACK to hold back).
+    pub fn head_bytes(&self, keep: bool, head_only: bool, date: &str) -> Vec<u8> {
+        use std::fmt::Write;
+        let inline = match &self.body {
+            Body::Bytes(b) if !head_only => b.len(),
+            _ => 0,
+        };
+        let mut out = String::with_capacity(256 + inline);
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\nServer: plasmd/{}\r\nDate: {date}\r\n",
+            self.status,
+            reason(self.status),
+            env!("CARGO_PKG_VERSION"),
+        );
+        for (name, value) in &self.headers {
+            let _ = write!(out, "{name}: {value}\r\n");
+        }
+        if self.status != 304 {
+            let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
+        }
+        out.push_str(if keep {
+            "Connection: keep-alive\r\n\r\n"
+        } else {
+            "Connection: close\r\n\r\n"
+        });
+        let mut bytes = out.into_bytes();
+        if let Body::Bytes(b) = &self.body {
+            if !head_only {
+                bytes.extend_from_slice(b);
+            }
+        }
+        bytes
+    }
+}
+
+/// The answer for `GET`/`HEAD /{channel}/{arch}/manifest.json`.
+pub fn manifest_reply(catalog: &Catalog, ca: &ChannelArch, head: &Head) -> Reply {
+    let Some(m) = catalog.manifest(ca) else {
+        return Reply::text(404, "not found\n");
+    };
+    let etag = format!("\"{}\"", m.sha256);
+    let mut headers = vec![
+        ("Content-Type", "application/json".to_string()),
+        ("ETag", etag.clone()),
+        ("Cache-Control", MANIFEST_CACHE.into()),
+    ];
+    if etag_matches(head.if_none_match.as_deref(), &etag) {
+        return Reply {
+            status: 304,
+            headers,
+            body: Body::Empty,
+        };
+    }
+    headers.push(("Accept-Ranges", "none".into()));
+    Reply {
+        status: 200,
+        headers,
+        body: Body::Bytes(m.json.clone()),
+    }
+}
+
+/// The answer for an artifact: the open file and which of its bytes.
+pub fn artifact_reply(catalog: &Catalog, ca: &ChannelArch, name: &str, head: &Head) -> Reply {
+    let open = match catalog.open(ca, name) {
+        Ok(open) => open,
+        Err(OpenError::Exhausted(e)) => {
+            log::warn!("HTTP: cannot open {ca}/{name}: {e}; answering 503");
+            return Reply::busy();
+        }
+        Err(OpenError::Unavailable(e)) => {
+            log::info!("HTTP: not serving {ca}/{name}: {e}");
+            return Reply::text(404, "not found\n");
+        }
+        Err(OpenError::NotListed) => return Reply::text(404, "not found\n"),
+    };
+    let mut headers = vec![
+        ("Content-Type", content_type(name).to_string()),
+        ("Accept-Ranges", "bytes".to_string()),
+    ];
+    if let Some(t) = open.modified {
+        headers.push(("Last-Modified", http_date(t)));
+    }
+    let etag = open.sha256.as_ref().map(|sha| format!("\"{sha}\""));
+    if let (Some(sha), Some(etag)) = (&open.sha256, &etag) {
+        let named_by_content = name.contains(&sha[..16]);
+        headers.push(("ETag", etag.clone()));
+        headers.push((
+            "Cache-Control",
+            if named_by_content {
+                IMMUTABLE_CACHE
+            } else {
+                MUTABLE_CACHE
+            }
+            .into(),
+        ));
+        if etag_matches(head.if_none_match.as_deref(), etag) {
+            return Reply {
+                status: 304,
+                headers,
+                body: Body::Empty,
+            };
+        }
+    } else {
+        headers.push(("Cache-Control", MUTABLE_CACHE.into()));
+    }
+    let size = open.size;
+    // If-Range: resume only if the file is still the one the client has
+    // part of (RFC 9110 13.1.5), by strong ETag alone: a Last-Modified
+    // match cannot tell a same-second replacement from the original, and a
+    // resume across the two would be a file made of two artifacts.
+    let range_valid = match head.if_range.as_deref() {
+        None => true,
+        Some(v) => etag.as_deref() == Some(v),
+    };
+    let range = head.range.as_deref().filter(|_| range_valid);
+    match range.map(|r| parse_range(r, size)) {
+        Some(RangeSpec::Unsatisfiable) => {
+            headers.push(("Content-Range", format!("bytes */{size}")));
+            Reply {
+                status: 416,
+                headers,
+                body: Body::Empty,
+            }
+        }
+        Some(RangeSpec::Bytes(start, end)) => {
+            headers.push(("Content-Range", format!("bytes {start}-{end}/{size}")));
+            Reply {
+                status: 206,
+                headers,
+                body: Body::File {
+                    file: open.file,
+                    start,
+                    len: end - start + 1,
+                },
+            }
+        }
+        Some(RangeSpec::Ignore) | None => Reply {
+            status: 200,
+            headers,
+            body: Body::File {
+                file: open.file,
+                start: 0,
+                len: size,
+            },
+        },
+    }
+}
+
+fn etag_matches(if_none_match: Option<&str>, etag: &str) -> bool {
+    if_none_match.is_some_and(|v| {
+        v.split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == etag || t == "*")
+    })
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        416 => "Range Not Satisfiable",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) for HTTP headers.
+pub fn http_date(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    // Reuse the RFC 3339 formatter for the calendar arithmetic.
+    let iso = crate::record::rfc3339(t);
+    let (y, mo, d) = (&iso[0..4], &iso[5..7], &iso[8..10]);
+    let month = MONTHS[mo.parse::<usize>().unwrap_or(1).clamp(1, 12) - 1];
+    let weekday = DAYS[((secs / 86_400) % 7) as usize];
+    format!("{weekday}, {d} {month} {y} {} GMT", &iso[11..19])
+}
+
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("json") => "application/json",
+        Some("txt") | Some("cfg") | Some("conf") => "text/plain; charset=utf-8",
+        Some("gz") | Some("tgz") => "application/gzip",
+        Some("xz") => "application/x-xz",
+        Some("zst") => "application/zstd",
+        Some("tar") => "application/x-tar",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn etags_and_dates() {
+        assert!(etag_matches(Some("W/\"a\", \"b\""), "\"a\""));
+        assert!(!etag_matches(Some("\"c\""), "\"a\""));
+        assert_eq!(
+            http_date(UNIX_EPOCH + Duration::from_secs(784_111_777)),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+    }
+
+    #[test]
+    fn small_bodies_leave_with_the_head() {
+        let r = Reply::text(200, "ok\n");
+        let bytes = r.head_bytes(true, false, "D");
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(text.contains("Content-Length: 3\r\n"));
+        assert!(text.ends_with("Connection: keep-alive\r\n\r\nok\n"));
+        let head_only = String::from_utf8(r.head_bytes(false, true, "D")).unwrap();
+        assert!(head_only.ends_with("Connection: close\r\n\r\n"));
+        assert!(head_only.contains("Content-Length: 3\r\n"));
+    }
+}
