@@ -55,11 +55,7 @@ impl BeneathError {
 /// Opens `rel` (relative, no `..`) below the directory `root` for reading,
 /// and returns it only if it is a regular file.
 pub fn open_regular(root: &Path, rel: &Path) -> Result<File, BeneathError> {
-    if rel.is_absolute()
-        || rel
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_)))
-    {
+    if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
         return Err(BeneathError::Outside);
     }
     // The root itself may be a symlink (an operator's choice in the config).

@@ -395,8 +395,8 @@ where
             }
             "identity" => true,
             "artifacts" | "board" | "channel" | "arch" | "http-listen" | "http-min-rate"
-            | "http-rate-window" | "external-url"
-            | "provider-name" | "refresh-interval" | "check-config" => sub == Sub::Serve,
+            | "http-rate-window" | "external-url" | "provider-name" | "refresh-interval"
+            | "check-config" => sub == Sub::Serve,
             _ => true,
         };
         if !allowed {

@@ -249,6 +249,7 @@ fn print_advertised(
 pub fn node(cfg: NodeConfig) -> Result<(), ProviderError> {
     let keypair = identity::load_or_create(&cfg.p2p.identity)?;
     let peer_id = keypair.public().to_peer_id();
+    raise_fd_limit();
     let rt = runtime()?;
     rt.block_on(async {
         let (client, event_loop, addrs) = dht::start(dht_config(&cfg.p2p, keypair)).await?;

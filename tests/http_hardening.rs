@@ -271,7 +271,10 @@ fn downloads_nobody_reads_do_not_delay_health_or_other_clients() {
         assert_eq!((st, body.as_slice()), (200, &b"ok\n"[..]), "{head}");
         let (st, _, body) = http(port, "GET", "/stable/arm64/vmlinuz");
         assert_eq!(st, 200);
-        assert_eq!(body, std::fs::read(root.join("stable/arm64/vmlinuz")).unwrap());
+        assert_eq!(
+            body,
+            std::fs::read(root.join("stable/arm64/vmlinuz")).unwrap()
+        );
     }
     drop(stuck);
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use libp2p::kad::{self, store::MemoryStore, store::MemoryStoreConfig};
 use libp2p::swarm::{behaviour::toggle::Toggle, NetworkBehaviour};
-use libp2p::{identify, mdns, ping, StreamProtocol};
+use libp2p::{connection_limits, identify, mdns, ping, StreamProtocol};
 
 use super::{Role, KAD_PROTOCOL};
 use crate::record::MAX_RECORD_BYTES;
@@ -23,9 +23,23 @@ const MAX_STORED_RECORDS: usize = 1024;
 /// publisher retries. libp2p's default of 60 s would hold a retry back.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Connection limits, so a flood of TCP connects on the p2p port cannot
+/// exhaust the descriptors the HTTP server and artifact opens need (they
+/// fit in `http`'s reserve of 1,024). Handshakes in progress are the cheap
+/// thing a flood makes; established connections are what a fleet needs:
+/// every board and node may keep one or two.
+const MAX_PENDING_INCOMING: u32 = 128;
+const MAX_PENDING_OUTGOING: u32 = 64;
+const MAX_ESTABLISHED: u32 = 640;
+/// Kademlia and Identify share one connection; two peers dialling each
+/// other at once make a second. More than this from one peer is abuse.
+const MAX_ESTABLISHED_PER_PEER: u32 = 4;
+
 /// Everything a plasmd peer speaks.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// Refuses connections past the limits above before any protocol runs.
+    pub limits: connection_limits::Behaviour,
     pub kad: kad::Behaviour<MemoryStore>,
     pub identify: identify::Behaviour,
     /// Other Kademlia implementations ping a new contact before routing to it.
@@ -93,7 +107,15 @@ impl Behaviour {
         } else {
             None
         };
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+                .with_max_pending_outgoing(Some(MAX_PENDING_OUTGOING))
+                .with_max_established(Some(MAX_ESTABLISHED))
+                .with_max_established_per_peer(Some(MAX_ESTABLISHED_PER_PEER)),
+        );
         Ok(Behaviour {
+            limits,
             kad,
             identify,
             ping: ping::Behaviour::default(),

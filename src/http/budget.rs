@@ -193,7 +193,7 @@ mod tests {
         }
         id(r.admit(ip(2), t + Duration::from_secs(30)));
         assert_eq!(r.len(), 9);
-        assert!(r.conns.get(&conns[5].0).is_none());
+        assert!(!r.conns.contains_key(&conns[5].0));
         // The evicted one was told.
         assert!(futures_ready(&conns[5].1));
         assert!(!futures_ready(&conns[4].1));

@@ -55,13 +55,7 @@ const TURN_BYTES: usize = 256 * 1024;
 
 /// Serves one accepted connection until it closes, times out, or is told
 /// to give way (`evict`).
-pub async fn run(
-    stream: TcpStream,
-    peer: SocketAddr,
-    id: ConnId,
-    evict: Rc<Notify>,
-    ctx: Rc<Ctx>,
-) {
+pub async fn run(stream: TcpStream, peer: SocketAddr, id: ConnId, evict: Rc<Notify>, ctx: Rc<Ctx>) {
     let _registered = Registered { ctx: &ctx, id };
     // Boxed so the task itself stays small while it only waits: a server
     // holding 10,000 idle connections keeps 10,000 of these.
@@ -128,7 +122,14 @@ async fn serve(stream: &TcpStream, peer: SocketAddr, id: ConnId, ctx: &Ctx) {
             Ok(h) => h,
             Err(NoHead::Gone) => return,
             Err(NoHead::Refuse(status, why)) => {
-                let reply = Reply::text(status, if status == 431 { "request head too large\n" } else { "bad request\n" });
+                let reply = Reply::text(
+                    status,
+                    if status == 431 {
+                        "request head too large\n"
+                    } else {
+                        "bad request\n"
+                    },
+                );
                 log::info!("HTTP: refused a request from {peer}: {why} ({status})");
                 let _guard = Responding::new(&ctx.responding);
                 if send(stream, reply, false, false, &ctx.limits, &ctx.date())
@@ -148,9 +149,21 @@ async fn serve(stream: &TcpStream, peer: SocketAddr, id: ConnId, ctx: &Ctx) {
         let result = {
             let _guard = Responding::new(&ctx.responding);
             let head_only = head.method == Method::Head;
-            Box::pin(send(stream, reply, head_only, keep, &ctx.limits, &ctx.date())).await
+            Box::pin(send(
+                stream,
+                reply,
+                head_only,
+                keep,
+                &ctx.limits,
+                &ctx.date(),
+            ))
+            .await
         };
         match result {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                log::info!("HTTP: cut off a response to {peer}: {e}");
+                return;
+            }
             Err(e) => {
                 log::debug!("HTTP: response to {peer} not completed: {e}");
                 return;
@@ -212,7 +225,11 @@ async fn read_head(
             Ok(_) => {
                 started.get_or_insert_with(Instant::now);
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
             Err(_) => return Err(NoHead::Gone),
         }
     }

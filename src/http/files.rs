@@ -33,7 +33,11 @@ pub enum Body {
     Empty,
     Bytes(Vec<u8>),
     /// `len` bytes of `file` from offset `start`.
-    File { file: File, start: u64, len: u64 },
+    File {
+        file: File,
+        start: u64,
+        len: u64,
+    },
 }
 
 impl Body {

@@ -70,9 +70,10 @@ impl Default for HttpLimits {
 }
 
 /// Descriptors kept back from the connection budget for everything else
-/// plasmd opens: the DHT's connections (capped in `dht`), listeners,
-/// inotify, the watchdog, and artifacts being hashed.
-const FD_RESERVE: u64 = 512;
+/// plasmd opens: the DHT's connections (capped in `dht` at 640 established
+/// and 192 in handshake), listeners, inotify, the watchdog, and artifacts
+/// being hashed.
+const FD_RESERVE: u64 = 1024;
 /// The budget never exceeds this, whatever the descriptor limit: each
 /// connection also costs kernel socket memory.
 const MAX_CONNECTIONS: u64 = 65_536;

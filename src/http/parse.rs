@@ -421,7 +421,10 @@ mod tests {
         ] {
             assert!(head(bad).is_err(), "{bad:?}");
         }
-        let too_many = format!("GET /x HTTP/1.1\r\nHost: a\r\n{}\r\n", "A: b\r\n".repeat(70));
+        let too_many = format!(
+            "GET /x HTTP/1.1\r\nHost: a\r\n{}\r\n",
+            "A: b\r\n".repeat(70)
+        );
         assert_eq!(head(&too_many), Err(HeadError::TooLarge));
     }
 

@@ -68,18 +68,31 @@ impl Proc {
 
     /// Like `spawn`, with a pipe to the process's stdin (see `send`).
     pub fn spawn_with(name: &str, bin: &str, args: &[&str], stdin: bool) -> Proc {
-        Self::spawn_full(name, bin, args, stdin, "info,libp2p=warn")
+        Self::spawn_full(name, bin, args, stdin, "info,libp2p=warn", &[])
     }
 
     /// Like `spawn`, logging at `rust_log` (e.g. "info,plasmd=debug").
     pub fn spawn_logged(name: &str, bin: &str, args: &[&str], rust_log: &str) -> Proc {
-        Self::spawn_full(name, bin, args, false, rust_log)
+        Self::spawn_full(name, bin, args, false, rust_log, &[])
     }
 
-    fn spawn_full(name: &str, bin: &str, args: &[&str], stdin: bool, rust_log: &str) -> Proc {
+    /// Like `spawn`, with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn spawn_env(name: &str, bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
+        Self::spawn_full(name, bin, args, false, "info,libp2p=warn", envs)
+    }
+
+    fn spawn_full(
+        name: &str,
+        bin: &str,
+        args: &[&str],
+        stdin: bool,
+        rust_log: &str,
+        envs: &[(&str, &str)],
+    ) -> Proc {
         let mut child = Command::new(bin)
             .args(args)
             .env("RUST_LOG", rust_log)
+            .envs(envs.iter().copied())
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
