@@ -935,6 +935,38 @@ mod tests {
         assert_eq!(c.p2p.listen[0].to_string(), "/ip4/0.0.0.0/tcp/4001");
         assert_eq!(c.dht.record_ttl, Duration::from_secs(3600));
         assert_eq!(c.dht.refresh_interval, Duration::from_secs(2400));
+        assert_eq!(c.http_limits, HttpLimits::default());
+    }
+
+    #[test]
+    fn http_limits_from_flags_and_file() {
+        let c = serve(&[
+            "--artifacts",
+            "/",
+            "--http-min-rate",
+            "65536",
+            "--http-rate-window",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(c.http_limits.min_rate, 65536);
+        assert_eq!(c.http_limits.rate_window, Duration::from_secs(2));
+        for bad in [
+            &["--http-min-rate", "fast"][..],
+            &["--http-min-rate", "-1"],
+            &["--http-rate-window", "0"],
+            &["--http-rate-window", "3601"],
+        ] {
+            let mut args = vec!["--artifacts", "/"];
+            args.extend_from_slice(bad);
+            assert!(serve(&args).is_err(), "{bad:?}");
+        }
+        let path = std::env::temp_dir().join(format!("plasmd-http-{}.toml", std::process::id()));
+        std::fs::write(&path, "[http]\nmin_rate = 1000\nrate_window = 10\n").unwrap();
+        let c = serve(&["--artifacts", "/", "--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.http_limits.min_rate, 1000);
+        assert_eq!(c.http_limits.rate_window, Duration::from_secs(10));
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
