@@ -132,11 +132,12 @@ async fn serve(stream: &TcpStream, peer: SocketAddr, id: ConnId, ctx: &Ctx) {
                 );
                 log::info!("HTTP: refused a request from {peer}: {why} ({status})");
                 let _guard = Responding::new(&ctx.responding);
-                if send(stream, reply, false, false, &ctx.limits, &ctx.date())
-                    .await
-                    .is_ok()
-                {
-                    linger(stream).await;
+                // Boxed, like every response: only a connection that is
+                // answering holds the state of answering.
+                let date = ctx.date();
+                let sent = Box::pin(send(stream, reply, false, false, &ctx.limits, &date));
+                if sent.await.is_ok() {
+                    Box::pin(linger(stream)).await;
                 }
                 return;
             }
@@ -169,7 +170,7 @@ async fn serve(stream: &TcpStream, peer: SocketAddr, id: ConnId, ctx: &Ctx) {
                 return;
             }
             Ok(()) if !keep => {
-                linger(stream).await;
+                Box::pin(linger(stream)).await;
                 return;
             }
             Ok(()) => {}
@@ -216,13 +217,14 @@ async fn read_head(
             Ok(Ok(())) => {}
             Ok(Err(_)) | Err(_) => return Err(NoHead::Gone),
         }
-        let old = buf.len();
-        buf.resize(old + READ_CHUNK.min(MAX_HEAD + 1 - old), 0);
-        let read = stream.try_read(&mut buf[old..]);
-        buf.truncate(old + *read.as_ref().unwrap_or(&0));
-        match read {
+        // Read into the stack, not `buf`: readiness can be spurious, and an
+        // idle connection must not be left holding a grown buffer.
+        let mut chunk = [0u8; READ_CHUNK];
+        let want = READ_CHUNK.min(MAX_HEAD + 1 - buf.len());
+        match stream.try_read(&mut chunk[..want]) {
             Ok(0) => return Err(NoHead::Gone),
-            Ok(_) => {
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
                 started.get_or_insert_with(Instant::now);
             }
             Err(e)
@@ -466,6 +468,12 @@ mod tests {
             let fut = run(s, addr, 0, Rc::new(Notify::new()), ctx);
             let size = std::mem::size_of_val(&fut);
             assert!(size < 512, "connection task is {size} bytes");
+            // The boxed serving part, while it waits for a request: what
+            // answering needs (responses, lingering) is boxed again.
+            let s2 = TcpStream::connect(addr).await.unwrap();
+            let ctx2 = Ctx::for_tests();
+            let waiting = std::mem::size_of_val(&serve(&s2, addr, 0, &ctx2));
+            assert!(waiting < 1024, "a waiting connection holds {waiting} bytes");
         });
     }
 }

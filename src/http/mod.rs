@@ -236,12 +236,15 @@ fn bind(listen: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Connections the server may hold: half the descriptors left after
-/// [`FD_RESERVE`] (a download needs a socket and a file).
+/// Connections the server may hold: two thirds of the descriptors left
+/// after [`FD_RESERVE`]. A waiting connection needs one descriptor and a
+/// download two (socket and file), so up to half the connections can
+/// download at once before an open runs out (and answers `503`); in a boot
+/// storm most connections are short manifest requests or waiting.
 fn connection_budget() -> usize {
     use nix::sys::resource::{getrlimit, Resource};
     let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
-    let budget = (soft.saturating_sub(FD_RESERVE) / 2).clamp(16, MAX_CONNECTIONS);
+    let budget = (soft.saturating_sub(FD_RESERVE) * 2 / 3).clamp(16, MAX_CONNECTIONS);
     usize::try_from(budget).unwrap_or(16)
 }
 
