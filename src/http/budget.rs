@@ -14,6 +14,7 @@
 //! The registry lives on the HTTP loop's thread (`Rc`, no locks) and does no
 //! I/O: it tells a connection to go through its [`Notify`].
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -28,20 +29,36 @@ pub const PRESSURE: usize = 90;
 /// A registered connection's number.
 pub type ConnId = u64;
 
-struct Entry {
+/// What the registry and a connection share: the connection says when it
+/// is idle (a `Cell`, no lookup per request), the registry tells it to go.
+pub struct Slot {
+    pub id: ConnId,
     ip: IpAddr,
     /// Since when it waits for a request (new or kept alive); `None` while
     /// a request is being answered.
-    idle_since: Option<Instant>,
+    idle_since: Cell<Option<Instant>>,
     /// Registered when; among one address's connections the newest goes.
     admitted: Instant,
-    evict: Rc<Notify>,
+    evict: Notify,
+}
+
+impl Slot {
+    /// Marks the connection as waiting for a request (`Some(since)`) or as
+    /// being answered (`None`).
+    pub fn set_idle(&self, since: Option<Instant>) {
+        self.idle_since.set(since);
+    }
+
+    /// Resolves when the connection must give way to a new one.
+    pub async fn evicted(&self) {
+        self.evict.notified().await;
+    }
 }
 
 /// What became of a new connection.
 pub enum Admission {
-    /// Serve it; `Notify` fires if it must give way later.
-    Admitted(ConnId, Rc<Notify>),
+    /// Serve it; its slot says when it must give way.
+    Admitted(Rc<Slot>),
     /// The budget is full of busy connections, most of them from this
     /// connection's own address: answer 503 and close.
     Refused,
@@ -51,7 +68,7 @@ pub enum Admission {
 pub struct Registry {
     budget: usize,
     next: ConnId,
-    conns: HashMap<ConnId, Entry>,
+    conns: HashMap<ConnId, Rc<Slot>>,
     per_ip: HashMap<IpAddr, usize>,
     /// Connections pushed out so far, for the log.
     pub evicted: u64,
@@ -80,7 +97,7 @@ impl Registry {
             let idle = self
                 .conns
                 .iter()
-                .filter_map(|(id, e)| e.idle_since.map(|t| (t, *id)))
+                .filter_map(|(id, e)| e.idle_since.get().map(|t| (t, *id)))
                 .min();
             if let Some((_, id)) = idle {
                 self.evict(id);
@@ -104,26 +121,16 @@ impl Registry {
         }
         let id = self.next;
         self.next += 1;
-        let evict = Rc::new(Notify::new());
-        self.conns.insert(
+        let slot = Rc::new(Slot {
             id,
-            Entry {
-                ip,
-                idle_since: Some(now),
-                admitted: now,
-                evict: evict.clone(),
-            },
-        );
+            ip,
+            idle_since: Cell::new(Some(now)),
+            admitted: now,
+            evict: Notify::new(),
+        });
+        self.conns.insert(id, slot.clone());
         *self.per_ip.entry(ip).or_insert(0) += 1;
-        Admission::Admitted(id, evict)
-    }
-
-    /// Marks a connection as waiting for a request (`Some(since)`) or as
-    /// being answered (`None`).
-    pub fn set_idle(&mut self, id: ConnId, since: Option<Instant>) {
-        if let Some(e) = self.conns.get_mut(&id) {
-            e.idle_since = since;
-        }
+        Admission::Admitted(slot)
     }
 
     /// Forgets a connection (it closed, or was pushed out).
@@ -158,9 +165,9 @@ mod tests {
         IpAddr::from([192, 0, 2, n])
     }
 
-    fn id(a: Admission) -> (ConnId, Rc<Notify>) {
+    fn id(a: Admission) -> Rc<Slot> {
         match a {
-            Admission::Admitted(id, n) => (id, n),
+            Admission::Admitted(slot) => slot,
             Admission::Refused => panic!("refused"),
         }
     }
@@ -183,37 +190,38 @@ mod tests {
             .map(|i| id(r.admit(ip(1), t + Duration::from_secs(i))))
             .collect();
         // All but #3 and #5 are downloading; #5 has waited longest.
-        for (i, (c, _)) in conns.iter().enumerate() {
+        for (i, c) in conns.iter().enumerate() {
             let since = match i {
                 3 => Some(t + Duration::from_secs(20)),
                 5 => Some(t + Duration::from_secs(10)),
                 _ => None,
             };
-            r.set_idle(*c, since);
+            c.set_idle(since);
         }
         id(r.admit(ip(2), t + Duration::from_secs(30)));
         assert_eq!(r.len(), 9);
-        assert!(!r.conns.contains_key(&conns[5].0));
+        assert!(!r.conns.contains_key(&conns[5].id));
         // The evicted one was told.
-        assert!(futures_ready(&conns[5].1));
-        assert!(!futures_ready(&conns[4].1));
+        assert!(futures_ready(&conns[5].evict));
+        assert!(!futures_ready(&conns[4].evict));
     }
 
     #[test]
     fn when_full_of_downloads_the_biggest_holder_gives_way() {
         let mut r = Registry::new(10);
         let t = Instant::now();
+        let mut held = Vec::new();
         for i in 0..8 {
-            let (c, _) = id(r.admit(ip(1), t + Duration::from_secs(i)));
-            r.set_idle(c, None);
+            held.push(id(r.admit(ip(1), t + Duration::from_secs(i))));
         }
         for i in 0..2 {
-            let (c, _) = id(r.admit(ip(2), t + Duration::from_secs(10 + i)));
-            r.set_idle(c, None);
+            held.push(id(r.admit(ip(2), t + Duration::from_secs(10 + i))));
+        }
+        for c in &held {
+            c.set_idle(None);
         }
         // A third machine gets in at the expense of the one holding 8.
-        let (c, _) = id(r.admit(ip(3), t + Duration::from_secs(20)));
-        r.set_idle(c, None);
+        id(r.admit(ip(3), t + Duration::from_secs(20))).set_idle(None);
         assert_eq!(r.per_ip[&ip(1)], 7);
         // The holder itself asking for more is refused.
         assert!(matches!(r.admit(ip(1), t), Admission::Refused));

@@ -20,14 +20,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio::time::{timeout_at, Instant};
 
-use super::budget::ConnId;
+use super::budget::Slot;
 use super::files::{self, Body, Reply};
 use super::parse::{self, clip, Head, HeadError, Method, Route, Scan, MAX_HEAD};
 use super::{Ctx, HttpLimits};
@@ -36,8 +36,13 @@ use crate::manifest::MANIFEST_NAME;
 /// The whole request head must arrive within this long (a deadline, not a
 /// per-read timeout, so trickling one byte at a time does not extend it).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a kept-alive connection may sit idle between requests.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a kept-alive connection may sit idle between requests. It
+/// starts when the response was handed to the kernel, while the client may
+/// still be reading megabytes of it from the socket buffers; a short value
+/// would close connections under clients about to send their next request
+/// (a reset for them). Idle connections are the first to give way when the
+/// budget runs short, so a long wait costs nothing in a storm.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests on one connection before it is closed.
 pub const MAX_REQUESTS_PER_CONNECTION: usize = 100;
 /// The whole lingering close (half-close, then drain what the client still
@@ -48,21 +53,29 @@ const LINGER_BYTES: usize = 64 * 1024;
 
 /// Bytes a connection reads per call while a head arrives.
 const READ_CHUNK: usize = 2048;
+/// Bytes of a response read on the blocking pool before its first
+/// `sendfile`, so the loop never waits for a cold first read.
+const FIRST_READ: i64 = 256 * 1024;
+/// How far ahead of `sendfile` the kernel is asked to read.
+const READAHEAD: i64 = 2 * 1024 * 1024;
 /// Bytes one connection may send before letting the others have a turn: a
 /// fast client cannot hog the loop, and `/healthz` waits for at most one
 /// turn of each busy connection.
 const TURN_BYTES: usize = 256 * 1024;
 
 /// Serves one accepted connection until it closes, times out, or is told
-/// to give way (`evict`).
-pub async fn run(stream: TcpStream, peer: SocketAddr, id: ConnId, evict: Rc<Notify>, ctx: Rc<Ctx>) {
-    let _registered = Registered { ctx: &ctx, id };
+/// to give way (its slot in the budget).
+pub async fn run(stream: TcpStream, peer: SocketAddr, slot: Rc<Slot>, ctx: Rc<Ctx>) {
+    let _registered = Registered {
+        ctx: &ctx,
+        slot: &slot,
+    };
     // Boxed so the task itself stays small while it only waits: a server
     // holding 10,000 idle connections keeps 10,000 of these.
-    let serve = Box::pin(serve(&stream, peer, id, &ctx));
+    let serve = Box::pin(serve(&stream, peer, &slot, &ctx));
     tokio::select! {
         biased;
-        _ = evict.notified() => log::debug!("HTTP: {peer} gave way to a new connection"),
+        _ = slot.evicted() => log::debug!("HTTP: {peer} gave way to a new connection"),
         _ = serve => {}
     }
 }
@@ -71,12 +84,12 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: ConnId, evict: Rc<Noti
 /// task is dropped at shutdown).
 struct Registered<'a> {
     ctx: &'a Ctx,
-    id: ConnId,
+    slot: &'a Slot,
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.ctx.registry.borrow_mut().remove(self.id);
+        self.ctx.registry.borrow_mut().remove(self.slot.id);
     }
 }
 
@@ -104,7 +117,7 @@ enum NoHead {
     Refuse(u16, &'static str),
 }
 
-async fn serve(stream: &TcpStream, peer: SocketAddr, id: ConnId, ctx: &Ctx) {
+async fn serve(stream: &TcpStream, peer: SocketAddr, slot: &Slot, ctx: &Ctx) {
     let mut buf = Vec::new();
     let mut served = 0;
     let accepted = Instant::now();
@@ -113,11 +126,9 @@ async fn serve(stream: &TcpStream, peer: SocketAddr, id: ConnId, ctx: &Ctx) {
     let mut head_started = Some(accepted);
     let mut idle_until = accepted + HEAD_TIMEOUT;
     loop {
-        ctx.registry
-            .borrow_mut()
-            .set_idle(id, Some(std::time::Instant::now()));
+        slot.set_idle(Some(std::time::Instant::now()));
         let head = read_head(stream, &mut buf, head_started, idle_until).await;
-        ctx.registry.borrow_mut().set_idle(id, None);
+        slot.set_idle(None);
         let head = match head {
             Ok(h) => h,
             Err(NoHead::Gone) => return,
@@ -221,7 +232,7 @@ async fn read_head(
         // idle connection must not be left holding a grown buffer.
         let mut chunk = [0u8; READ_CHUNK];
         let want = READ_CHUNK.min(MAX_HEAD + 1 - buf.len());
-        match stream.try_read(&mut chunk[..want]) {
+        match read_some(stream, &mut chunk[..want]) {
             Ok(0) => return Err(NoHead::Gone),
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
@@ -234,6 +245,28 @@ async fn read_head(
                 ) => {}
             Err(_) => return Err(NoHead::Gone),
         }
+    }
+}
+
+/// Reads what the socket holds into `into`. A read that did not fill
+/// `into` drained the socket, so the loop is told the socket is no longer
+/// readable (as if the next read had returned `EAGAIN`): the next wait goes
+/// straight to epoll, saving a read that would only say "nothing yet" on
+/// every kept-alive request.
+fn read_some(stream: &TcpStream, into: &mut [u8]) -> io::Result<usize> {
+    use nix::sys::socket::{recv, MsgFlags};
+    let mut short = 0;
+    let read = stream.try_io(Interest::READABLE, || {
+        let n = recv(stream.as_raw_fd(), into, MsgFlags::empty()).map_err(io::Error::from)?;
+        if n > 0 && n < into.len() {
+            short = n;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match read {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => Ok(short),
+        other => other,
     }
 }
 
@@ -277,15 +310,25 @@ pub async fn send(
     date: &str,
 ) -> io::Result<()> {
     let mut pacer = Pacer::new(limits);
-    let bytes = reply.head_bytes(keep, head_only, date);
-    write_all(stream, &bytes, &mut pacer).await?;
+    let head = reply.head_bytes(keep, date);
+    let Body::File { file, start, len } = reply.body else {
+        let body = if head_only {
+            &[][..]
+        } else {
+            reply.memory_body()
+        };
+        return write_all(stream, &head, body, &mut pacer).await;
+    };
     if head_only {
-        return Ok(());
+        return write_all(stream, &head, &[], &mut pacer).await;
     }
-    if let Body::File { file, start, len } = reply.body {
-        send_file(stream, &file, start, len, &mut pacer).await?;
-    }
-    Ok(())
+    // Nagle on while a file goes out, so the head and the body leave in
+    // full segments; turning TCP_NODELAY back on at the end pushes the last
+    // partial one at once (what nginx's `tcp_nopush` does with TCP_CORK).
+    stream.set_nodelay(false)?;
+    write_all(stream, &head, &[], &mut pacer).await?;
+    send_file(stream, Arc::new(file), start, len, &mut pacer).await?;
+    stream.set_nodelay(true)
 }
 
 /// The minimum-rate rule: in every window of `rate_window` a response must
@@ -355,13 +398,23 @@ impl Pacer {
     }
 }
 
-async fn write_all(stream: &TcpStream, mut data: &[u8], pacer: &mut Pacer) -> io::Result<()> {
-    while !data.is_empty() {
+/// Writes `head` then `body`, in one vectored write when the socket takes
+/// them, under the minimum-rate rule.
+async fn write_all(
+    stream: &TcpStream,
+    mut head: &[u8],
+    mut body: &[u8],
+    pacer: &mut Pacer,
+) -> io::Result<()> {
+    while !head.is_empty() || !body.is_empty() {
         pacer.check()?;
-        match stream.try_write(data) {
+        let parts = [io::IoSlice::new(head), io::IoSlice::new(body)];
+        match stream.try_write_vectored(&parts) {
             Ok(n) => {
                 pacer.sent(n);
-                data = &data[n..];
+                let from_head = n.min(head.len());
+                head = &head[from_head..];
+                body = &body[n - from_head..];
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => pacer.writable(stream).await?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -373,9 +426,17 @@ async fn write_all(stream: &TcpStream, mut data: &[u8], pacer: &mut Pacer) -> io
 
 /// `len` bytes of `file` from `start`, with `sendfile` (page cache →
 /// socket, no copy through userspace), resumed whenever the socket has room.
+///
+/// `sendfile` blocks the thread when the pages it needs are not cached, and
+/// on this loop that would stall every other client (a cold SD card, the
+/// first board asking for a new release). So the first [`FIRST_READ`] bytes
+/// are read on the small blocking pool before the first `sendfile` (only
+/// this connection waits), and each later window is handed to the kernel's
+/// readahead from that pool a window ahead of where `sendfile` is, without
+/// waiting for it.
 async fn send_file(
     stream: &TcpStream,
-    file: &std::fs::File,
+    file: Arc<std::fs::File>,
     start: u64,
     len: u64,
     pacer: &mut Pacer,
@@ -383,8 +444,23 @@ async fn send_file(
     let too_big = |_| io::Error::new(io::ErrorKind::InvalidInput, "offset beyond 2^63");
     let mut offset = i64::try_from(start).map_err(too_big)?;
     let end = i64::try_from(start.saturating_add(len)).map_err(too_big)?;
+    let first = (end - offset).min(FIRST_READ);
+    if first > 0 && !(cached(&file, offset) && cached(&file, offset + first - 1)) {
+        let (f, at) = (file.clone(), offset);
+        // An error here only means the read happens in sendfile after all.
+        let _ = tokio::task::spawn_blocking(move || warm(&f, at, first, true)).await;
+    }
+    let mut ahead = offset + first;
     while offset < end {
         pacer.check()?;
+        if ahead < end && offset + READAHEAD >= ahead {
+            let n = (end - ahead).min(READAHEAD);
+            if !cached(&file, ahead + n - 1) {
+                let (f, at) = (file.clone(), ahead);
+                drop(tokio::task::spawn_blocking(move || warm(&f, at, n, false)));
+            }
+            ahead += n;
+        }
         let count = usize::try_from(end - offset)
             .unwrap_or(usize::MAX)
             .min(TURN_BYTES);
@@ -408,6 +484,46 @@ async fn send_file(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => pacer.writable(stream).await?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the page holding byte `at` of `file` is in the page cache:
+/// `preadv2(RWF_NOWAIT)` of one byte fails with `EAGAIN` rather than wait
+/// for the disk. Two such calls per window cost far less than handing a
+/// cached window to the blocking pool. On kernels without `RWF_NOWAIT` for
+/// files (before 4.14) every window counts as cold.
+fn cached(file: &std::fs::File, at: i64) -> bool {
+    use nix::libc;
+    let mut byte = 0u8;
+    let iov = libc::iovec {
+        iov_base: std::ptr::addr_of_mut!(byte).cast(),
+        iov_len: 1,
+    };
+    // SAFETY: `iov` describes one writable byte that outlives the call, and
+    // the descriptor is borrowed from an open `File`.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
+    n >= 0
+}
+
+/// Brings `len` bytes of `file` at `at` into the page cache, on the
+/// blocking pool: asks the kernel to read them ahead and, with `wait`,
+/// reads them (into a small scratch buffer) so that they are there.
+fn warm(file: &std::fs::File, at: i64, len: i64, wait: bool) -> io::Result<()> {
+    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+    use std::os::unix::fs::FileExt;
+    posix_fadvise(file, at, len, PosixFadviseAdvice::POSIX_FADV_WILLNEED)?;
+    if wait {
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut pos = u64::try_from(at).unwrap_or(0);
+        let end = pos + u64::try_from(len).unwrap_or(0);
+        while pos < end {
+            let n = file.read_at(&mut scratch, pos)?;
+            if n == 0 {
+                break;
+            }
+            pos += n as u64;
         }
     }
     Ok(())
@@ -465,14 +581,22 @@ mod tests {
             let addr = l.local_addr().unwrap();
             let s = TcpStream::connect(addr).await.unwrap();
             let ctx = Rc::new(Ctx::for_tests());
-            let fut = run(s, addr, 0, Rc::new(Notify::new()), ctx);
+            let slot = match ctx
+                .registry
+                .borrow_mut()
+                .admit(addr.ip(), std::time::Instant::now())
+            {
+                super::super::budget::Admission::Admitted(slot) => slot,
+                super::super::budget::Admission::Refused => unreachable!(),
+            };
+            let fut = run(s, addr, slot.clone(), ctx);
             let size = std::mem::size_of_val(&fut);
             assert!(size < 512, "connection task is {size} bytes");
             // The boxed serving part, while it waits for a request: what
             // answering needs (responses, lingering) is boxed again.
             let s2 = TcpStream::connect(addr).await.unwrap();
             let ctx2 = Ctx::for_tests();
-            let waiting = std::mem::size_of_val(&serve(&s2, addr, 0, &ctx2));
+            let waiting = std::mem::size_of_val(&serve(&s2, addr, &slot, &ctx2));
             assert!(waiting < 1024, "a waiting connection holds {waiting} bytes");
         });
     }

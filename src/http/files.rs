@@ -9,10 +9,11 @@
 //! does not touch sockets.
 
 use std::fs::File;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::parse::{parse_range, Head, RangeSpec};
-use crate::manifest::{Catalog, ChannelArch, OpenError};
+use crate::manifest::{Catalog, ChannelArch, Manifest, OpenError};
 
 /// How long clients may cache a manifest: short, it changes with the files.
 const MANIFEST_CACHE: &str = "max-age=10";
@@ -31,7 +32,10 @@ pub struct Reply {
 /// What follows the head.
 pub enum Body {
     Empty,
-    Bytes(Vec<u8>),
+    /// A short text (errors, `/healthz`).
+    Bytes(&'static [u8]),
+    /// A manifest's bytes, shared with the catalog (not copied per request).
+    Manifest(Arc<Manifest>),
     /// `len` bytes of `file` from offset `start`.
     File {
         file: File,
@@ -46,6 +50,7 @@ impl Body {
         match self {
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
+            Body::Manifest(m) => m.json.len() as u64,
             Body::File { len, .. } => *len,
         }
     }
@@ -53,11 +58,20 @@ impl Body {
 
 impl Reply {
     /// A short plain-text answer (errors, `/healthz`).
-    pub fn text(status: u16, body: &str) -> Reply {
+    pub fn text(status: u16, body: &'static str) -> Reply {
         Reply {
             status,
             headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
-            body: Body::Bytes(body.as_bytes().to_vec()),
+            body: Body::Bytes(body.as_bytes()),
+        }
+    }
+
+    /// The bytes of an in-memory body (empty for none or a file).
+    pub fn memory_body(&self) -> &[u8] {
+        match &self.body {
+            Body::Bytes(b) => b,
+            Body::Manifest(m) => &m.json,
+            Body::Empty | Body::File { .. } => &[],
         }
     }
 
@@ -68,16 +82,12 @@ impl Reply {
         r
     }
 
-    /// The response head; with `head_only` false and a `Bytes` body, the
-    /// body too, so a small response leaves in one write (one segment,
-    /// nothing for Nagle or a delayed ACK to hold back).
-    pub fn head_bytes(&self, keep: bool, head_only: bool, date: &str) -> Vec<u8> {
+    /// The response head. An in-memory body ([`Reply::memory_body`]) is
+    /// written with it in one vectored write (one segment, nothing for
+    /// Nagle or a delayed ACK to hold back, no copy of the body).
+    pub fn head_bytes(&self, keep: bool, date: &str) -> Vec<u8> {
         use std::fmt::Write;
-        let inline = match &self.body {
-            Body::Bytes(b) if !head_only => b.len(),
-            _ => 0,
-        };
-        let mut out = String::with_capacity(256 + inline);
+        let mut out = String::with_capacity(512);
         let _ = write!(
             out,
             "HTTP/1.1 {} {}\r\nServer: plasmd/{}\r\nDate: {date}\r\n",
@@ -96,13 +106,7 @@ impl Reply {
         } else {
             "Connection: close\r\n\r\n"
         });
-        let mut bytes = out.into_bytes();
-        if let Body::Bytes(b) = &self.body {
-            if !head_only {
-                bytes.extend_from_slice(b);
-            }
-        }
-        bytes
+        out.into_bytes()
     }
 }
 
@@ -128,7 +132,7 @@ pub fn manifest_reply(catalog: &Catalog, ca: &ChannelArch, head: &Head) -> Reply
     Reply {
         status: 200,
         headers,
-        body: Body::Bytes(m.json.clone()),
+        body: Body::Manifest(m),
     }
 }
 
@@ -285,15 +289,15 @@ mod tests {
     }
 
     #[test]
-    fn small_bodies_leave_with_the_head() {
+    fn heads_announce_the_body_length() {
         let r = Reply::text(200, "ok\n");
-        let bytes = r.head_bytes(true, false, "D");
-        let text = String::from_utf8(bytes).unwrap();
+        let text = String::from_utf8(r.head_bytes(true, "D")).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(text.contains("Date: D\r\nContent-Type: text/plain; charset=utf-8\r\n"));
         assert!(text.contains("Content-Length: 3\r\n"));
-        assert!(text.ends_with("Connection: keep-alive\r\n\r\nok\n"));
-        let head_only = String::from_utf8(r.head_bytes(false, true, "D")).unwrap();
-        assert!(head_only.ends_with("Connection: close\r\n\r\n"));
-        assert!(head_only.contains("Content-Length: 3\r\n"));
+        assert!(text.ends_with("Connection: keep-alive\r\n\r\n"));
+        assert_eq!(r.memory_body(), b"ok\n");
+        let close = String::from_utf8(r.head_bytes(false, "D")).unwrap();
+        assert!(close.ends_with("Connection: close\r\n\r\n"));
     }
 }

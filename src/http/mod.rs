@@ -81,6 +81,10 @@ const MAX_CONNECTIONS: u64 = 65_536;
 /// `net.core.somaxconn`): a rack connecting at once is not made to retry.
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// Threads that read cold files ahead of `sendfile`, and their stacks.
+const BLOCKING_THREADS: usize = 4;
+const BLOCKING_STACK: usize = 128 * 1024;
+
 /// How long `stop` waits for downloads in progress. A board fetching a
 /// rootfs over a slow link must not hold the process past the 2 s shutdown
 /// promise; it resumes against this or another provider.
@@ -172,6 +176,10 @@ impl HttpServer {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
+            // First reads of cold files happen here (see `conn`); a few
+            // threads are enough to keep a disk busy.
+            .max_blocking_threads(BLOCKING_THREADS)
+            .thread_stack_size(BLOCKING_STACK)
             .build()
             .map_err(HttpError::Start)?;
         let listener = {
@@ -191,8 +199,10 @@ impl HttpServer {
                 let ctx = Rc::new(Ctx::new(catalog, limits, budget));
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, run(listener, ctx, stop_rx, probe_rx));
-                // Dropping the tasks (with `local`, then the runtime)
-                // closes every connection still open.
+                // Dropping the tasks closes every connection still open; a
+                // read ahead stuck on a dead disk does not hold the exit.
+                drop(local);
+                rt.shutdown_timeout(Duration::from_millis(100));
             })
             .map_err(HttpError::Start)?;
         Ok(HttpServer {
@@ -322,8 +332,8 @@ fn admit(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
         .borrow_mut()
         .admit(peer.ip(), std::time::Instant::now());
     match admission {
-        Admission::Admitted(id, evict) => {
-            tokio::task::spawn_local(conn::run(stream, peer, id, evict, ctx.clone()));
+        Admission::Admitted(slot) => {
+            tokio::task::spawn_local(conn::run(stream, peer, slot, ctx.clone()));
         }
         Admission::Refused => {
             let open = ctx.registry.borrow().len();
