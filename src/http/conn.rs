@@ -2,10 +2,12 @@
 //! deadlines, answer it, keep the connection for the next one or close it
 //! politely.
 //!
-//! Nothing here blocks: reads and writes are non-blocking and resumed on
-//! readiness, and file bodies go out with `sendfile` from the open handle
-//! at an explicit offset (no userspace copy; the file's own offset is never
-//! used, so a renamed-over file is still served whole from its handle). A
+//! Nothing here blocks the loop: reads and writes are non-blocking and
+//! resumed on readiness, file bodies go out with `sendfile` from the open
+//! handle at an explicit offset (no userspace copy; the file's own offset is
+//! never used, so a renamed-over file is still served whole from its
+//! handle), and the disk reads `sendfile` would block on when a file is not
+//! cached happen first on a small blocking pool (see [`send_file`]). A
 //! connection waiting for a request holds a socket and, only while bytes of
 //! a head are arriving, a buffer of at most 8 KiB; no thread.
 //!
