@@ -27,6 +27,16 @@ pub const DEFAULT_P2P_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
 pub const DEFAULT_RECORD_TTL: u64 = 3600;
 /// Default `phase-discover` timeout.
 pub const DEFAULT_DISCOVER_TIMEOUT: u64 = 30;
+/// Longest record TTL (7 days): a record meant to outlive a week is a
+/// mistake, and bounding it keeps every deadline computed from it finite.
+pub const MAX_RECORD_TTL: u64 = 7 * 24 * 3600;
+/// Longest `phase-discover --timeout` (1 day); a board that must wait
+/// longer runs it again.
+pub const MAX_DISCOVER_TIMEOUT: u64 = 24 * 3600;
+/// Longest `--http-rate-window` (1 hour).
+pub const MAX_RATE_WINDOW: u64 = 3600;
+/// Largest `--http-min-rate` (1 GiB/s); 0 turns the rule off.
+pub const MAX_MIN_RATE: u64 = 1 << 30;
 /// Largest config file we read: a config is a few hundred bytes.
 const MAX_CONFIG_BYTES: u64 = 256 * 1024;
 
@@ -272,9 +282,9 @@ Options (each also settable in the --config file; flags win):
   --arch A                 serve only this architecture (repeatable; default: every directory)
   --http-listen ADDR:PORT  HTTP listen address (default 0.0.0.0:8080)          [http] listen
   --http-min-rate BYTES    a response slower than this many bytes/s, averaged over the
-                           window, is cut off (default 4096)                 [http] min_rate
-  --http-rate-window SECS  the window the minimum rate is averaged over (default 30)
-                                                                             [http] rate_window
+                           window, is cut off (default 4096; 0 turns it off)  [http] min_rate
+  --http-rate-window SECS  the window the minimum rate is averaged over (default 30,
+                           at most 3600)                                     [http] rate_window
   --p2p-listen MULTIADDR   libp2p listen address, repeatable (default /ip4/0.0.0.0/tcp/4001)
   --bootstrap MULTIADDR    a DHT peer to join through, repeatable (/ip4/.../tcp/.../p2p/<id>)
   --p2p-announce MULTIADDR address peers should dial, repeatable (e.g. a port forward); when
@@ -285,7 +295,7 @@ Options (each also settable in the --config file; flags win):
   --identity FILE          ed25519 key file, created with mode 0600 if missing (default
                            /var/lib/plasmd/identity.key, else $XDG_STATE_HOME/plasmd/identity.key)
   --provider-name NAME     human-readable name put in the records
-  --record-ttl SECS        lifetime of each DHT record (default 3600)
+  --record-ttl SECS        lifetime of each DHT record (default 3600, at most 604800 = 7 days)
   --refresh-interval SECS  how often records are put again (default 2/3 of the TTL; < TTL)
   --check-config           check the flags and config file (and board profile), print OK, exit
   -h, --help               print this help
@@ -304,7 +314,7 @@ Options (each also settable in the --config file; flags win):
   --p2p-announce MULTIADDR address peers should dial, repeatable (replaces the listen addresses)
   --mdns                   find and be found by peers on the LAN with mDNS (default off)
   --identity FILE          ed25519 key file, created with mode 0600 if missing
-  --record-ttl SECS        longest time any record is kept (default 3600)
+  --record-ttl SECS        longest time any record is kept (default 3600, at most 604800)
   -h, --help               print this help
   -V, --version            print the version
 ";
@@ -488,6 +498,18 @@ fn string(p: &mut lexopt::Parser, flag: &str) -> Result<String, ConfigError> {
         .map_err(|v| ConfigError::Args(format!("{flag}: {v:?} is not valid UTF-8")))
 }
 
+/// `value` if it lies in `min..=max`, else an error naming the setting and
+/// its bounds (never a panic, however large the number).
+fn in_range(what: &str, value: u64, min: u64, max: u64, unit: &str) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "{what} {value}: use {min} to {max} {unit}"
+        )))
+    }
+}
+
 fn secs(p: &mut lexopt::Parser, flag: &str) -> Result<u64, ConfigError> {
     let v = string(p, flag)?;
     v.parse()
@@ -531,16 +553,15 @@ fn build_p2p(f: &Flags, file: &FileConfig) -> Result<P2pConfig, ConfigError> {
         Some(p) => p,
         None => default_identity_path()?,
     };
-    let ttl = f
-        .record_ttl
-        .or(file.provider.dht.record_ttl)
-        .unwrap_or(DEFAULT_RECORD_TTL);
-    if ttl == 0 {
-        return Err(ConfigError::Invalid(
-            "record TTL (--record-ttl / [provider.dht] record_ttl) must be at least 1 second"
-                .into(),
-        ));
-    }
+    let ttl = in_range(
+        "record TTL (--record-ttl / [provider.dht] record_ttl)",
+        f.record_ttl
+            .or(file.provider.dht.record_ttl)
+            .unwrap_or(DEFAULT_RECORD_TTL),
+        1,
+        MAX_RECORD_TTL,
+        "seconds",
+    )?;
     Ok(P2pConfig {
         listen,
         bootstrap,
@@ -631,20 +652,24 @@ fn build_serve(f: Flags) -> Result<ServeConfig, ConfigError> {
     })?;
 
     let defaults = HttpLimits::default();
-    let min_rate = f
-        .http_min_rate
-        .or(file.http.min_rate)
-        .unwrap_or(defaults.min_rate);
-    let rate_window = f
-        .http_rate_window
-        .or(file.http.rate_window)
-        .map_or(defaults.rate_window, Duration::from_secs);
-    if rate_window.is_zero() || rate_window > Duration::from_secs(3600) {
-        return Err(ConfigError::Invalid(format!(
-            "--http-rate-window / [http] rate_window {} s: use 1 to 3600 seconds",
-            rate_window.as_secs()
-        )));
-    }
+    let min_rate = in_range(
+        "--http-min-rate / [http] min_rate",
+        f.http_min_rate
+            .or(file.http.min_rate)
+            .unwrap_or(defaults.min_rate),
+        0,
+        MAX_MIN_RATE,
+        "bytes per second",
+    )?;
+    let rate_window = Duration::from_secs(in_range(
+        "--http-rate-window / [http] rate_window",
+        f.http_rate_window
+            .or(file.http.rate_window)
+            .unwrap_or(defaults.rate_window.as_secs()),
+        1,
+        MAX_RATE_WINDOW,
+        "seconds",
+    )?);
     let http_limits = HttpLimits {
         min_rate,
         rate_window,
@@ -790,7 +815,7 @@ Options:
   --trust PEER_ID        accept records only from this publisher, repeatable (default: any
                          validly signed record; its publisher is then printed on stderr)
   --mdns                 find DHT peers on the local network with mDNS (no --bootstrap needed)
-  --timeout SECS         give up after this long (default 30)
+  --timeout SECS         give up after this long (default 30, at most 86400)
   --json                 print the whole record as JSON instead of the URL
   --all                  list every valid provider (one URL per line; a JSON array with --json)
                          instead of picking one (newest last_updated, ties at random)
@@ -897,11 +922,13 @@ where
             "no DHT peer to ask: give --bootstrap MULTIADDR (the address `plasmd serve` or `plasmd node` prints), or --mdns to find peers on the LAN".into(),
         ));
     }
-    if timeout == 0 {
-        return Err(ConfigError::Invalid(
-            "--timeout must be at least 1 second".into(),
-        ));
-    }
+    let timeout = in_range(
+        "--timeout / [discover] timeout",
+        timeout,
+        1,
+        MAX_DISCOVER_TIMEOUT,
+        "seconds",
+    )?;
     Ok(DiscoverCommand::Run(DiscoverConfig {
         channel,
         arch,
@@ -987,6 +1014,29 @@ mod tests {
     }
 
     #[test]
+    fn every_duration_has_a_maximum() {
+        let max_ttl = MAX_RECORD_TTL.to_string();
+        let c = serve(&["--artifacts", "/", "--record-ttl", &max_ttl]).unwrap();
+        assert_eq!(c.dht.record_ttl, Duration::from_secs(MAX_RECORD_TTL));
+        for (flag, beyond) in [
+            ("--record-ttl", (MAX_RECORD_TTL + 1).to_string()),
+            ("--record-ttl", u64::MAX.to_string()),
+            ("--refresh-interval", u64::MAX.to_string()),
+            ("--http-rate-window", (MAX_RATE_WINDOW + 1).to_string()),
+            ("--http-min-rate", (MAX_MIN_RATE + 1).to_string()),
+        ] {
+            let e = serve(&["--artifacts", "/", flag, &beyond]).unwrap_err();
+            assert!(matches!(e, ConfigError::Invalid(_)), "{flag} {beyond}: {e}");
+        }
+        let e = serve(&["--artifacts", "/", "--record-ttl", &u64::MAX.to_string()]).unwrap_err();
+        assert!(e.to_string().contains("use 1 to 604800 seconds"), "{e}");
+        let node =
+            |ttl: &str| parse_plasmd(["node", "--identity", "/tmp/x.key", "--record-ttl", ttl]);
+        assert!(node(&max_ttl).is_ok());
+        assert!(node(&u64::MAX.to_string()).is_err());
+    }
+
+    #[test]
     fn bad_values_name_the_culprit() {
         let e = serve(&["--artifacts", "/nonexistent-dir"]).unwrap_err();
         assert!(e.to_string().contains("/nonexistent-dir"));
@@ -1030,6 +1080,30 @@ mod tests {
         let e = serve(&["--config", path]).unwrap_err().to_string();
         assert!(e.contains("record_ttl"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn discover_timeout_is_bounded() {
+        let with = |t: &str| {
+            parse_discover([
+                "--channel",
+                "stable",
+                "--arch",
+                "arm64",
+                "--bootstrap",
+                "/ip4/127.0.0.1/tcp/1",
+                "--timeout",
+                t,
+            ])
+        };
+        assert!(with(&MAX_DISCOVER_TIMEOUT.to_string()).is_ok());
+        for bad in ["0", "86401", "18446744073709551615"] {
+            let e = with(bad).unwrap_err();
+            assert!(
+                e.to_string().contains("use 1 to 86400 seconds"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -44,7 +44,16 @@ fn bad_input_is_refused_with_exit_2_and_a_message_naming_it() {
         &["serve", "--identity", key, "--artifacts", "/no/such/dir"],
         "/no/such/dir",
     );
-    fails_with(&with(&["--record-ttl", "0"]), "at least 1 second");
+    fails_with(&with(&["--record-ttl", "0"]), "use 1 to 604800 seconds");
+    // Past every maximum: a message, never an overflow panic at run time.
+    fails_with(
+        &with(&["--record-ttl", "18446744073709551615", "--check-config"]),
+        "use 1 to 604800 seconds",
+    );
+    fails_with(
+        &with(&["--http-rate-window", "18446744073709551615"]),
+        "use 1 to 3600 seconds",
+    );
     fails_with(
         &with(&["--record-ttl", "10", "--refresh-interval", "10"]),
         "shorter than the record TTL",
@@ -117,6 +126,19 @@ fn bad_input_is_refused_with_exit_2_and_a_message_naming_it() {
 
 #[test]
 fn phase_discover_refuses_bad_usage_with_exit_2() {
+    // A valid lookup with `extra` on the end.
+    let lookup = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut v = vec![
+            "--channel",
+            "stable",
+            "--arch",
+            "arm64",
+            "--bootstrap",
+            "/ip4/127.0.0.1/tcp/1",
+        ];
+        v.extend_from_slice(extra);
+        v
+    };
     for (args, needle) in [
         (
             vec!["--arch", "arm64", "--bootstrap", "/ip4/127.0.0.1/tcp/1"],
@@ -126,40 +148,12 @@ fn phase_discover_refuses_bad_usage_with_exit_2() {
             vec!["--channel", "stable", "--arch", "arm64"],
             "--bootstrap",
         ),
+        (lookup(&["--channel", "../x"]), "\"../x\""),
+        (lookup(&["--bootstrap", "nope"]), "nope"),
+        (lookup(&["--timeout", "0"]), "--timeout"),
         (
-            vec![
-                "--channel",
-                "../x",
-                "--arch",
-                "arm64",
-                "--bootstrap",
-                "/ip4/127.0.0.1/tcp/1",
-            ],
-            "channel",
-        ),
-        (
-            vec![
-                "--channel",
-                "stable",
-                "--arch",
-                "arm64",
-                "--bootstrap",
-                "nope",
-            ],
-            "nope",
-        ),
-        (
-            vec![
-                "--channel",
-                "stable",
-                "--arch",
-                "arm64",
-                "--bootstrap",
-                "/ip4/127.0.0.1/tcp/1",
-                "--timeout",
-                "0",
-            ],
-            "--timeout",
+            lookup(&["--timeout", "18446744073709551615"]),
+            "use 1 to 86400 seconds",
         ),
         (vec!["--what"], "what"),
     ] {

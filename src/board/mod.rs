@@ -36,6 +36,9 @@ const BUILT_IN: &[(&str, &str)] = &[
 /// built-in profile of the same name.
 pub const PROFILE_DIR: &str = "/etc/plasmd/boards";
 
+/// Longest `[watchdog] timeout` a profile may ask for, in seconds.
+pub const MAX_WATCHDOG_TIMEOUT: u32 = 3600;
+
 /// Errors loading a profile.
 #[derive(Debug, thiserror::Error)]
 pub enum BoardError {
@@ -141,10 +144,13 @@ impl BoardProfile {
             ));
         }
         if let Some(w) = &p.watchdog {
-            if w.timeout == 0 {
-                return Err(invalid(
-                    "[watchdog] timeout must be at least 1 second".into(),
-                ));
+            // Drivers take an int and most cap far lower; an hour is
+            // already more than any board wants before a reset.
+            if w.timeout == 0 || w.timeout > MAX_WATCHDOG_TIMEOUT {
+                return Err(invalid(format!(
+                    "[watchdog] timeout {}: use 1 to {MAX_WATCHDOG_TIMEOUT} seconds",
+                    w.timeout
+                )));
             }
         }
         Ok(p)
@@ -228,6 +234,9 @@ mod tests {
             format!("{base}artifacts_dir='../etc'\n"),
             format!("{base}mount_point='relative'\n"),
             format!("{base}[watchdog]\ntimeout=0\n"),
+            format!("{base}[watchdog]\ntimeout=3601\n"),
+            format!("{base}[watchdog]\ntimeout=4294967295\n"),
+            format!("{base}[watchdog]\ntimeout=4294967296\n"),
             format!("{base}colour='red'\n"),
             "name='x'\narch='arm64'\n[netboot]\nlabels=[]\n".to_string(),
         ] {
