@@ -5,9 +5,9 @@
 //! with mode 0600. This module only loads and creates key files; it does not
 //! decide where they live (that is `config`).
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use libp2p::identity::Keypair;
@@ -61,26 +61,12 @@ pub fn load_or_create(path: &Path) -> Result<Keypair, IdentityError> {
 
 fn create(path: &Path) -> Result<Keypair, IdentityError> {
     let io_err = |e| IdentityError::Io(path.to_path_buf(), e);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(io_err)?;
-    }
     let keypair = Keypair::generate_ed25519();
     let bytes = keypair
         .to_protobuf_encoding()
         .map_err(|e| IdentityError::Invalid(path.to_path_buf(), e.to_string()))?;
-    // Write to a temporary name and rename, so a crash never leaves a
-    // truncated key that would fail the next start.
-    let tmp = path.with_extension("key.tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err)?;
-    file.write_all(&bytes).map_err(io_err)?;
-    file.sync_all().map_err(io_err)?;
-    fs::rename(&tmp, path).map_err(io_err)?;
+    // A crash never leaves a truncated key that would fail the next start.
+    crate::statefile::write_atomic(path, &bytes, 0o600).map_err(io_err)?;
     log::info!(
         "created new identity {} in {}",
         keypair.public().to_peer_id(),

@@ -15,6 +15,7 @@
 //! - [`dht`]: the one owner of the libp2p swarm
 //! - [`http`]: the event-driven, bounded HTTP/1.1 server boards download from
 //! - [`shutdown`]: SIGTERM/SIGINT → one signal every task waits on
+//! - [`statefile`]: state files replaced atomically (key, record seq)
 //! - [`fetch`]: `phase-discover --fetch`, record → manifest → verified bytes
 //! - [`provider`], [`discover`]: the commands, wiring the above together
 
@@ -31,6 +32,7 @@ pub mod provider;
 pub mod publisher;
 pub mod record;
 pub mod shutdown;
+pub mod statefile;
 pub mod watch;
 
 /// Sets up `env_logger` on stderr, honouring `RUST_LOG`, with `default` as

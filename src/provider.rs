@@ -23,7 +23,7 @@ use crate::dht::{self, DhtConfig, DhtError, Role};
 use crate::http::{HttpError, HttpServer};
 use crate::identity::{self, IdentityError};
 use crate::manifest::{Catalog, ChannelArch};
-use crate::publisher::{Publisher, SeqCounter, Snapshot};
+use crate::publisher::{Publisher, SeqCounter, SeqError, Snapshot};
 use crate::shutdown::{self, Shutdown};
 
 /// Everything between "stop" and exit must fit in the 2 s we promise.
@@ -34,6 +34,8 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1500);
 pub enum ProviderError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Seq(#[from] SeqError),
     #[error(transparent)]
     Http(#[from] HttpError),
     #[error(transparent)]
@@ -48,7 +50,7 @@ impl ProviderError {
     /// 2 for what the user must fix (key file, address in use), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ProviderError::Identity(_) | ProviderError::Http(_) => 2,
+            ProviderError::Identity(_) | ProviderError::Seq(_) | ProviderError::Http(_) => 2,
             ProviderError::Dht(DhtError::Listen(..)) => 2,
             _ => 1,
         }
@@ -99,7 +101,7 @@ fn bootstrap_hint(p2p: &P2pConfig, addrs: &[Multiaddr], peer: PeerId) -> Option<
 pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
     let keypair = identity::load_or_create(&cfg.p2p.identity)?;
     let peer_id = keypair.public().to_peer_id();
-    let seq = SeqCounter::load(Some(cfg.p2p.identity.with_extension("seq")));
+    let seq = SeqCounter::load(Some(cfg.p2p.identity.with_extension("seq")))?;
     let catalog = Arc::new(Catalog::new(
         cfg.artifacts.clone(),
         cfg.channels.clone(),

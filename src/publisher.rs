@@ -45,29 +45,63 @@ pub struct SeqCounter {
 }
 
 impl SeqCounter {
-    /// Resumes from `file` (next to the identity key) if it holds a number.
-    pub fn load(file: Option<PathBuf>) -> Self {
-        let last = file
-            .as_ref()
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        SeqCounter { last, file }
+    /// Resumes from `file` (next to the identity key); a missing file starts
+    /// from the clock. A file that is there but holds no number (empty, or
+    /// garbage) is an error, not a fresh start: its last value is unknown,
+    /// and on a board whose clock is behind, counting again from the clock
+    /// would publish records that peers refuse as older than the last ones.
+    /// The file is only ever replaced atomically, so this takes damage from
+    /// outside plasmd (or a version before atomic writes).
+    pub fn load(file: Option<PathBuf>) -> Result<Self, SeqError> {
+        let Some(path) = file else {
+            return Ok(SeqCounter {
+                last: 0,
+                file: None,
+            });
+        };
+        let last = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                text.trim()
+                    .parse()
+                    .map_err(|_| SeqError::Damaged(path.clone(), text.chars().take(40).collect()))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(SeqError::Read(path, e)),
+        };
+        Ok(SeqCounter {
+            last,
+            file: Some(path),
+        })
     }
 
-    /// The next sequence number, remembered before it is used.
+    /// The next sequence number, remembered (atomically) before it is used.
     pub fn next_seq(&mut self) -> u64 {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         self.last = now_ms.max(self.last.saturating_add(1));
         if let Some(file) = &self.file {
-            if let Err(e) = std::fs::write(file, format!("{}\n", self.last)) {
+            let text = format!("{}\n", self.last);
+            if let Err(e) = crate::statefile::write_atomic(file, text.as_bytes(), 0o600) {
                 log::warn!("cannot save record seq to {}: {e}", file.display());
             }
         }
         self.last
     }
+}
+
+/// Why the record `seq` file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SeqError {
+    #[error("record seq file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error(
+        "record seq file {0} holds {1:?}, not a number: its last value is unknown, and counting \
+         again from the clock could publish records peers refuse as older; if this machine's \
+         clock is right, delete the file"
+    )]
+    Damaged(PathBuf, String),
 }
 
 /// Retry delays after a failed put: 1 s doubling up to this cap. Short
@@ -394,22 +428,45 @@ mod tests {
 
     #[test]
     fn seq_only_goes_up_even_across_restarts_and_clock_steps() {
-        let file = std::env::temp_dir().join(format!("plasmd-seq-{}", std::process::id()));
-        // A value far in the future, as after the clock was stepped back.
-        std::fs::write(&file, "99999999999999\n").unwrap();
-        let mut a = SeqCounter::load(Some(file.clone()));
-        let first = a.next_seq();
-        assert_eq!(first, 100_000_000_000_000);
-        assert!(a.next_seq() > first);
-        let mut b = SeqCounter::load(Some(file.clone()));
-        assert!(b.next_seq() > first + 1);
-        std::fs::write(&file, "garbage").unwrap();
+        let dir = std::env::temp_dir().join(format!("plasmd-seq-{}", std::process::id()));
+        let file = dir.join("id.seq");
+        // No file yet: start from the clock.
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_millis() as u64;
-        assert!(SeqCounter::load(Some(file.clone())).next_seq() >= now_ms);
-        std::fs::remove_file(&file).unwrap();
+        assert!(SeqCounter::load(Some(file.clone())).unwrap().next_seq() >= now_ms);
+        // A value far in the future, as after the clock was stepped back.
+        std::fs::write(&file, "99999999999999\n").unwrap();
+        let mut a = SeqCounter::load(Some(file.clone())).unwrap();
+        let first = a.next_seq();
+        assert_eq!(first, 100_000_000_000_000);
+        assert!(a.next_seq() > first);
+        let mut b = SeqCounter::load(Some(file.clone())).unwrap();
+        assert!(b.next_seq() > first + 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_seq_file_is_an_error_not_a_fresh_start() {
+        // Empty (a torn write by an older version) or garbage: the floor is
+        // unknown, so plasmd refuses to guess it (see `SeqCounter::load`).
+        let dir = std::env::temp_dir().join(format!("plasmd-seqbad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("id.seq");
+        for bad in [
+            &b""[..],
+            b"garbage",
+            b"\xff\xfe",
+            b"-5\n",
+            b"99999999999999999999999",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let e = SeqCounter::load(Some(file.clone())).err().expect("refused");
+            assert!(matches!(e, SeqError::Damaged(..)), "{bad:?}: {e}");
+            assert!(e.to_string().contains("delete the file"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -122,6 +122,20 @@ fn bad_input_is_refused_with_exit_2_and_a_message_naming_it() {
         &with(&["--http-listen", "127.0.0.1:0", "--p2p-listen", &busy_p2p]),
         "cannot listen",
     );
+    // A record seq file that lost its number (empty after a torn write by
+    // an older version): refused, not silently restarted from the clock.
+    let seq = dir.path().join("k.seq");
+    std::fs::write(&seq, b"").unwrap();
+    fails_with(
+        &with(&[
+            "--http-listen",
+            "127.0.0.1:0",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ]),
+        "delete the file",
+    );
+    std::fs::remove_file(&seq).unwrap();
 }
 
 #[test]
