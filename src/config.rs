@@ -29,7 +29,7 @@ pub const DEFAULT_RECORD_TTL: u64 = 3600;
 pub const DEFAULT_DISCOVER_TIMEOUT: u64 = 30;
 /// Longest record TTL (7 days): a record meant to outlive a week is a
 /// mistake, and bounding it keeps every deadline computed from it finite.
-pub const MAX_RECORD_TTL: u64 = 7 * 24 * 3600;
+pub const MAX_RECORD_TTL: u64 = crate::record::MAX_RECORD_TTL_SECS;
 /// Longest `phase-discover --timeout` (1 day); a board that must wait
 /// longer runs it again.
 pub const MAX_DISCOVER_TIMEOUT: u64 = 24 * 3600;

@@ -35,6 +35,11 @@ const SHA256_HEX: usize = 64;
 /// may be a few minutes off right after boot.
 pub const CLOCK_SKEW_SECS: u64 = 300;
 
+/// The longest a record may claim to live (7 days, also the largest
+/// `--record-ttl`): an `expires_at` further ahead is refused, so a record
+/// cannot squat on a key for years.
+pub const MAX_RECORD_TTL_SECS: u64 = 7 * 24 * 3600;
+
 /// First line of the signed byte string; bump it if the form changes.
 const SIGNING_CONTEXT: &str = "plasmd-record-v1";
 
@@ -64,6 +69,8 @@ pub enum RecordError {
     Expired(String),
     #[error("record seq {0} is lower than seq {1} already held from the same publisher")]
     Replayed(u64, u64),
+    #[error("record is dated in the future: {0}")]
+    Future(String),
 }
 
 /// Why a record was refused, for the counters storage nodes report.
@@ -76,6 +83,8 @@ pub enum RefusalKind {
     Forged,
     Expired,
     Replayed,
+    /// Dated ahead of the reader's clock, or claiming to live too long.
+    Future,
 }
 
 impl RecordError {
@@ -91,6 +100,7 @@ impl RecordError {
             RecordError::BadSignature => RefusalKind::Forged,
             RecordError::Expired(_) => RefusalKind::Expired,
             RecordError::Replayed(..) => RefusalKind::Replayed,
+            RecordError::Future(_) => RefusalKind::Future,
         }
     }
 }
@@ -105,6 +115,7 @@ impl fmt::Display for RefusalKind {
             RefusalKind::Forged => "forged",
             RefusalKind::Expired => "expired",
             RefusalKind::Replayed => "replayed",
+            RefusalKind::Future => "future",
         })
     }
 }
@@ -247,6 +258,28 @@ impl ManifestRecord {
             .ok_or_else(|| RecordError::Field("expires_at", "not an RFC 3339 UTC time".into()))?;
         if expires.saturating_add(CLOCK_SKEW_SECS) < now {
             return Err(RecordError::Expired(expires_at.to_string()));
+        }
+        // Time bounds: a record dated ahead of every honest clock would win
+        // "newest" forever, and one claiming to live for years would squat
+        // on its key.
+        let updated = parse_rfc3339(&self.last_updated)
+            .ok_or_else(|| RecordError::Field("last_updated", "not an RFC 3339 UTC time".into()))?;
+        if updated > now.saturating_add(CLOCK_SKEW_SECS) {
+            return Err(RecordError::Future(format!(
+                "last_updated {} is more than {CLOCK_SKEW_SECS} s ahead of this clock",
+                self.last_updated
+            )));
+        }
+        if expires > now.saturating_add(MAX_RECORD_TTL_SECS + CLOCK_SKEW_SECS) {
+            return Err(RecordError::Future(format!(
+                "expires_at {expires_at} is more than {MAX_RECORD_TTL_SECS} s ahead"
+            )));
+        }
+        if expires < updated {
+            return Err(RecordError::Future(format!(
+                "expires_at {expires_at} is before last_updated {}",
+                self.last_updated
+            )));
         }
         let sig = unhex(sig).ok_or_else(|| RecordError::Field("sig", "not hex".into()))?;
         let peer: libp2p::PeerId =
@@ -768,7 +801,7 @@ mod tests {
             Box::new(|r| r.provider_name = None),
             Box::new(|r| r.last_updated = "2026-11-22T10:00:01Z".into()),
             Box::new(|r| r.seq = r.seq.map(|s| s + 1)),
-            Box::new(|r| r.expires_at = Some("2099-01-01T00:00:00Z".into())),
+            Box::new(|r| r.expires_at = Some("2026-11-22T11:30:00Z".into())),
             Box::new(|r| r.manifest_sha256 = Some("0".repeat(64))),
         ];
         for change in tampered {
@@ -807,6 +840,42 @@ mod tests {
             Ok(())
         );
         assert_eq!(RecordError::BadSignature.kind(), RefusalKind::Forged);
+    }
+
+    #[test]
+    fn records_dated_ahead_or_living_too_long_are_refused_as_future() {
+        let now = 1_795_345_200;
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let sign = |updated: u64, expires: u64| {
+            let mut r = sample();
+            r.peer_id = key.public().to_peer_id().to_string();
+            r.last_updated = rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(updated));
+            let expires = UNIX_EPOCH + std::time::Duration::from_secs(expires);
+            r.sign(KEY, &key, updated * 1000, expires, SHA).unwrap()
+        };
+        // In bounds: a little ahead (skew), and the longest TTL.
+        assert_eq!(
+            sign(now + 60, now + 3600).verify_signature(KEY, now),
+            Ok(())
+        );
+        let longest = now + MAX_RECORD_TTL_SECS;
+        assert_eq!(sign(now, longest).verify_signature(KEY, now), Ok(()));
+        let year_2099 = 4_070_908_800;
+        for (updated, expires) in [
+            // Both dated 2099: would win "newest" forever.
+            (year_2099, year_2099 + 3600),
+            // Realistic date, 70-year expiry.
+            (now, year_2099),
+            // Beyond the skew.
+            (now + CLOCK_SKEW_SECS + 1, now + 3600),
+            // Expires before it was made.
+            (now, now - 10),
+        ] {
+            let e = sign(updated, expires)
+                .verify_signature(KEY, now)
+                .unwrap_err();
+            assert_eq!(e.kind(), RefusalKind::Future, "{updated} {expires}: {e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A hostile peer in the DHT, written with plasmd's own library: it joins
-//! like any node and PUTs forged, replayed, re-keyed, expired, oversized,
-//! malformed and unsigned records at the manifest key. None may be stored or
+//! like any node and PUTs forged, replayed, re-keyed, expired, future-dated,
+//! oversized, malformed and unsigned records at the manifest key. None may be stored or
 //! returned by `phase-discover`; nothing panics; the storage node counts the
 //! refusals by kind.
 
@@ -13,11 +13,12 @@ use plasmd::dht::{self, DhtConfig, Role};
 use plasmd::record::{manifest_dht_key, ManifestRecord};
 
 /// The kinds a storage node reports, with how many of each the test sends.
-const KINDS: [&str; 7] = [
+const KINDS: [&str; 8] = [
     "forged",
     "replayed",
     "rekeyed",
     "expired",
+    "future",
     "oversized",
     "malformed",
     "unsigned",
@@ -119,6 +120,23 @@ fn a_hostile_peer_cannot_plant_records() {
                 &"0".repeat(64),
             )
             .unwrap();
+        // future: validly signed, but dated 2099 (it would rank newest
+        // forever), or made now but claiming to live until 2099.
+        let year_2099 = SystemTime::UNIX_EPOCH + Duration::from_secs(4_070_908_800);
+        let sign_own = |updated: SystemTime, expires: SystemTime| {
+            let mut r = own.clone();
+            r.last_updated = plasmd::record::rfc3339(updated);
+            r.sign(
+                "/phase/stable/arm64/manifest",
+                &keypair,
+                u64::MAX / 2,
+                expires,
+                &"0".repeat(64),
+            )
+            .unwrap()
+        };
+        let dated_2099 = sign_own(year_2099, year_2099 + Duration::from_secs(3600));
+        let lives_to_2099 = sign_own(now, year_2099);
         let attempts: Vec<(&str, libp2p::kad::RecordKey, Vec<u8>)> = vec![
             ("forged", key.clone(), forged.to_bytes().unwrap()),
             ("replayed", key.clone(), old.to_bytes().unwrap()),
@@ -128,6 +146,8 @@ fn a_hostile_peer_cannot_plant_records() {
                 latest.to_bytes().unwrap(),
             ),
             ("expired", key.clone(), expired.to_bytes().unwrap()),
+            ("future", key.clone(), dated_2099.to_bytes().unwrap()),
+            ("future", key.clone(), lives_to_2099.to_bytes().unwrap()),
             (
                 "oversized",
                 key.clone(),
@@ -141,7 +161,13 @@ fn a_hostile_peer_cannot_plant_records() {
             // matters is what they keep. A put query may end once one peer
             // answered, before the node got its copy: send again until the
             // node has seen it.
-            let seen = |node: &Proc| node.stderr().contains(&format!("refused {what} record"));
+            let refused = |node: &Proc| {
+                node.stderr()
+                    .matches(&format!("refused {what} record"))
+                    .count()
+            };
+            let before = refused(&node);
+            let seen = |node: &Proc| refused(node) > before;
             for _ in 0..5 {
                 let _ = client.put(k.clone(), value.clone(), ttl).await;
                 let until = tokio::time::Instant::now() + Duration::from_secs(2);
