@@ -85,6 +85,9 @@ pub enum RefusalKind {
     Replayed,
     /// Dated ahead of the reader's clock, or claiming to live too long.
     Future,
+    /// Valid, but the store is full and its sender already holds the most
+    /// records (see `dht::hygiene`).
+    Quota,
 }
 
 impl RecordError {
@@ -116,6 +119,7 @@ impl fmt::Display for RefusalKind {
             RefusalKind::Expired => "expired",
             RefusalKind::Replayed => "replayed",
             RefusalKind::Future => "future",
+            RefusalKind::Quota => "quota",
         })
     }
 }

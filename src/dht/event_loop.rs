@@ -14,6 +14,7 @@ use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swa
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
+use super::hygiene;
 use super::{Command, DhtConfig, DhtError, Found, KAD_PROTOCOL};
 use crate::record::{self, ManifestRecord, RecordError, RefusalKind};
 
@@ -32,6 +33,9 @@ const REDIAL_MAX: Duration = Duration::from_secs(5);
 
 /// How often refused PUTs are summed up at INFO.
 const REFUSAL_REPORT: Duration = Duration::from_secs(60);
+/// How often expired records are purged from the store, so their slots
+/// free up without waiting to be read (or for libp2p's hourly jobs).
+const PURGE_EVERY: Duration = Duration::from_secs(5);
 
 /// A bootstrap peer: its address and, when the address names it, its id.
 struct Bootstrap {
@@ -53,6 +57,8 @@ pub struct EventLoop {
     pending_providers: HashMap<QueryId, mpsc::Sender<PeerId>>,
     /// PUTs refused since the last report, by kind, for the periodic INFO line.
     refused: std::collections::BTreeMap<RefusalKind, u64>,
+    /// Who sent each record we hold for others, for fair eviction.
+    sources: hygiene::Sources,
 }
 
 impl EventLoop {
@@ -104,6 +110,7 @@ impl EventLoop {
             pending_get: HashMap::new(),
             pending_providers: HashMap::new(),
             refused: Default::default(),
+            sources: Default::default(),
         })
     }
 
@@ -213,6 +220,8 @@ impl EventLoop {
         tokio::pin!(redial);
         let mut report = tokio::time::interval(REFUSAL_REPORT);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut purge = tokio::time::interval(PURGE_EVERY);
+        purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.handle_event(event),
@@ -234,6 +243,13 @@ impl EventLoop {
                     redial.as_mut().reset(tokio::time::Instant::now() + self.redial_delay);
                 }
                 _ = report.tick() => self.report_refusals(),
+                _ = purge.tick() => {
+                    let store = self.swarm.behaviour_mut().kad.store_mut();
+                    let n = hygiene::purge_expired(store, &mut self.sources, std::time::Instant::now());
+                    if n > 0 {
+                        log::debug!("purged {n} expired record(s)");
+                    }
+                }
             }
         }
         for (_, reply) in self.pending_put.drain() {
@@ -245,14 +261,18 @@ impl EventLoop {
     fn handle_command(&mut self, cmd: Command) {
         let kad = &mut self.swarm.behaviour_mut().kad;
         match cmd {
-            Command::Put { record, reply } => match kad.put_record(record, kad::Quorum::One) {
-                Ok(id) => {
-                    self.pending_put.insert(id, reply);
+            Command::Put { record, reply } => {
+                // Our own record from now on: never pushed out for fairness.
+                hygiene::forget(&mut self.sources, &record.key);
+                match kad.put_record(record, kad::Quorum::One) {
+                    Ok(id) => {
+                        self.pending_put.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(DhtError::Store(format!("{e:?}"))));
+                    }
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(DhtError::Store(format!("{e:?}"))));
-                }
-            },
+            }
             Command::Get { key, reply } => {
                 let id = kad.get_record(key);
                 self.pending_get.insert(id, reply);
@@ -445,8 +465,20 @@ impl EventLoop {
     fn store_if_valid(&mut self, source: PeerId, record: kad::Record) {
         match self.check_incoming(&record) {
             Ok(()) => {
-                if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
-                    log::warn!("cannot store record from {source}: {e:?}");
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                match hygiene::store_fairly(store, &mut self.sources, source, record) {
+                    hygiene::Placed::Stored => {}
+                    hygiene::Placed::Evicted => {
+                        log::debug!("store full: a record of the heaviest source made room for one from {source}");
+                    }
+                    // Counted and summed up once a minute: a flood must not
+                    // also flood the log.
+                    hygiene::Placed::Quota => {
+                        *self.refused.entry(RefusalKind::Quota).or_default() += 1;
+                        log::debug!(
+                            "refused quota record from {source}: its sender holds the most"
+                        );
+                    }
                 }
             }
             Err(e) => {

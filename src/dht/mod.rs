@@ -11,6 +11,7 @@
 
 mod behaviour;
 mod event_loop;
+mod hygiene;
 
 use std::time::Duration;
 
