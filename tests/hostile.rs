@@ -28,22 +28,7 @@ const KINDS: [&str; 8] = [
 fn a_hostile_peer_cannot_plant_records() {
     let dir = TempDir::new("hostile");
     let root = artifacts(dir.path());
-    let key_file = dir.path().join("node.key");
-    let node = Proc::spawn_logged(
-        "node",
-        PLASMD,
-        &[
-            "node",
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--identity",
-            key_file.to_str().unwrap(),
-            "--record-ttl",
-            "30",
-        ],
-        "info,libp2p=warn,plasmd=debug",
-    );
-    let node_addr = node.wait_stdout("p2p listening on ", Duration::from_secs(10));
+    let (node, node_addr) = storage_node(dir.path(), 30);
     let s = serve(
         dir.path(),
         &root,
@@ -66,22 +51,7 @@ fn a_hostile_peer_cannot_plant_records() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let keypair = libp2p::identity::Keypair::generate_ed25519();
-        let (client, event_loop, _) = dht::start(DhtConfig {
-            keypair: keypair.clone(),
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            bootstrap: vec![node_addr.parse().unwrap()],
-            announce: vec![],
-            record_ttl: Duration::from_secs(30),
-            mdns: false,
-            role: Role::Server,
-            agent: "hostile/0".into(),
-        })
-        .await
-        .unwrap();
-        tokio::spawn(event_loop.run());
-        let mut peers = client.peers();
-        peers.wait_for(|n| *n > 0).await.unwrap();
+        let (client, keypair) = hostile_peer(&node_addr, 30).await;
 
         let key = manifest_dht_key("stable", "arm64");
         let ttl = Duration::from_secs(30);
@@ -236,6 +206,51 @@ fn a_hostile_peer_cannot_plant_records() {
     assert_eq!(common::http(s.http_port, "GET", "/healthz").0, 200);
 }
 
+/// A `plasmd node` on 127.0.0.1 logging the DHT at DEBUG (each refusal),
+/// and its address.
+fn storage_node(dir: &std::path::Path, ttl: u64) -> (Proc, String) {
+    let key_file = dir.join("node.key");
+    let ttl = ttl.to_string();
+    let node = Proc::spawn_logged(
+        "node",
+        PLASMD,
+        &[
+            "node",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--identity",
+            key_file.to_str().unwrap(),
+            "--record-ttl",
+            &ttl,
+        ],
+        "info,libp2p=warn,plasmd::dht=debug",
+    );
+    let addr = node.wait_stdout("p2p listening on ", Duration::from_secs(10));
+    (node, addr)
+}
+
+/// A DHT peer of the attacker's own, built on plasmd's library with a fresh
+/// key, joined to the node at `node_addr`.
+async fn hostile_peer(node_addr: &str, ttl: u64) -> (dht::Client, libp2p::identity::Keypair) {
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let (client, event_loop, _) = dht::start(DhtConfig {
+        keypair: keypair.clone(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: vec![node_addr.parse().unwrap()],
+        announce: vec![],
+        record_ttl: Duration::from_secs(ttl),
+        mdns: false,
+        role: Role::Server,
+        agent: "hostile/0".into(),
+    })
+    .await
+    .unwrap();
+    tokio::spawn(event_loop.run());
+    let mut peers = client.peers();
+    peers.wait_for(|n| *n > 0).await.unwrap();
+    (client, keypair)
+}
+
 /// The newest valid record for `key` the DHT returns right now.
 async fn newest(client: &dht::Client, key: &libp2p::kad::RecordKey) -> ManifestRecord {
     let mut found = client.get(key.clone()).await.unwrap();
@@ -253,4 +268,97 @@ async fn newest(client: &dht::Client, key: &libp2p::kad::RecordKey) -> ManifestR
         }
     }
     best.expect("the genuine record is in the DHT")
+}
+
+/// A flood of validly signed records under 1,500 distinct keys from one
+/// peer (more than a node's 1,024-record store) must not keep a new honest
+/// provider's record off the node, nor flood the node's log.
+#[test]
+fn a_record_flood_from_one_peer_does_not_keep_a_new_provider_out() {
+    const FLOOD: usize = 1500;
+    let dir = TempDir::new("flood");
+    // DEBUG for the DHT, to count the quota refusals (INFO only sums them
+    // up once a minute).
+    let (node, node_addr) = storage_node(dir.path(), 600);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = std::time::Instant::now();
+    rt.block_on(async {
+        let (client, keypair) = hostile_peer(&node_addr, 600).await;
+        let peer = keypair.public().to_peer_id().to_string();
+        let ttl = Duration::from_secs(600);
+        let expires = SystemTime::now() + ttl;
+        for i in 0..FLOOD {
+            let channel = format!("flood{i}");
+            let key = manifest_dht_key(&channel, "arm64");
+            let url = format!("http://127.0.0.1:9/{channel}/arm64/manifest.json");
+            let record = ManifestRecord::new(&url, &peer, None, "v")
+                .sign(
+                    &format!("/phase/{channel}/arm64/manifest"),
+                    &keypair,
+                    1,
+                    expires,
+                    &"0".repeat(64),
+                )
+                .unwrap();
+            let _ = client
+                .put(key.clone(), record.to_bytes().unwrap(), ttl)
+                .await;
+            // libp2p keeps every put in the sender's own store first; an
+            // attacker does not, so neither does this one (its store would
+            // fill at 1,024 and stop the flood).
+            let _ = client.remove_local(key).await;
+        }
+        client.stop().await;
+    });
+    let quota = node.stderr().matches("refused quota record").count();
+    println!(
+        "flooded the node with {FLOOD} signed records in {:.1} s; {quota} refused for quota",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(quota > 0, "the flood never filled the store");
+
+    // A new honest provider of a new channel publishes through the node...
+    let root = dir.path().join("artifacts");
+    std::fs::create_dir_all(root.join("late/arm64")).unwrap();
+    std::fs::write(root.join("late/arm64/vmlinuz"), b"late kernel").unwrap();
+    let t = std::time::Instant::now();
+    let s = serve(
+        dir.path(),
+        &root,
+        &["--bootstrap", &node_addr, "--record-ttl", "60"],
+    );
+    s.proc
+        .wait_log("DHT record published", 1, Duration::from_secs(60));
+    let published_after = t.elapsed();
+    // ...and the node holds its record: with the provider gone (SIGKILL, no
+    // un-advertising), it is still found through the node.
+    let url = format!(":{}/late/arm64/", s.http_port);
+    drop(s);
+    let found = discover(&node_addr, 10, &["--channel", "late"]);
+    assert!(
+        found.code == 0 && found.stdout.contains(&url),
+        "the node did not keep the honest record: {}",
+        found.stderr
+    );
+    assert!(node.stderr().contains("made room"));
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", node.pid()))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap_or("")
+        .to_string();
+    let loud = node
+        .stderr()
+        .lines()
+        .filter(|l| l.starts_with("[WARN") || l.starts_with("[INFO") || l.starts_with("[ERROR"))
+        .count();
+    println!(
+        "honest record published {:.1} s after its provider started and kept by the node; node {rss}; {loud} INFO/WARN lines",
+        published_after.as_secs_f64()
+    );
+    // No line per refused PUT at INFO or above: they are summed up.
+    assert!(loud < 20, "{}", node.stderr());
 }
