@@ -14,7 +14,7 @@
 //! This module knows nothing of manifests or HTTP; `manifest` decides which
 //! names may be opened.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path};
@@ -42,19 +42,24 @@ impl BeneathError {
     /// True when the process (or system) is out of descriptors or memory:
     /// the file may well be there, the server is just full.
     pub fn is_exhaustion(&self) -> bool {
-        let BeneathError::Io(e) = self else {
-            return false;
-        };
-        matches!(
-            e.raw_os_error().map(Errno::from_raw),
-            Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM)
-        )
+        matches!(self, BeneathError::Io(e) if is_exhaustion(e))
     }
 }
 
+/// True for the errors that mean "out of descriptors or kernel memory"
+/// (`EMFILE`, `ENFILE`, `ENOMEM`, `ENOBUFS`), from an open or an accept:
+/// the request may be fine, the process is full.
+pub fn is_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM | Errno::ENOBUFS)
+    )
+}
+
 /// Opens `rel` (relative, no `..`) below the directory `root` for reading,
-/// and returns it only if it is a regular file.
-pub fn open_regular(root: &Path, rel: &Path) -> Result<File, BeneathError> {
+/// and returns it, with the metadata of the open handle, only if it is a
+/// regular file.
+pub fn open_regular(root: &Path, rel: &Path) -> Result<(File, fs::Metadata), BeneathError> {
     if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
         return Err(BeneathError::Outside);
     }
@@ -62,10 +67,11 @@ pub fn open_regular(root: &Path, rel: &Path) -> Result<File, BeneathError> {
     let dir = File::open(root)?;
     let fd = open_beneath(dir.as_fd(), rel)?;
     let file = File::from(fd);
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(BeneathError::NotRegular);
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 fn open_beneath(dir: std::os::fd::BorrowedFd<'_>, rel: &Path) -> Result<OwnedFd, BeneathError> {

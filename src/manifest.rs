@@ -278,8 +278,8 @@ impl Catalog {
             let path = entry.path();
             // Opened the way the server opens it, and hashed from that
             // handle, so what is listed is exactly what can be served.
-            let mut file = match beneath::open_regular(root, &rel_path(ca, &name)) {
-                Ok(f) => f,
+            let (mut file, meta) = match beneath::open_regular(root, &rel_path(ca, &name)) {
+                Ok(opened) => opened,
                 Err(BeneathError::Outside) => {
                     log::warn!(
                         "{}: leads outside the artifacts root; not serving it",
@@ -289,11 +289,10 @@ impl Catalog {
                 }
                 Err(_) => continue,
             };
-            let meta = file
-                .metadata()
-                .map_err(|e| ManifestError::Io(path.clone(), e))?;
             if name == MANIFEST_NAME {
-                shipped = Some(path);
+                // Read from this handle, not by name again: the name may
+                // point elsewhere by then.
+                shipped = Some((path, file));
                 continue;
             }
             if artifacts.len() >= MAX_FILES {
@@ -314,7 +313,7 @@ impl Catalog {
             );
         }
         let manifest = match shipped {
-            Some(path) => load_shipped(&path, artifacts)?,
+            Some((path, file)) => load_shipped(&path, file, artifacts)?,
             None => generate(ca, artifacts),
         };
         Ok(Arc::new(manifest))
@@ -348,16 +347,13 @@ impl Catalog {
             return Err(OpenError::NotListed);
         }
         let root = self.root().ok_or(OpenError::NotListed)?;
-        let file = beneath::open_regular(&root, &rel_path(ca, name)).map_err(|e| {
+        let (file, meta) = beneath::open_regular(&root, &rel_path(ca, name)).map_err(|e| {
             if e.is_exhaustion() {
                 OpenError::Exhausted(e)
             } else {
                 OpenError::Unavailable(e)
             }
         })?;
-        let meta = file
-            .metadata()
-            .map_err(|e| OpenError::Unavailable(e.into()))?;
         let stamp = Stamp::of(&meta);
         // The cached hash is only this handle's if nothing changed since.
         let path = dir_of(&root, ca).join(name);
@@ -513,10 +509,10 @@ fn json_string(s: &str) -> String {
 /// its top-level `version` string advertised.
 fn load_shipped(
     path: &Path,
+    file: File,
     artifacts: BTreeMap<String, Artifact>,
 ) -> Result<Manifest, ManifestError> {
     let bad = |m: &str| ManifestError::BadManifest(path.to_path_buf(), m.to_string());
-    let file = File::open(path).map_err(|e| ManifestError::Io(path.to_path_buf(), e))?;
     let mut json = Vec::new();
     file.take(MAX_MANIFEST_BYTES + 1)
         .read_to_end(&mut json)

@@ -294,10 +294,12 @@ async fn accept_loop(listener: &TcpListener, ctx: &Rc<Ctx>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => admit(stream, peer, ctx),
-            Err(e) if is_out_of_descriptors(&e) => {
+            // Out of descriptors or kernel memory: a persistent state, so
+            // never retried in a tight loop.
+            Err(e) if crate::beneath::is_exhaustion(&e) => {
                 let now = tokio::time::Instant::now();
                 if last_warning.is_none_or(|t| now - t > Duration::from_secs(10)) {
-                    log::warn!("HTTP: out of file descriptors ({e}); answering 503");
+                    log::warn!("HTTP: out of file descriptors or memory ({e}); answering 503");
                     last_warning = Some(now);
                 }
                 drop(reserve.take());
@@ -314,13 +316,6 @@ async fn accept_loop(listener: &TcpListener, ctx: &Rc<Ctx>) {
             Err(e) => log::debug!("HTTP: accept: {e}"),
         }
     }
-}
-
-fn is_out_of_descriptors(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error().map(nix::errno::Errno::from_raw),
-        Some(nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE)
-    )
 }
 
 fn admit(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
