@@ -16,6 +16,7 @@
 //! - [`http`]: the event-driven, bounded HTTP/1.1 server boards download from
 //! - [`shutdown`]: SIGTERM/SIGINT → one signal every task waits on
 //! - [`statefile`]: state files replaced atomically (key, record seq)
+//! - [`tally`]: counts per key for fairness (HTTP addresses, DHT peers)
 //! - [`fetch`]: `phase-discover --fetch`, record → manifest → verified bytes
 //! - [`provider`], [`discover`]: the commands, wiring the above together
 
@@ -33,6 +34,7 @@ pub mod publisher;
 pub mod record;
 pub mod shutdown;
 pub mod statefile;
+pub mod tally;
 pub mod watch;
 
 /// Sets up `env_logger` on stderr, honouring `RUST_LOG`, with `default` as

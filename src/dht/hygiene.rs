@@ -19,46 +19,32 @@ use libp2p::kad::store::{MemoryStore, RecordStore};
 use libp2p::kad::{Record, RecordKey};
 use libp2p::PeerId;
 
+use crate::tally::Tally;
+
 /// Which peer sent each record held for others, and how many each holds.
 #[derive(Default)]
 pub struct Sources {
     by_key: HashMap<RecordKey, PeerId>,
-    counts: HashMap<PeerId, usize>,
+    counts: Tally<PeerId>,
 }
 
 impl Sources {
     fn set(&mut self, key: RecordKey, source: PeerId) {
         if let Some(old) = self.by_key.insert(key, source) {
-            self.decrement(old);
+            self.counts.sub(old);
         }
-        *self.counts.entry(source).or_default() += 1;
+        self.counts.add(source);
     }
 
     fn forget(&mut self, key: &RecordKey) {
         if let Some(old) = self.by_key.remove(key) {
-            self.decrement(old);
-        }
-    }
-
-    fn decrement(&mut self, peer: PeerId) {
-        if let Some(n) = self.counts.get_mut(&peer) {
-            *n -= 1;
-            if *n == 0 {
-                self.counts.remove(&peer);
-            }
+            self.counts.sub(old);
         }
     }
 
     /// Records held now that `peer` sent.
     pub fn held_for(&self, peer: &PeerId) -> usize {
-        self.counts.get(peer).copied().unwrap_or(0)
-    }
-
-    fn heaviest(&self) -> Option<(PeerId, usize)> {
-        self.counts
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(p, n)| (*p, *n))
+        self.counts.get(peer)
     }
 }
 
@@ -90,7 +76,7 @@ pub fn store_fairly(
         // this is the same verdict by another name.
         Err(_) => return Placed::Quota,
     }
-    let Some((heavy, held)) = sources.heaviest() else {
+    let Some((heavy, held)) = sources.counts.heaviest() else {
         return Placed::Quota;
     };
     if heavy == source || sources.held_for(&source) + 1 >= held {

@@ -22,6 +22,8 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
+use crate::tally::Tally;
+
 /// Fraction of the budget (in percent) above which idle connections are
 /// pushed out for new ones.
 pub const PRESSURE: usize = 90;
@@ -69,7 +71,7 @@ pub struct Registry {
     budget: usize,
     next: ConnId,
     conns: HashMap<ConnId, Rc<Slot>>,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: Tally<IpAddr>,
     /// Connections pushed out so far, for the log.
     pub evicted: u64,
 }
@@ -81,7 +83,7 @@ impl Registry {
             budget: budget.max(1),
             next: 0,
             conns: HashMap::new(),
-            per_ip: HashMap::new(),
+            per_ip: Tally::default(),
             evicted: 0,
         }
     }
@@ -102,10 +104,10 @@ impl Registry {
             if let Some((_, id)) = idle {
                 self.evict(id);
             } else if self.conns.len() >= self.budget {
-                let Some((&top, _)) = self.per_ip.iter().max_by_key(|(_, n)| **n) else {
+                let Some((top, held)) = self.per_ip.heaviest() else {
                     return Admission::Refused;
                 };
-                if top == ip || self.per_ip.get(&ip) >= self.per_ip.get(&top) {
+                if top == ip || self.per_ip.get(&ip) >= held {
                     return Admission::Refused;
                 }
                 let newest = self
@@ -129,19 +131,14 @@ impl Registry {
             evict: Notify::new(),
         });
         self.conns.insert(id, slot.clone());
-        *self.per_ip.entry(ip).or_insert(0) += 1;
+        self.per_ip.add(ip);
         Admission::Admitted(slot)
     }
 
     /// Forgets a connection (it closed, or was pushed out).
     pub fn remove(&mut self, id: ConnId) {
         if let Some(e) = self.conns.remove(&id) {
-            if let Some(n) = self.per_ip.get_mut(&e.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_ip.remove(&e.ip);
-                }
-            }
+            self.per_ip.sub(e.ip);
         }
     }
 
@@ -222,7 +219,7 @@ mod tests {
         }
         // A third machine gets in at the expense of the one holding 8.
         id(r.admit(ip(3), t + Duration::from_secs(20))).set_idle(None);
-        assert_eq!(r.per_ip[&ip(1)], 7);
+        assert_eq!(r.per_ip.get(&ip(1)), 7);
         // The holder itself asking for more is refused.
         assert!(matches!(r.admit(ip(1), t), Admission::Refused));
         assert_eq!(r.len(), 10);

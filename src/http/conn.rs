@@ -131,47 +131,33 @@ async fn serve(stream: &TcpStream, peer: SocketAddr, slot: &Slot, ctx: &Ctx) {
         slot.set_idle(Some(std::time::Instant::now()));
         let head = read_head(stream, &mut buf, head_started, idle_until).await;
         slot.set_idle(None);
-        let head = match head {
-            Ok(h) => h,
+        // A head that could not be read is answered like any request, then
+        // the connection is closed.
+        let (reply, head_only, keep) = match head {
+            Ok(head) => {
+                let keep = head.keep_alive
+                    && head.method != Method::Other
+                    && served + 1 < MAX_REQUESTS_PER_CONNECTION
+                    && !ctx.stopping.get();
+                (answer(&head, ctx, peer), head.method == Method::Head, keep)
+            }
             Err(NoHead::Gone) => return,
             Err(NoHead::Refuse(status, why)) => {
-                let reply = Reply::text(
-                    status,
-                    if status == 431 {
-                        "request head too large\n"
-                    } else {
-                        "bad request\n"
-                    },
-                );
                 log::info!("HTTP: refused a request from {peer}: {why} ({status})");
-                let _guard = Responding::new(&ctx.responding);
-                // Boxed, like every response: only a connection that is
-                // answering holds the state of answering.
-                let date = ctx.date();
-                let sent = Box::pin(send(stream, reply, false, false, &ctx.limits, &date));
-                if sent.await.is_ok() {
-                    Box::pin(linger(stream)).await;
-                }
-                return;
+                let text = if status == 431 {
+                    "request head too large\n"
+                } else {
+                    "bad request\n"
+                };
+                (Reply::text(status, text), false, false)
             }
         };
-        let keep = head.keep_alive
-            && head.method != Method::Other
-            && served + 1 < MAX_REQUESTS_PER_CONNECTION
-            && !ctx.stopping.get();
-        let reply = answer(&head, ctx, peer);
         let result = {
             let _guard = Responding::new(&ctx.responding);
-            let head_only = head.method == Method::Head;
-            Box::pin(send(
-                stream,
-                reply,
-                head_only,
-                keep,
-                &ctx.limits,
-                &ctx.date(),
-            ))
-            .await
+            // Boxed: only a connection that is answering holds the state
+            // of answering.
+            let date = ctx.date();
+            Box::pin(send(stream, reply, head_only, keep, &ctx.limits, &date)).await
         };
         match result {
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
