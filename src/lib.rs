@@ -11,6 +11,7 @@
 //! - [`beneath`]: opening files below the artifacts root, never outside it
 //! - [`watch`]: inotify → rescans → catalog snapshots
 //! - [`record`]: the DHT record value, bounded decoding and validation
+//! - [`release`]: signed releases (minisign), `release sign`, the rollback floor
 //! - [`publisher`]: when to put, refresh, re-publish and un-publish
 //! - [`dht`]: the one owner of the libp2p swarm
 //! - [`http`]: the event-driven, bounded HTTP/1.1 server boards download from
@@ -32,6 +33,7 @@ pub mod manifest;
 pub mod provider;
 pub mod publisher;
 pub mod record;
+pub mod release;
 pub mod shutdown;
 pub mod statefile;
 pub mod tally;

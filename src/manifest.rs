@@ -14,11 +14,14 @@ use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
 use crate::beneath::{self, BeneathError};
 use crate::record::check_name;
+use crate::release::minisign::{SecretKey, Signature};
+use crate::release::SIGNATURE_NAME;
 
 /// Name of the manifest file, generated or shipped in a channel/arch dir.
 pub const MANIFEST_NAME: &str = "manifest.json";
@@ -26,6 +29,9 @@ pub const MANIFEST_NAME: &str = "manifest.json";
 /// Largest `manifest.json` we load from disk. A shipped manifest lists files,
 /// it is not one: anything bigger is a mistake, not something to serve.
 const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
+/// Largest `manifest.json.minisig` we load: a signature is a few hundred bytes.
+const MAX_SIGNATURE_BYTES: u64 = 4096;
 
 /// At most this many artifacts per channel/arch, so a directory flooded with
 /// files cannot make the manifest (held in memory) grow without bound.
@@ -82,6 +88,19 @@ pub struct Manifest {
     pub sha256: String,
     /// Files that may be served from this channel/arch, by name.
     pub artifacts: BTreeMap<String, Artifact>,
+    /// The release signature served as `manifest.json.minisig`, if any.
+    pub signature: Option<Vec<u8>>,
+    /// What the record says about the release (from the signed manifest).
+    pub release: Option<ReleaseTag>,
+}
+
+/// A signed release as the DHT record advertises it: a hint for readers
+/// (they verify the manifest itself), covered by the record signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseTag {
+    pub release_seq: u64,
+    /// Id of the minisign key that signed the manifest (16 hex digits).
+    pub key_id: String,
 }
 
 /// Identity of a file's content as far as `stat` can tell: if none of these
@@ -126,6 +145,8 @@ pub struct Catalog {
     /// sha256 by path, valid while the file's stamp is unchanged. Kept across
     /// rescans so an unchanged multi-GiB rootfs is hashed once.
     hashes: Mutex<HashMap<PathBuf, (Stamp, String)>>,
+    /// `--sign-key`: the provider signs the manifests it generates itself.
+    signer: Option<Arc<SecretKey>>,
 }
 
 impl Catalog {
@@ -137,7 +158,15 @@ impl Catalog {
             archs,
             manifests: Mutex::new(BTreeMap::new()),
             hashes: Mutex::new(HashMap::new()),
+            signer: None,
         }
+    }
+
+    /// Signs every generated manifest with `key` (`--sign-key`), making it
+    /// a release. Shipped manifests are served as they are.
+    pub fn with_signer(mut self, key: Option<Arc<SecretKey>>) -> Self {
+        self.signer = key;
+        self
     }
 
     /// The artifacts root this catalog serves, if there is one now.
@@ -264,6 +293,10 @@ impl Catalog {
         let dir = dir_of(root, ca);
         let mut artifacts = BTreeMap::new();
         let mut shipped = None;
+        let mut signature = None;
+        // The newest ctime in the directory (its own too: it moves when a
+        // file is added, removed or renamed): a generated release's number.
+        let mut newest_change = fs::metadata(&dir).map_or(0, |m| m.ctime());
         let entries = fs::read_dir(&dir).map_err(|e| ManifestError::Io(dir.clone(), e))?;
         for entry in entries {
             let entry = entry.map_err(|e| ManifestError::Io(dir.clone(), e))?;
@@ -295,6 +328,11 @@ impl Catalog {
                 shipped = Some((path, file));
                 continue;
             }
+            if name == SIGNATURE_NAME {
+                signature = Some(read_bounded(&path, file, MAX_SIGNATURE_BYTES)?);
+                continue;
+            }
+            newest_change = newest_change.max(meta.ctime());
             if artifacts.len() >= MAX_FILES {
                 log::warn!(
                     "{}: more than {MAX_FILES} files; ignoring the rest",
@@ -312,9 +350,22 @@ impl Catalog {
                 },
             );
         }
-        let manifest = match shipped {
-            Some((path, file)) => load_shipped(&path, file, artifacts)?,
-            None => generate(ca, artifacts),
+        let manifest = match (shipped, &self.signer) {
+            (Some((path, file)), _) => load_shipped(&path, file, artifacts, signature)?,
+            (None, Some(key)) => {
+                let seq = u64::try_from(newest_change).unwrap_or(0);
+                let mut m = render(ca, None, Some((seq, seq)), artifacts);
+                let sig = key
+                    .sign(&m.json, &trusted_comment(seq))
+                    .map_err(|e| ManifestError::BadManifest(dir.clone(), e.to_string()))?;
+                m.release = Some(ReleaseTag {
+                    release_seq: seq,
+                    key_id: key.id.to_string(),
+                });
+                m.signature = Some(sig.into_bytes());
+                m
+            }
+            (None, None) => render(ca, None, None, artifacts),
         };
         Ok(Arc::new(manifest))
     }
@@ -451,10 +502,9 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Generates a manifest from the artifact list. The version is derived from
-/// names, sizes and hashes only, so the same files always give the same
-/// version (and the same bytes).
-fn generate(ca: &ChannelArch, artifacts: BTreeMap<String, Artifact>) -> Manifest {
+/// The version of a generated manifest: derived from names, sizes and
+/// hashes only, so the same files always give the same version.
+pub fn content_version(artifacts: &BTreeMap<String, Artifact>) -> String {
     let mut h = Sha256::new();
     for a in artifacts.values() {
         h.update(a.name.as_bytes());
@@ -464,11 +514,32 @@ fn generate(ca: &ChannelArch, artifacts: BTreeMap<String, Artifact>) -> Manifest
         h.update(a.sha256.as_bytes());
         h.update(b"\n");
     }
-    let version = hex(&h.finalize()[..8]);
+    hex(&h.finalize()[..8])
+}
+
+/// Writes the canonical manifest of `artifacts`: `version` (default: the
+/// content version) and, for a release, `release_seq` and `created`
+/// (seconds since the epoch). The same inputs always give the same bytes.
+pub fn render(
+    ca: &ChannelArch,
+    version: Option<&str>,
+    release: Option<(u64, u64)>,
+    artifacts: BTreeMap<String, Artifact>,
+) -> Manifest {
+    let version = version.map_or_else(|| content_version(&artifacts), str::to_string);
     let mut json = format!(
-        "{{\n  \"channel\": \"{}\",\n  \"arch\": \"{}\",\n  \"version\": \"{version}\",\n  \"artifacts\": [",
-        ca.channel, ca.arch
+        "{{\n  \"channel\": \"{}\",\n  \"arch\": \"{}\",\n  \"version\": {},\n",
+        ca.channel,
+        ca.arch,
+        json_string(&version)
     );
+    if let Some((seq, created)) = release {
+        json.push_str(&format!(
+            "  \"release_seq\": {seq},\n  \"created\": \"{}\",\n",
+            crate::record::rfc3339(UNIX_EPOCH + Duration::from_secs(created))
+        ));
+    }
+    json.push_str("  \"artifacts\": [");
     for (i, a) in artifacts.values().enumerate() {
         if i > 0 {
             json.push(',');
@@ -486,7 +557,14 @@ fn generate(ca: &ChannelArch, artifacts: BTreeMap<String, Artifact>) -> Manifest
         sha256: hex(&Sha256::digest(json.as_bytes())),
         json: json.into_bytes(),
         artifacts,
+        signature: None,
+        release: None,
     }
+}
+
+/// The trusted comment of a release signature, in minisign's own style.
+pub fn trusted_comment(created: u64) -> String {
+    format!("timestamp:{created}\tfile:{MANIFEST_NAME}\thashed")
 }
 
 /// A JSON string literal for `s`.
@@ -505,27 +583,60 @@ fn json_string(s: &str) -> String {
     out
 }
 
+/// Reads at most `max` bytes of an open file; more is an error.
+fn read_bounded(path: &Path, file: File, max: u64) -> Result<Vec<u8>, ManifestError> {
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ManifestError::Io(path.to_path_buf(), e))?;
+    if bytes.len() as u64 > max {
+        return Err(ManifestError::BadManifest(
+            path.to_path_buf(),
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Loads a `manifest.json` shipped in the directory: served byte for byte,
-/// its top-level `version` string advertised.
+/// its top-level `version` string advertised; with its signature, the
+/// release it claims to be advertised too (boards check it, we only tell).
 fn load_shipped(
     path: &Path,
     file: File,
     artifacts: BTreeMap<String, Artifact>,
+    signature: Option<Vec<u8>>,
 ) -> Result<Manifest, ManifestError> {
     let bad = |m: &str| ManifestError::BadManifest(path.to_path_buf(), m.to_string());
-    let mut json = Vec::new();
-    file.take(MAX_MANIFEST_BYTES + 1)
-        .read_to_end(&mut json)
-        .map_err(|e| ManifestError::Io(path.to_path_buf(), e))?;
-    if json.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(bad("larger than 1 MiB"));
-    }
-    let version = shipped_version(&json).map_err(|e| bad(&e))?;
+    let json = read_bounded(path, file, MAX_MANIFEST_BYTES)?;
+    let fields = crate::release::read_fields(&json).map_err(|e| bad(&e))?;
+    let release = match (&signature, fields.release_seq) {
+        (Some(sig), Some(release_seq)) => match Signature::parse(sig) {
+            Ok(sig) => Some(ReleaseTag {
+                release_seq,
+                key_id: sig.key_id.to_string(),
+            }),
+            Err(e) => {
+                log::warn!("{}: {SIGNATURE_NAME}: {e}", path.display());
+                None
+            }
+        },
+        (Some(_), None) => {
+            log::warn!(
+                "{}: signed, but has no release_seq: boards with a release key will refuse it",
+                path.display()
+            );
+            None
+        }
+        _ => None,
+    };
     Ok(Manifest {
-        version,
+        version: fields.version,
         sha256: hex(&Sha256::digest(&json)),
         json,
         artifacts,
+        signature,
+        release,
     })
 }
 
@@ -535,25 +646,11 @@ const MAX_JSON_DEPTH: usize = 32;
 
 /// The top-level `"version"` string of a shipped manifest.
 pub fn shipped_version(json: &[u8]) -> Result<String, String> {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        version: heapless::String<128>,
-    }
-    check_depth(json)?;
-    let mut unescape = vec![0u8; 256];
-    let (head, _): (Head, usize) = serde_json_core::from_slice_escaped(json, &mut unescape)
-        .map_err(|e| {
-            format!("{e} (it must be a JSON object with a string \"version\" of at most 128 bytes)")
-        })?;
-    let v = head.version.as_str();
-    if v.is_empty() || v.chars().any(char::is_control) {
-        return Err("\"version\" is empty or not printable".into());
-    }
-    Ok(v.to_string())
+    crate::release::read_fields(json).map(|f| f.version)
 }
 
 /// Rejects JSON nested deeper than `MAX_JSON_DEPTH`, without parsing it.
-fn check_depth(json: &[u8]) -> Result<(), String> {
+pub fn check_depth(json: &[u8]) -> Result<(), String> {
     let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
     for &b in json {
         if in_str {

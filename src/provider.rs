@@ -102,11 +102,14 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
     let keypair = identity::load_or_create(&cfg.p2p.identity)?;
     let peer_id = keypair.public().to_peer_id();
     let seq = SeqCounter::load(Some(cfg.p2p.identity.with_extension("seq")))?;
-    let catalog = Arc::new(Catalog::new(
-        cfg.artifacts.clone(),
-        cfg.channels.clone(),
-        cfg.archs.clone(),
-    ));
+    let catalog = Arc::new(
+        Catalog::new(
+            cfg.artifacts.clone(),
+            cfg.channels.clone(),
+            cfg.archs.clone(),
+        )
+        .with_signer(cfg.sign_key.clone()),
+    );
     if let Some(board) = &cfg.board {
         log::info!("board profile {}: {}", board.name, board.description);
     }

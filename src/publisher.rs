@@ -30,6 +30,8 @@ pub struct Advert {
     pub version: String,
     /// Hex sha256 of the exact manifest bytes served.
     pub manifest_sha256: String,
+    /// The signed release it is, if it is one.
+    pub release: Option<crate::manifest::ReleaseTag>,
 }
 
 /// Channel/arch → what to advertise, as last scanned. Empty while the
@@ -289,12 +291,16 @@ impl Publisher {
         // implementations read it; with several providers the last writer
         // wins there) and under our own per-provider key (which nobody else
         // can overwrite; found through our provider announcement).
-        let unsigned = ManifestRecord::new(
+        let mut unsigned = ManifestRecord::new(
             &url,
             &me,
             self.provider_name.as_deref(),
             &entry.advert.version,
         );
+        if let Some(tag) = &entry.advert.release {
+            unsigned.release_seq = Some(tag.release_seq);
+            unsigned.release_key = Some(tag.key_id.clone());
+        }
         let (seq, expires) = (
             self.seq.next_seq(),
             SystemTime::now() + self.timing.record_ttl,

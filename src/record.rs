@@ -29,6 +29,8 @@ const MAX_VERSION: usize = 128;
 const SIG_HEX: usize = 128;
 /// Hex of a sha256 (32 bytes).
 const SHA256_HEX: usize = 64;
+/// Hex of a minisign key id (8 bytes).
+const KEY_ID_HEX: usize = 16;
 
 /// How far a reader's clock may be behind the publisher's before a record
 /// counts as expired: boards without a real-time clock run on NTP, which
@@ -151,6 +153,14 @@ pub struct ManifestRecord {
     /// Hex sha256 of the exact manifest bytes served at `url`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest_sha256: Option<String>,
+    /// The `release_seq` of the signed release the manifest is, if it is
+    /// one: a hint (boards verify the manifest itself), so a reader can
+    /// tell a signed release from a bare manifest before downloading.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release_seq: Option<u64>,
+    /// Id of the minisign key that signed the release (16 hex digits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release_key: Option<String>,
     /// Hex ed25519 signature over [`ManifestRecord::signing_bytes`], by the
     /// key `peer_id` embeds.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,6 +184,10 @@ struct WireRecord {
     #[serde(default)]
     manifest_sha256: Option<heapless::String<SHA256_HEX>>,
     #[serde(default)]
+    release_seq: Option<u64>,
+    #[serde(default)]
+    release_key: Option<heapless::String<KEY_ID_HEX>>,
+    #[serde(default)]
     sig: Option<heapless::String<SIG_HEX>>,
 }
 
@@ -189,6 +203,8 @@ impl ManifestRecord {
             seq: None,
             expires_at: None,
             manifest_sha256: None,
+            release_seq: None,
+            release_key: None,
             sig: None,
         }
     }
@@ -213,6 +229,14 @@ impl ManifestRecord {
             self.expires_at.as_deref().unwrap_or(""),
             self.manifest_sha256.as_deref().unwrap_or("")
         ));
+        // Added after v1 and only when present, so a record without a
+        // release signs exactly as before and older readers still verify it.
+        if let Some(seq) = self.release_seq {
+            out.push_str(&format!("release_seq={seq}\n"));
+        }
+        if let Some(key) = &self.release_key {
+            out.push_str(&format!("release_key={key}\n"));
+        }
         out.into_bytes()
     }
 
@@ -342,6 +366,8 @@ impl ManifestRecord {
             seq: wire.seq,
             expires_at: wire.expires_at.map(|s| s.as_str().to_string()),
             manifest_sha256: wire.manifest_sha256.map(|s| s.as_str().to_string()),
+            release_seq: wire.release_seq,
+            release_key: wire.release_key.map(|s| s.as_str().to_string()),
             sig: wire.sig.map(|s| s.as_str().to_string()),
         })
     }
@@ -380,6 +406,14 @@ impl ManifestRecord {
         if let Some(name) = &self.provider_name {
             if !printable(name) {
                 return Err(RecordError::Field("provider_name", "not printable".into()));
+            }
+        }
+        if let Some(key) = &self.release_key {
+            if key.len() != KEY_ID_HEX || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(RecordError::Field(
+                    "release_key",
+                    "not 16 hex digits".into(),
+                ));
             }
         }
         Ok(())
@@ -670,6 +704,8 @@ mod tests {
             seq: None,
             expires_at: None,
             manifest_sha256: None,
+            release_seq: None,
+            release_key: None,
             sig: None,
         }
     }
@@ -901,6 +937,41 @@ mod tests {
         let other = provider_key("stable", "arm64", PEER);
         let e = decode_for_key(other.as_bytes(), &own.to_bytes().unwrap(), now).unwrap_err();
         assert_eq!(e.kind(), RefusalKind::Rekeyed);
+    }
+
+    #[test]
+    fn release_fields_are_signed_and_absent_ones_keep_the_v1_form() {
+        let now = unix_now();
+        let (r, kp) = signed(now);
+        assert!(!String::from_utf8(r.signing_bytes(KEY))
+            .unwrap()
+            .contains("release"));
+        let mut rel = r.clone();
+        rel.release_seq = Some(42);
+        rel.release_key = Some("0F47C07A52FB44EE".into());
+        let rel = rel
+            .sign(
+                KEY,
+                &kp,
+                7,
+                SystemTime::now() + std::time::Duration::from_secs(60),
+                SHA,
+            )
+            .unwrap();
+        let decoded = ManifestRecord::from_bytes(&rel.to_bytes().unwrap()).unwrap();
+        assert_eq!(decoded.release_seq, Some(42));
+        decoded.verify_signature(KEY, now).unwrap();
+        decoded.validate("stable", "arm64").unwrap();
+        // Raising the advertised release breaks the record signature.
+        let mut forged = decoded.clone();
+        forged.release_seq = Some(43);
+        assert_eq!(
+            forged.verify_signature(KEY, now),
+            Err(RecordError::BadSignature)
+        );
+        let mut bad_id = decoded;
+        bad_id.release_key = Some("not-hex".into());
+        assert!(bad_id.validate("stable", "arm64").is_err());
     }
 
     #[test]

@@ -98,6 +98,7 @@ async fn rescan(catalog: &Arc<Catalog>, last_error: &mut Option<String>) -> Snap
                     let advert = Advert {
                         version: m.version.clone(),
                         manifest_sha256: m.sha256.clone(),
+                        release: m.release.clone(),
                     };
                     (ca, advert)
                 })

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use plasmd::config::{self, Command};
-use plasmd::{identity, provider};
+use plasmd::{identity, provider, release};
 
 fn main() -> ExitCode {
     let command = match config::parse_plasmd(std::env::args_os().skip(1)) {
@@ -28,6 +28,16 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("plasmd: error: {e}");
                 return ExitCode::from(2);
+            }
+        },
+        Command::Release(cmd) => match release::command::run(&cmd) {
+            Ok(text) => {
+                print!("{text}");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("plasmd: error: {e}");
+                return ExitCode::from(e.exit_code());
             }
         },
         Command::Serve(cfg) => provider::serve(*cfg),

@@ -34,6 +34,7 @@ use super::files::{self, Body, Reply};
 use super::parse::{self, clip, Head, HeadError, Method, Route, Scan, MAX_HEAD};
 use super::{Ctx, HttpLimits};
 use crate::manifest::MANIFEST_NAME;
+use crate::release::SIGNATURE_NAME;
 
 /// The whole request head must arrive within this long (a deadline, not a
 /// per-read timeout, so trickling one byte at a time does not extend it).
@@ -283,6 +284,9 @@ fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> Reply {
         Route::NotFound => Reply::text(404, "not found\n"),
         Route::File(ca, name) if name == MANIFEST_NAME => {
             files::manifest_reply(&ctx.catalog, &ca, head)
+        }
+        Route::File(ca, name) if name == SIGNATURE_NAME => {
+            files::signature_reply(&ctx.catalog, &ca, head)
         }
         Route::File(ca, name) => files::artifact_reply(&ctx.catalog, &ca, &name, head),
     }

@@ -36,6 +36,8 @@ pub enum Body {
     Bytes(&'static [u8]),
     /// A manifest's bytes, shared with the catalog (not copied per request).
     Manifest(Arc<Manifest>),
+    /// A manifest's release signature, shared the same way.
+    Signature(Arc<Manifest>),
     /// `len` bytes of `file` from offset `start`.
     File {
         file: File,
@@ -51,6 +53,7 @@ impl Body {
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
             Body::Manifest(m) => m.json.len() as u64,
+            Body::Signature(m) => m.signature.as_ref().map_or(0, |s| s.len() as u64),
             Body::File { len, .. } => *len,
         }
     }
@@ -71,6 +74,7 @@ impl Reply {
         match &self.body {
             Body::Bytes(b) => b,
             Body::Manifest(m) => &m.json,
+            Body::Signature(m) => m.signature.as_deref().unwrap_or_default(),
             Body::Empty | Body::File { .. } => &[],
         }
     }
@@ -112,12 +116,32 @@ impl Reply {
 
 /// The answer for `GET`/`HEAD /{channel}/{arch}/manifest.json`.
 pub fn manifest_reply(catalog: &Catalog, ca: &ChannelArch, head: &Head) -> Reply {
-    let Some(m) = catalog.manifest(ca) else {
-        return Reply::text(404, "not found\n");
-    };
-    let etag = format!("\"{}\"", m.sha256);
+    match catalog.manifest(ca) {
+        Some(m) => {
+            let etag = format!("\"{}\"", m.sha256);
+            memory_reply(head, etag, "application/json", Body::Manifest(m))
+        }
+        None => Reply::text(404, "not found\n"),
+    }
+}
+
+/// The answer for `GET`/`HEAD /{channel}/{arch}/manifest.json.minisig`.
+pub fn signature_reply(catalog: &Catalog, ca: &ChannelArch, head: &Head) -> Reply {
+    match catalog.manifest(ca) {
+        Some(m) if m.signature.is_some() => {
+            // The signature goes with the manifest: same lifetime, and an
+            // ETag of its own bytes' position in that manifest's life.
+            let etag = format!("\"{}-sig\"", m.sha256);
+            memory_reply(head, etag, "text/plain; charset=utf-8", Body::Signature(m))
+        }
+        _ => Reply::text(404, "not found\n"),
+    }
+}
+
+/// A short-lived in-memory body with an ETag.
+fn memory_reply(head: &Head, etag: String, content_type: &str, body: Body) -> Reply {
     let mut headers = vec![
-        ("Content-Type", "application/json".to_string()),
+        ("Content-Type", content_type.to_string()),
         ("ETag", etag.clone()),
         ("Cache-Control", MANIFEST_CACHE.into()),
     ];
@@ -132,7 +156,7 @@ pub fn manifest_reply(catalog: &Catalog, ca: &ChannelArch, head: &Head) -> Reply
     Reply {
         status: 200,
         headers,
-        body: Body::Manifest(m),
+        body,
     }
 }
 

@@ -18,6 +18,11 @@ use serde::Deserialize;
 use crate::board::BoardProfile;
 use crate::http::HttpLimits;
 use crate::record::check_name;
+use crate::release::minisign::SecretKey;
+use crate::release::ReleaseKeys;
+
+mod release;
+pub use release::ReleaseCommand;
 
 /// Default HTTP listen address.
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
@@ -65,6 +70,8 @@ pub enum Command {
     Id {
         identity: PathBuf,
     },
+    /// `plasmd release keygen|sign|verify`.
+    Release(ReleaseCommand),
     /// Print this text on stdout and exit 0 (`--help`, `--version`).
     Print(String),
 }
@@ -96,6 +103,8 @@ pub struct ServeConfig {
     pub external_url: Option<String>,
     pub provider_name: Option<String>,
     pub dht: DhtTiming,
+    /// `--sign-key`: sign generated manifests as releases (a one-provider lab).
+    pub sign_key: Option<std::sync::Arc<SecretKey>>,
 }
 
 /// The libp2p side, shared by `serve` and `node`.
@@ -135,6 +144,13 @@ pub struct DiscoverConfig {
     pub fetch: Option<FetchTarget>,
     /// List every valid provider instead of picking one.
     pub all: bool,
+    /// Release keys (`--release-key`): when set, only providers serving a
+    /// release signed by one of them are accepted.
+    pub release_keys: ReleaseKeys,
+    /// `--state DIR`: where the rollback floor is kept.
+    pub state: Option<PathBuf>,
+    /// `--allow-downgrade`: accept a release below the floor (and lower it).
+    pub allow_downgrade: bool,
 }
 
 /// What `--fetch` / `--fetch-all` download.
@@ -178,6 +194,8 @@ struct DiscoverSection {
     mdns: Option<bool>,
     timeout: Option<u64>,
     trusted_providers: Option<Vec<String>>,
+    release_keys: Option<Vec<PathBuf>>,
+    state: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -194,6 +212,7 @@ struct ProviderSection {
     archs: Option<Vec<String>>,
     name: Option<String>,
     external_url: Option<String>,
+    sign_key: Option<PathBuf>,
     #[serde(default)]
     dht: DhtSection,
 }
@@ -262,6 +281,7 @@ Usage:
   plasmd serve [OPTIONS]     serve an artifacts tree and advertise each channel/arch
   plasmd node [OPTIONS]      run a DHT-only storage/bootstrap node
   plasmd id --identity FILE  print the peer id of a key file (created if missing)
+  plasmd release keygen|sign|verify   make a fleet key, sign a release offline, check one
 
 Run `plasmd <command> --help` for the options of each command.
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input.
@@ -297,6 +317,9 @@ Options (each also settable in the --config file; flags win):
   --provider-name NAME     human-readable name put in the records
   --record-ttl SECS        lifetime of each DHT record (default 3600, at most 604800 = 7 days)
   --refresh-interval SECS  how often records are put again (default 2/3 of the TTL; < TTL)
+  --sign-key SECFILE       sign the manifests plasmd generates with this release key (minisign
+                           secret key; a one-provider lab: weaker than signing offline with
+                           `plasmd release sign`, see the README)            [provider] sign_key
   --check-config           check the flags and config file (and board profile), print OK, exit
   -h, --help               print this help
   -V, --version            print the version
@@ -353,6 +376,7 @@ struct Flags {
     provider_name: Option<String>,
     record_ttl: Option<u64>,
     refresh_interval: Option<u64>,
+    sign_key: Option<PathBuf>,
 }
 
 /// Which flags a subcommand accepts.
@@ -376,9 +400,10 @@ where
             Some("serve") => Sub::Serve,
             Some("node") => Sub::Node,
             Some("id") => Sub::Id,
+            Some("release") => return release::parse(&mut p).map(Command::Release),
             _ => {
                 return Err(ConfigError::Args(format!(
-                    "unknown command {:?}; expected serve, node or id (see plasmd --help)",
+                    "unknown command {:?}; expected serve, node, id or release (see plasmd --help)",
                     v
                 )))
             }
@@ -406,7 +431,7 @@ where
             "identity" => true,
             "artifacts" | "board" | "channel" | "arch" | "http-listen" | "http-min-rate"
             | "http-rate-window" | "external-url" | "provider-name" | "refresh-interval"
-            | "check-config" => sub == Sub::Serve,
+            | "check-config" | "sign-key" => sub == Sub::Serve,
             _ => true,
         };
         if !allowed {
@@ -451,6 +476,7 @@ where
             Long("check-config") => f.check_config = true,
             Long("external-url") => f.external_url = Some(string(&mut p, "--external-url")?),
             Long("identity") => f.identity = Some(p.value()?.into()),
+            Long("sign-key") => f.sign_key = Some(p.value()?.into()),
             Long("provider-name") => f.provider_name = Some(string(&mut p, "--provider-name")?),
             Long("record-ttl") => f.record_ttl = Some(secs(&mut p, "--record-ttl")?),
             Long("refresh-interval") => {
@@ -712,7 +738,16 @@ fn build_serve(f: Flags) -> Result<ServeConfig, ConfigError> {
         )));
     }
 
+    let sign_key =
+        match f.sign_key.clone().or(file.provider.sign_key.clone()) {
+            Some(path) => Some(crate::release::sign::load_key(&path).map_err(|e| {
+                ConfigError::Invalid(format!("--sign-key / [provider] sign_key: {e}"))
+            })?),
+            None => None,
+        };
+
     Ok(ServeConfig {
+        sign_key,
         artifacts,
         board,
         channels,
@@ -823,12 +858,20 @@ Options:
                          manifest, to ./NAME or -o FILE|DIR (resumes a partial .NAME.part)
   -o, --output FILE      where --fetch writes
   --fetch-all DIR        download and verify every artifact of the manifest into DIR
+  --release-key PUBFILE  accept only providers whose manifest is a release signed by this
+                         minisign public key, for this channel/arch; repeatable (key rotation);
+                         then any provider will do, pinned or not   [discover] release_keys
+  --state DIR            keep the rollback floor in DIR (highest release_seq accepted per
+                         channel/arch, newest time seen) and refuse older releases; needs
+                         --release-key                                  [discover] state
+  --allow-downgrade      accept a release older than the floor (and lower the floor to it)
   -h, --help             print this help
   -V, --version          print the version
 
 Prints the manifest URL of the newest valid record on stdout.
 Exit codes: 0 found (and fetched), 2 nothing found before the timeout (or bad usage),
-3 a download did not verify (nothing written), 1 other errors.
+3 a download or release did not verify, or is older than the floor (nothing written),
+1 other errors.
 ";
 
 /// Parses `phase-discover`'s arguments (without the program name).
@@ -842,6 +885,8 @@ where
     let (mut channel, mut arch, mut bootstrap) = (None, None, Vec::new());
     let (mut timeout, mut json, mut mdns, mut all) = (None, false, false, false);
     let (mut config, mut trust) = (None::<PathBuf>, Vec::new());
+    let (mut release_keys, mut state, mut allow_downgrade) =
+        (Vec::<PathBuf>::new(), None::<PathBuf>, false);
     let (mut fetch, mut output, mut fetch_all) = (None, None::<PathBuf>, None::<PathBuf>);
     while let Some(arg) = p.next()? {
         match arg {
@@ -861,6 +906,9 @@ where
             Long("json") => json = true,
             Long("mdns") => mdns = true,
             Long("all") => all = true,
+            Long("release-key") => release_keys.push(p.value()?.into()),
+            Long("state") => state = Some(p.value()?.into()),
+            Long("allow-downgrade") => allow_downgrade = true,
             other => {
                 return Err(ConfigError::Args(format!(
                     "{} (see phase-discover --help)",
@@ -880,6 +928,24 @@ where
     let timeout = timeout.or(file.timeout).unwrap_or(DEFAULT_DISCOVER_TIMEOUT);
     if trust.is_empty() {
         trust = file.trusted_providers.unwrap_or_default();
+    }
+    if release_keys.is_empty() {
+        release_keys = file.release_keys.unwrap_or_default();
+    }
+    let release_keys = ReleaseKeys::load(&release_keys).map_err(|e| {
+        ConfigError::Invalid(format!("--release-key / [discover] release_keys: {e}"))
+    })?;
+    let state = state.or(file.state);
+    if state.is_some() && release_keys.is_empty() {
+        return Err(ConfigError::Args(
+            "--state keeps a floor of signed release numbers: it needs --release-key PUBFILE"
+                .into(),
+        ));
+    }
+    if allow_downgrade && state.is_none() {
+        return Err(ConfigError::Args(
+            "--allow-downgrade only means something with --state DIR".into(),
+        ));
     }
     let trusted = trust
         .iter()
@@ -939,6 +1005,9 @@ where
         trusted,
         fetch,
         all,
+        release_keys,
+        state,
+        allow_downgrade,
     }))
 }
 

@@ -1,0 +1,225 @@
+//! Releases: a channel/arch manifest signed offline with the fleet's
+//! release key, so a board trusts what it boots rather than the server it
+//! came from.
+//!
+//! A *release* is a `manifest.json` that names its `channel`, `arch`,
+//! `version`, a `release_seq` that only ever grows, and its creation time,
+//! with a minisign signature next to it (`manifest.json.minisig`). Any
+//! provider may carry it; a board holding the public key checks the
+//! signature, that the release is for the channel/arch it asked for, and
+//! (with a state directory, see [`floor`]) that it is not older than one it
+//! already accepted.
+//!
+//! This module owns what a signed manifest must say and how it is checked
+//! ([`ReleaseKeys::verify`]), making one for a directory ([`sign`]), and the
+//! rollback floor ([`floor`]). The file formats are [`minisign`]'s; finding
+//! providers and downloading is `discover` and `fetch`'s.
+
+pub mod command;
+pub mod floor;
+pub mod minisign;
+pub mod sign;
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::record::{check_name, parse_rfc3339};
+use minisign::{PublicKey, Signature};
+
+/// Name of the signature served next to `manifest.json`.
+pub const SIGNATURE_NAME: &str = "manifest.json.minisig";
+
+/// At most this many release keys (old and new during a rotation, a few spare).
+pub const MAX_RELEASE_KEYS: usize = 16;
+
+/// Errors loading release keys or checking a release.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error(transparent)]
+    Key(#[from] minisign::MinisignError),
+    #[error("the manifest is not signed (no {SIGNATURE_NAME} next to it)")]
+    Unsigned,
+    #[error("{SIGNATURE_NAME} is not a signature: {0}")]
+    BadSignatureFile(String),
+    #[error("the manifest signature is not valid: {0}")]
+    BadSignature(String),
+    #[error("the signed manifest is not a release: {0}")]
+    NotARelease(String),
+    #[error("the signed release is for {0}, not {1}")]
+    OtherChannel(String, String),
+    #[error("too many release keys (at most {MAX_RELEASE_KEYS})")]
+    TooManyKeys,
+}
+
+/// What a signed manifest says about itself (the fields a board checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub channel: String,
+    pub arch: String,
+    pub version: String,
+    /// Grows with every release of this channel/arch; boards refuse to go back.
+    pub release_seq: u64,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// The key that signed it.
+    pub key_id: minisign::KeyId,
+}
+
+impl std::fmt::Display for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{} version {} release_seq {} (signed by {})",
+            self.channel, self.arch, self.version, self.release_seq, self.key_id
+        )
+    }
+}
+
+/// The release fields of a manifest, as far as they are there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReleaseFields {
+    pub channel: Option<String>,
+    pub arch: Option<String>,
+    pub version: String,
+    pub release_seq: Option<u64>,
+    pub created: Option<String>,
+}
+
+/// Reads the top-level release fields of a manifest (untrusted bytes:
+/// bounded strings, no panics). Unknown fields are ignored.
+pub fn read_fields(json: &[u8]) -> Result<ReleaseFields, String> {
+    #[derive(Deserialize)]
+    struct Head {
+        version: heapless::String<128>,
+        #[serde(default)]
+        channel: Option<heapless::String<64>>,
+        #[serde(default)]
+        arch: Option<heapless::String<64>>,
+        #[serde(default)]
+        release_seq: Option<u64>,
+        #[serde(default)]
+        created: Option<heapless::String<40>>,
+    }
+    crate::manifest::check_depth(json)?;
+    let mut unescape = vec![0u8; 256];
+    let (head, _): (Head, usize) = serde_json_core::from_slice_escaped(json, &mut unescape)
+        .map_err(|e| {
+            format!("{e} (it must be a JSON object with a string \"version\" of at most 128 bytes)")
+        })?;
+    let version = head.version.as_str();
+    if version.is_empty() || version.chars().any(char::is_control) {
+        return Err("\"version\" is empty or not printable".into());
+    }
+    Ok(ReleaseFields {
+        channel: head.channel.map(|s| s.as_str().to_string()),
+        arch: head.arch.map(|s| s.as_str().to_string()),
+        version: version.to_string(),
+        release_seq: head.release_seq,
+        created: head.created.map(|s| s.as_str().to_string()),
+    })
+}
+
+/// Splits `<artifacts>/<channel>/<arch>` into the artifacts root and the
+/// channel/arch it names (checked against the naming rules).
+pub fn split_release_dir(
+    dir: &std::path::Path,
+) -> Result<(PathBuf, crate::manifest::ChannelArch), String> {
+    use std::path::Path;
+    let abs = dir.canonicalize().map_err(|e| e.to_string())?;
+    let name = |p: Option<&Path>| {
+        p.and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+    };
+    let (Some(arch), Some(channel), Some(root)) = (
+        name(Some(&abs)),
+        name(abs.parent()),
+        abs.parent().and_then(Path::parent),
+    ) else {
+        return Err("expected <artifacts>/<channel>/<arch>".into());
+    };
+    check_name("channel", &channel).map_err(|e| e.to_string())?;
+    check_name("arch", &arch).map_err(|e| e.to_string())?;
+    Ok((
+        root.to_path_buf(),
+        crate::manifest::ChannelArch { channel, arch },
+    ))
+}
+
+/// The release keys a board trusts (`--release-key`, `[discover] release_keys`).
+#[derive(Debug, Clone, Default)]
+pub struct ReleaseKeys(Vec<PublicKey>);
+
+impl ReleaseKeys {
+    /// Loads public key files.
+    pub fn load(paths: &[PathBuf]) -> Result<Self, ReleaseError> {
+        if paths.len() > MAX_RELEASE_KEYS {
+            return Err(ReleaseError::TooManyKeys);
+        }
+        let keys = paths
+            .iter()
+            .map(|p| PublicKey::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ReleaseKeys(keys))
+    }
+
+    /// True when no key is configured (releases are not checked).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The ids of the keys, for messages.
+    pub fn ids(&self) -> String {
+        let ids: Vec<String> = self.0.iter().map(|k| k.id.to_string()).collect();
+        ids.join(", ")
+    }
+
+    /// Checks a manifest and its signature: signed by one of the keys, a
+    /// complete release, for `channel`/`arch`.
+    pub fn verify(
+        &self,
+        json: &[u8],
+        minisig: Option<&[u8]>,
+        channel: &str,
+        arch: &str,
+    ) -> Result<Release, ReleaseError> {
+        let sig = Signature::parse(minisig.ok_or(ReleaseError::Unsigned)?)
+            .map_err(ReleaseError::BadSignatureFile)?;
+        let key = self.0.iter().find(|k| k.id == sig.key_id).ok_or_else(|| {
+            ReleaseError::BadSignature(format!(
+                "signed by key {}, which is not a release key ({})",
+                sig.key_id,
+                self.ids()
+            ))
+        })?;
+        key.verify(json, &sig).map_err(ReleaseError::BadSignature)?;
+        let not = |m: &str| ReleaseError::NotARelease(m.to_string());
+        let f = read_fields(json).map_err(|e| not(&e))?;
+        let (Some(c), Some(a)) = (f.channel, f.arch) else {
+            return Err(not("it names no channel and arch"));
+        };
+        check_name("channel", &c).map_err(|e| not(&e.to_string()))?;
+        check_name("arch", &a).map_err(|e| not(&e.to_string()))?;
+        if c != channel || a != arch {
+            return Err(ReleaseError::OtherChannel(
+                format!("{c}/{a}"),
+                format!("{channel}/{arch}"),
+            ));
+        }
+        let release_seq = f.release_seq.ok_or_else(|| not("it has no release_seq"))?;
+        let created = f
+            .created
+            .as_deref()
+            .and_then(parse_rfc3339)
+            .ok_or_else(|| not("it has no RFC 3339 \"created\" time"))?;
+        Ok(Release {
+            channel: c,
+            arch: a,
+            version: f.version,
+            release_seq,
+            created,
+            key_id: sig.key_id,
+        })
+    }
+}
