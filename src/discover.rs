@@ -154,7 +154,8 @@ async fn records_at(
         let from = f
             .from
             .map_or_else(|| "local store".to_string(), |p| p.to_string());
-        match record::decode_for_key(key.as_bytes(), &f.record.value, record::unix_now()) {
+        let now = record::Now::judge(record::unix_now(), cfg.trusted_time);
+        match record::decode_for_key(key.as_bytes(), &f.record.value, now) {
             Ok(r) => {
                 if !cfg.trusted.is_empty()
                     && !cfg.trusted.iter().any(|t| t.to_string() == r.peer_id)

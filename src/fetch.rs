@@ -22,9 +22,12 @@ use sha2::{Digest, Sha256};
 
 use crate::manifest::{hex, is_safe_file_name};
 use crate::record::ManifestRecord;
+use crate::release::{Release, ReleaseError, ReleaseKeys};
 
 /// Largest manifest we download: a manifest lists files, it is not one.
 const MAX_MANIFEST: u64 = 1024 * 1024;
+/// Largest `manifest.json.minisig` we download.
+const MAX_SIGNATURE: u64 = 4096;
 /// At most this many artifacts are read from a manifest.
 const MAX_ARTIFACTS: usize = 4096;
 /// Bounds on the response header block.
@@ -50,13 +53,18 @@ pub enum FetchError {
     Io(PathBuf, io::Error),
     #[error("manifest at {0} is not a plasmd manifest: {1}")]
     BadManifest(String, String),
+    #[error("release at {0} refused: {1}")]
+    Release(String, ReleaseError),
 }
 
 impl FetchError {
     /// True when the data was wrong (as opposed to unreachable): worth
     /// trying another provider, and exit code 3.
     pub fn is_mismatch(&self) -> bool {
-        matches!(self, FetchError::Mismatch(_) | FetchError::BadManifest(..))
+        matches!(
+            self,
+            FetchError::Mismatch(_) | FetchError::BadManifest(..) | FetchError::Release(..)
+        )
     }
 }
 
@@ -285,31 +293,58 @@ fn read_line(r: &mut BufReader<TcpStream>) -> io::Result<String> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "header not UTF-8"))
 }
 
+/// A provider whose manifest checked out: the record, the artifacts its
+/// manifest lists and, with release keys, the release it is.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub record: ManifestRecord,
+    pub artifacts: Vec<Listed>,
+    pub release: Option<Release>,
+}
+
+/// Downloads a small body (a manifest, a signature) whole, at most `max`
+/// bytes. `Ok(None)` on 404.
+fn get_small(url: &str, max: u64) -> Result<Option<Vec<u8>>, FetchError> {
+    let mut resp = get(url, None)?;
+    match resp.status {
+        200 => {}
+        404 => return Ok(None),
+        status => {
+            return Err(FetchError::Http(
+                url.to_string(),
+                format!("status {status}"),
+            ))
+        }
+    }
+    let mut body = Vec::new();
+    (&mut resp.reader)
+        .take(max + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| FetchError::Http(url.to_string(), e.to_string()))?;
+    if body.len() as u64 > max {
+        return Err(FetchError::Mismatch(format!(
+            "{url} is larger than the {max} bytes it can be"
+        )));
+    }
+    Ok(Some(body))
+}
+
 /// Downloads the manifest the record points at and checks it against the
-/// signed `manifest_sha256`. Returns its artifacts.
-pub fn verified_manifest(record: &ManifestRecord) -> Result<Vec<Listed>, FetchError> {
+/// signed `manifest_sha256`; with release keys, also downloads
+/// `manifest.json.minisig` next to it and checks the release (signed by
+/// one of the keys, for the record's channel/arch).
+pub fn check_provider(
+    record: &ManifestRecord,
+    keys: &ReleaseKeys,
+    channel: &str,
+    arch: &str,
+) -> Result<Checked, FetchError> {
     let expected = record
         .manifest_sha256
         .as_deref()
         .ok_or_else(|| FetchError::Mismatch("the record has no manifest_sha256".into()))?;
-    let mut resp = get(&record.url, None)?;
-    if resp.status != 200 {
-        return Err(FetchError::Http(
-            record.url.clone(),
-            format!("status {}", resp.status),
-        ));
-    }
-    let mut body = Vec::new();
-    (&mut resp.reader)
-        .take(MAX_MANIFEST + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| FetchError::Http(record.url.clone(), e.to_string()))?;
-    if body.len() as u64 > MAX_MANIFEST {
-        return Err(FetchError::Mismatch(format!(
-            "manifest at {} is larger than 1 MiB",
-            record.url
-        )));
-    }
+    let body = get_small(&record.url, MAX_MANIFEST)?
+        .ok_or_else(|| FetchError::Http(record.url.clone(), "status 404".into()))?;
     let got = hex(&Sha256::digest(&body));
     if got != expected {
         return Err(FetchError::Mismatch(format!(
@@ -317,7 +352,23 @@ pub fn verified_manifest(record: &ManifestRecord) -> Result<Vec<Listed>, FetchEr
             record.url
         )));
     }
-    parse_manifest(&body).map_err(|e| FetchError::BadManifest(record.url.clone(), e))
+    let artifacts =
+        parse_manifest(&body).map_err(|e| FetchError::BadManifest(record.url.clone(), e))?;
+    let release = if keys.is_empty() {
+        None
+    } else {
+        let sig_url = format!("{}.minisig", record.url);
+        let sig = get_small(&sig_url, MAX_SIGNATURE)?;
+        Some(
+            keys.verify(&body, sig.as_deref(), channel, arch)
+                .map_err(|e| FetchError::Release(record.url.clone(), e))?,
+        )
+    };
+    Ok(Checked {
+        record: record.clone(),
+        artifacts,
+        release,
+    })
 }
 
 /// The URL of artifact `name` next to the manifest.
@@ -481,15 +532,14 @@ pub fn fetch_artifact(
     Ok(())
 }
 
-/// Runs `--fetch` / `--fetch-all` for a found record: verifies the
-/// manifest, then downloads and verifies each artifact. Returns the files
-/// written.
+/// Runs `--fetch` / `--fetch-all` for a checked provider: downloads and
+/// verifies each artifact against its manifest. Returns the files written.
 pub fn run(
-    record: &ManifestRecord,
+    checked: &Checked,
     target: &crate::config::FetchTarget,
 ) -> Result<Vec<PathBuf>, FetchError> {
     use crate::config::FetchTarget;
-    let manifest = verified_manifest(record)?;
+    let (record, manifest) = (&checked.record, &checked.artifacts);
     match target {
         FetchTarget::One { name, out } => {
             let out = match out {
@@ -497,13 +547,13 @@ pub fn run(
                 Some(o) => o.clone(),
                 None => PathBuf::from(name),
             };
-            fetch_artifact(record, &manifest, name, &out)?;
+            fetch_artifact(record, manifest, name, &out)?;
             Ok(vec![out])
         }
         FetchTarget::All { dir } => {
             fs::create_dir_all(dir).map_err(|e| FetchError::Io(dir.clone(), e))?;
             let mut written = Vec::new();
-            for a in &manifest {
+            for a in manifest {
                 // A hostile manifest could list "../x": never write outside DIR.
                 if !is_safe_file_name(&a.name) || a.name.starts_with('.') {
                     return Err(FetchError::BadManifest(
@@ -512,7 +562,7 @@ pub fn run(
                     ));
                 }
                 let out = dir.join(&a.name);
-                fetch_artifact(record, &manifest, &a.name, &out)?;
+                fetch_artifact(record, manifest, &a.name, &out)?;
                 written.push(out);
             }
             Ok(written)

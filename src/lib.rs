@@ -19,10 +19,12 @@
 //! - [`statefile`]: state files replaced atomically (key, record seq)
 //! - [`tally`]: counts per key for fairness (HTTP addresses, DHT peers)
 //! - [`fetch`]: `phase-discover --fetch`, record → manifest → verified bytes
+//! - [`choose`]: with release keys, which found providers a board may use
 //! - [`provider`], [`discover`]: the commands, wiring the above together
 
 pub mod beneath;
 pub mod board;
+pub mod choose;
 pub mod config;
 pub mod dht;
 pub mod discover;

@@ -14,7 +14,6 @@ use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
@@ -536,7 +535,7 @@ pub fn render(
     if let Some((seq, created)) = release {
         json.push_str(&format!(
             "  \"release_seq\": {seq},\n  \"created\": \"{}\",\n",
-            crate::record::rfc3339(UNIX_EPOCH + Duration::from_secs(created))
+            crate::record::rfc3339_secs(created)
         ));
     }
     json.push_str("  \"artifacts\": [");

@@ -266,6 +266,17 @@ impl ManifestRecord {
     /// [`CLOCK_SKEW_SECS`]), and the signature made by the key embedded in
     /// `peer_id` over this record under `key`.
     pub fn verify_signature(&self, key: &str, now: u64) -> Result<(), RecordError> {
+        self.verify_signature_at(key, Now::At(now))
+    }
+
+    /// [`ManifestRecord::verify_signature`] for a reader whose clock may be
+    /// wrong: with [`Now::NotBefore`] only expiry is judged (against the
+    /// lower bound); "dated ahead" cannot be told without a clock.
+    pub fn verify_signature_at(&self, key: &str, now: Now) -> Result<(), RecordError> {
+        let (earliest, latest) = match now {
+            Now::At(t) => (t, t),
+            Now::NotBefore(t) => (t, u64::MAX),
+        };
         self.seq.ok_or(RecordError::Unsigned("seq"))?;
         let expires_at = self
             .expires_at
@@ -284,7 +295,7 @@ impl ManifestRecord {
         }
         let expires = parse_rfc3339(expires_at)
             .ok_or_else(|| RecordError::Field("expires_at", "not an RFC 3339 UTC time".into()))?;
-        if expires.saturating_add(CLOCK_SKEW_SECS) < now {
+        if expires.saturating_add(CLOCK_SKEW_SECS) < earliest {
             return Err(RecordError::Expired(expires_at.to_string()));
         }
         // Time bounds: a record dated ahead of every honest clock would win
@@ -292,13 +303,13 @@ impl ManifestRecord {
         // on its key.
         let updated = parse_rfc3339(&self.last_updated)
             .ok_or_else(|| RecordError::Field("last_updated", "not an RFC 3339 UTC time".into()))?;
-        if updated > now.saturating_add(CLOCK_SKEW_SECS) {
+        if updated > latest.saturating_add(CLOCK_SKEW_SECS) {
             return Err(RecordError::Future(format!(
                 "last_updated {} is more than {CLOCK_SKEW_SECS} s ahead of this clock",
                 self.last_updated
             )));
         }
-        if expires > now.saturating_add(MAX_RECORD_TTL_SECS + CLOCK_SKEW_SECS) {
+        if expires > latest.saturating_add(MAX_RECORD_TTL_SECS + CLOCK_SKEW_SECS) {
             return Err(RecordError::Future(format!(
                 "expires_at {expires_at} is more than {MAX_RECORD_TTL_SECS} s ahead"
             )));
@@ -549,11 +560,54 @@ pub fn parse_key(key: &[u8]) -> Result<ParsedKey, RecordError> {
     })
 }
 
+/// What a reader knows about the time, in seconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Now {
+    /// The clock is trusted.
+    At(u64),
+    /// The clock is known to be wrong (it reads earlier than something
+    /// already seen): only a lower bound is known.
+    NotBefore(u64),
+}
+
+impl Now {
+    /// The system clock `system_now`, judged against `trusted`, a time
+    /// known to have passed: a clock reading earlier (beyond the skew) is
+    /// wrong, e.g. a board without a real-time clock before NTP.
+    pub fn judge(system_now: u64, trusted: u64) -> Now {
+        if system_now.saturating_add(CLOCK_SKEW_SECS) < trusted {
+            Now::NotBefore(trusted)
+        } else {
+            Now::At(system_now)
+        }
+    }
+
+    /// The time to judge expiry by.
+    pub fn earliest(&self) -> u64 {
+        match *self {
+            Now::At(t) | Now::NotBefore(t) => t,
+        }
+    }
+}
+
+/// When this binary was built (seconds since the epoch, stamped by
+/// `build.rs`): no honest clock reads earlier.
+pub const BUILD_TIME: u64 = parse_decimal(env!("PLASMD_BUILD_TIME"));
+
+const fn parse_decimal(s: &str) -> u64 {
+    let b = s.as_bytes();
+    let (mut i, mut n) = (0, 0u64);
+    while i < b.len() {
+        n = n * 10 + (b[i] - b'0') as u64;
+        i += 1;
+    }
+    n
+}
+
 /// Decodes and validates a record value found under `key` (the spec key or
 /// a per-provider key), signature and expiry included: the one check every
-/// reader (lookup client and storage node alike) runs. `now` is seconds
-/// since the epoch.
-pub fn decode_for_key(key: &[u8], value: &[u8], now: u64) -> Result<ManifestRecord, RecordError> {
+/// reader (lookup client and storage node alike) runs.
+pub fn decode_for_key(key: &[u8], value: &[u8], now: Now) -> Result<ManifestRecord, RecordError> {
     let parsed = parse_key(key)?;
     let record = ManifestRecord::from_bytes(value)?;
     record.validate(&parsed.channel, &parsed.arch)?;
@@ -564,7 +618,7 @@ pub fn decode_for_key(key: &[u8], value: &[u8], now: u64) -> Result<ManifestReco
     }
     // parse_key accepted it, so the key is UTF-8.
     let key = std::str::from_utf8(key).map_err(|_| RecordError::BadKey)?;
-    record.verify_signature(key, now)?;
+    record.verify_signature_at(key, now)?;
     Ok(record)
 }
 
@@ -592,6 +646,11 @@ impl fmt::Display for ManifestRecord {
             self.seq.unwrap_or(0)
         )
     }
+}
+
+/// [`rfc3339`] of seconds since the epoch.
+pub fn rfc3339_secs(t: u64) -> String {
+    rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(t))
 }
 
 /// Formats a time as RFC 3339 UTC with second precision, e.g.
@@ -819,10 +878,13 @@ mod tests {
         assert!(bad.validate("stable", "arm64").is_err());
         let now = 1_795_345_200;
         let (s, _) = signed(now);
-        assert!(decode_for_key(KEY.as_bytes(), &s.to_bytes().unwrap(), now).is_ok());
-        assert!(
-            decode_for_key(b"/phase/Stable/arm64/manifest", &s.to_bytes().unwrap(), now).is_err()
-        );
+        assert!(decode_for_key(KEY.as_bytes(), &s.to_bytes().unwrap(), Now::At(now)).is_ok());
+        assert!(decode_for_key(
+            b"/phase/Stable/arm64/manifest",
+            &s.to_bytes().unwrap(),
+            Now::At(now)
+        )
+        .is_err());
     }
 
     #[test]
@@ -916,6 +978,15 @@ mod tests {
                 .unwrap_err();
             assert_eq!(e.kind(), RefusalKind::Future, "{updated} {expires}: {e}");
         }
+        // A board whose clock is known to be wrong cannot tell "ahead"; it
+        // still refuses what expired before the newest time it trusts.
+        let fresh = sign(now + 86_400, now + 90_000);
+        assert_eq!(fresh.verify_signature_at(KEY, Now::NotBefore(now)), Ok(()));
+        let stale = sign(now - 7200, now - 3600);
+        assert!(matches!(
+            stale.verify_signature_at(KEY, Now::NotBefore(now)),
+            Err(RecordError::Expired(_))
+        ));
     }
 
     #[test]
@@ -928,14 +999,15 @@ mod tests {
         r.peer_id = peer.clone();
         let expires = UNIX_EPOCH + std::time::Duration::from_secs(now + 3600);
         let own = r.clone().sign(&pk, &keypair, 1, expires, SHA).unwrap();
-        assert!(decode_for_key(pk.as_bytes(), &own.to_bytes().unwrap(), now).is_ok());
+        assert!(decode_for_key(pk.as_bytes(), &own.to_bytes().unwrap(), Now::At(now)).is_ok());
         // Signed for the spec key: refused under the provider key, and back.
         let spec = r.sign(KEY, &keypair, 1, expires, SHA).unwrap();
-        assert!(decode_for_key(pk.as_bytes(), &spec.to_bytes().unwrap(), now).is_err());
-        assert!(decode_for_key(KEY.as_bytes(), &own.to_bytes().unwrap(), now).is_err());
+        assert!(decode_for_key(pk.as_bytes(), &spec.to_bytes().unwrap(), Now::At(now)).is_err());
+        assert!(decode_for_key(KEY.as_bytes(), &own.to_bytes().unwrap(), Now::At(now)).is_err());
         // Under another provider's key: re-keyed.
         let other = provider_key("stable", "arm64", PEER);
-        let e = decode_for_key(other.as_bytes(), &own.to_bytes().unwrap(), now).unwrap_err();
+        let e =
+            decode_for_key(other.as_bytes(), &own.to_bytes().unwrap(), Now::At(now)).unwrap_err();
         assert_eq!(e.kind(), RefusalKind::Rekeyed);
     }
 

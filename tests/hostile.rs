@@ -259,7 +259,7 @@ async fn newest(client: &dht::Client, key: &libp2p::kad::RecordKey) -> ManifestR
         let Ok(r) = plasmd::record::decode_for_key(
             key.as_ref(),
             &f.record.value,
-            plasmd::record::unix_now(),
+            plasmd::record::Now::At(plasmd::record::unix_now()),
         ) else {
             continue;
         };

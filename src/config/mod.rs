@@ -151,6 +151,9 @@ pub struct DiscoverConfig {
     pub state: Option<PathBuf>,
     /// `--allow-downgrade`: accept a release below the floor (and lower it).
     pub allow_downgrade: bool,
+    /// A time known to have passed (the build, or the newest time the
+    /// rollback floor saw): a clock reading earlier is treated as unknown.
+    pub trusted_time: u64,
 }
 
 /// What `--fetch` / `--fetch-all` download.
@@ -1008,6 +1011,7 @@ where
         release_keys,
         state,
         allow_downgrade,
+        trusted_time: crate::record::BUILD_TIME,
     }))
 }
 

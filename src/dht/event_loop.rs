@@ -494,8 +494,11 @@ impl EventLoop {
     }
 
     fn check_incoming(&mut self, record: &kad::Record) -> Result<(), RecordError> {
-        let decoded =
-            record::decode_for_key(record.key.as_ref(), &record.value, record::unix_now())?;
+        let decoded = record::decode_for_key(
+            record.key.as_ref(),
+            &record.value,
+            record::Now::At(record::unix_now()),
+        )?;
         // Kademlia's `publisher` field is unauthenticated metadata (and
         // rust-only): the signature over the value is what counts.
         let store = self.swarm.behaviour_mut().kad.store_mut();

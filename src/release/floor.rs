@@ -17,7 +17,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::record::{check_name, CLOCK_SKEW_SECS};
+use crate::record::{check_name, Now, BUILD_TIME};
 
 /// The state file's name inside `--state DIR`.
 pub const FLOOR_FILE: &str = "rollback-floor";
@@ -26,21 +26,6 @@ const HEADER: &str = "plasmd-rollback-floor v1";
 /// A floor is one line per channel/arch: this is plenty.
 const MAX_BYTES: u64 = 64 * 1024;
 const MAX_ENTRIES: usize = 1024;
-
-/// When this binary was built (seconds since the epoch): no honest clock
-/// reads earlier.
-pub const BUILD_TIME: u64 = parse_u64(env!("PLASMD_BUILD_TIME"));
-
-const fn parse_u64(s: &str) -> u64 {
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut n: u64 = 0;
-    while i < b.len() {
-        n = n * 10 + (b[i] - b'0') as u64;
-        i += 1;
-    }
-    n
-}
 
 /// Errors of the rollback floor.
 #[derive(Debug, thiserror::Error)]
@@ -62,27 +47,6 @@ pub struct Floor {
     pub newest_seen: u64,
     /// Highest `release_seq` accepted, by `channel/arch`.
     seqs: BTreeMap<String, u64>,
-}
-
-/// What the clock can be trusted for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Clock {
-    /// The system clock is at or after everything seen.
-    Known(u64),
-    /// The system clock reads earlier than something already seen (or the
-    /// build): it is wrong, so time is taken as the newest trustworthy
-    /// time instead, and only `release_seq` orders releases.
-    Unknown { system: u64, effective: u64 },
-}
-
-impl Clock {
-    /// The time to judge records by.
-    pub fn now(&self) -> u64 {
-        match *self {
-            Clock::Known(t) => t,
-            Clock::Unknown { effective, .. } => effective,
-        }
-    }
 }
 
 impl Floor {
@@ -129,17 +93,17 @@ impl Floor {
         self.seqs.get(channel_arch).copied()
     }
 
-    /// Judges the system clock `system_now` against what was seen.
-    pub fn clock(&self, system_now: u64) -> Clock {
-        let trusted = self.newest_seen.max(BUILD_TIME);
-        if system_now.saturating_add(CLOCK_SKEW_SECS) < trusted {
-            Clock::Unknown {
-                system: system_now,
-                effective: trusted,
-            }
-        } else {
-            Clock::Known(system_now)
-        }
+    /// Judges the system clock `system_now` against what was seen: when it
+    /// reads earlier than the newest time seen (or the build), it is wrong
+    /// (a board without a real-time clock before NTP), and only that lower
+    /// bound is known.
+    pub fn clock(&self, system_now: u64) -> Now {
+        Now::judge(system_now, self.trusted_time())
+    }
+
+    /// The newest time known to have passed: what was seen, or the build.
+    pub fn trusted_time(&self) -> u64 {
+        self.newest_seen.max(BUILD_TIME)
     }
 
     /// Records an accepted release and the newest time seen.
@@ -248,16 +212,10 @@ mod tests {
         let mut f = Floor::default();
         let late = BUILD_TIME + 1_000_000;
         f.accept("stable/arm64", 1, late);
-        assert_eq!(f.clock(late + 10), Clock::Known(late + 10));
+        assert_eq!(f.clock(late + 10), Now::At(late + 10));
         // A board booting at 1970 before NTP.
-        assert_eq!(
-            f.clock(5),
-            Clock::Unknown {
-                system: 5,
-                effective: late
-            }
-        );
+        assert_eq!(f.clock(5), Now::NotBefore(late));
         // No state at all: the build time is still a floor.
-        assert!(matches!(Floor::default().clock(5), Clock::Unknown { .. }));
+        assert_eq!(Floor::default().clock(5), Now::NotBefore(BUILD_TIME));
     }
 }

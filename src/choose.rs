@@ -1,0 +1,82 @@
+//! Which of the providers a lookup found a board may use, when it trusts
+//! release keys: each provider's manifest is downloaded and checked
+//! (record → manifest bytes → release signature → channel/arch), releases
+//! below the rollback floor are refused, and the rest are ranked newest
+//! release first. The DHT record is only a location here: who published
+//! it does not matter, what it points at does.
+//!
+//! Finding records is `discover`'s job, downloading `fetch`'s, the floor
+//! file `release::floor`'s; this module only decides.
+
+use crate::config::DiscoverConfig;
+use crate::fetch::{self, Checked};
+use crate::record::ManifestRecord;
+use crate::release::floor::Floor;
+
+/// Providers checked against the release keys.
+#[derive(Debug, Default)]
+pub struct Choice {
+    /// Usable providers, highest `release_seq` first (record rank kept
+    /// among equals).
+    pub accepted: Vec<Checked>,
+    /// Refused providers: their URL and why, for the user.
+    pub refused: Vec<(String, String)>,
+    /// Whether any refusal was about the data (bad or missing signature,
+    /// wrong channel, older than the floor) rather than reachability.
+    pub any_untrusted: bool,
+}
+
+/// Checks every record's release; `floor` is the rollback floor, if kept.
+pub fn releases(records: &[ManifestRecord], cfg: &DiscoverConfig, floor: Option<&Floor>) -> Choice {
+    let ca = format!("{}/{}", cfg.channel, cfg.arch);
+    let least = floor.and_then(|f| f.seq(&ca));
+    let mut choice = Choice::default();
+    for r in records {
+        let checked = match fetch::check_provider(r, &cfg.release_keys, &cfg.channel, &cfg.arch) {
+            Ok(c) => c,
+            Err(e) => {
+                choice.any_untrusted |= e.is_mismatch();
+                choice.refused.push((r.url.clone(), e.to_string()));
+                continue;
+            }
+        };
+        let seq = checked.release.as_ref().map_or(0, |rel| rel.release_seq);
+        match least {
+            Some(least) if seq < least && !cfg.allow_downgrade => {
+                choice.any_untrusted = true;
+                choice.refused.push((
+                    r.url.clone(),
+                    format!(
+                        "release_seq {seq} is older than {least}, the newest release this board \
+                         accepted (a rollback; --allow-downgrade accepts it)"
+                    ),
+                ));
+                continue;
+            }
+            Some(least) if seq < least => log::warn!(
+                "accepting release_seq {seq} from {} below the floor {least} (--allow-downgrade)",
+                r.url
+            ),
+            _ => {}
+        }
+        choice.accepted.push(checked);
+    }
+    // Stable: equal releases keep the lookup's order (newest record, ties
+    // shuffled so boards spread over providers).
+    choice
+        .accepted
+        .sort_by_key(|c| std::cmp::Reverse(c.release.as_ref().map_or(0, |r| r.release_seq)));
+    choice
+}
+
+/// Raises (or with `--allow-downgrade`, sets) the floor to the release
+/// that was used, and remembers its creation time as a time that has
+/// passed. Only release-key-signed times count: a provider's record time
+/// is its own word, and a far-future one would make the board distrust a
+/// correct clock.
+pub fn remember(floor: &mut Floor, cfg: &DiscoverConfig, used: &Checked) {
+    if let Some(r) = &used.release {
+        let ca = format!("{}/{}", cfg.channel, cfg.arch);
+        floor.accept(&ca, r.release_seq, r.created);
+    }
+}
