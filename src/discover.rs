@@ -62,6 +62,7 @@ async fn lookup(cfg: &DiscoverConfig) -> Result<Vec<ManifestRecord>, DiscoverErr
         mdns: cfg.mdns,
         role: Role::Client,
         agent: format!("phase-discover/{}", env!("CARGO_PKG_VERSION")),
+        trusted_publishers: Vec::new(),
     })
     .await?;
     let dht_task = tokio::spawn(event_loop.run());

@@ -74,6 +74,7 @@ fn dht_config(p2p: &P2pConfig, keypair: libp2p::identity::Keypair) -> DhtConfig 
         mdns: p2p.mdns,
         role: Role::Server,
         agent: format!("plasmd/{}", env!("CARGO_PKG_VERSION")),
+        trusted_publishers: p2p.trusted_publishers.clone(),
     }
 }
 

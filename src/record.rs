@@ -73,6 +73,10 @@ pub enum RecordError {
     Replayed(u64, u64),
     #[error("record is dated in the future: {0}")]
     Future(String),
+    #[error("record of {0} is older than the record of {1} held on the shared key")]
+    Older(String, String),
+    #[error("record publisher {0} is not a trusted publisher (--trust)")]
+    Untrusted(String),
 }
 
 /// Why a record was refused, for the counters storage nodes report.
@@ -87,6 +91,10 @@ pub enum RefusalKind {
     Replayed,
     /// Dated ahead of the reader's clock, or claiming to live too long.
     Future,
+    /// Valid, but older than the record held on the shared spec key.
+    Older,
+    /// Valid, but its publisher is not in the node's `--trust` list.
+    Untrusted,
     /// Valid, but the store is full and its sender already holds the most
     /// records (see `dht::hygiene`).
     Quota,
@@ -106,6 +114,8 @@ impl RecordError {
             RecordError::Expired(_) => RefusalKind::Expired,
             RecordError::Replayed(..) => RefusalKind::Replayed,
             RecordError::Future(_) => RefusalKind::Future,
+            RecordError::Older(..) => RefusalKind::Older,
+            RecordError::Untrusted(_) => RefusalKind::Untrusted,
         }
     }
 }
@@ -121,6 +131,8 @@ impl fmt::Display for RefusalKind {
             RefusalKind::Expired => "expired",
             RefusalKind::Replayed => "replayed",
             RefusalKind::Future => "future",
+            RefusalKind::Older => "older",
+            RefusalKind::Untrusted => "untrusted",
             RefusalKind::Quota => "quota",
         })
     }

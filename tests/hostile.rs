@@ -1,8 +1,10 @@
 //! A hostile peer in the DHT, written with plasmd's own library: it joins
-//! like any node and PUTs forged, replayed, re-keyed, expired, future-dated,
-//! oversized, malformed and unsigned records at the manifest key. None may be stored or
-//! returned by `phase-discover`; nothing panics; the storage node counts the
-//! refusals by kind.
+//! like any node and PUTs forged, replayed (also after writing a record of
+//! its own in between), re-keyed, expired, future-dated, older, oversized,
+//! malformed and unsigned records at the manifest key, floods a node, and
+//! knocks on a closed fleet's node. None may be stored or returned by
+//! `phase-discover`; nothing panics; the storage node counts the refusals
+//! by kind.
 
 mod common;
 
@@ -13,9 +15,10 @@ use plasmd::dht::{self, DhtConfig, Role};
 use plasmd::record::{manifest_dht_key, ManifestRecord};
 
 /// The kinds a storage node reports, with how many of each the test sends.
-const KINDS: [&str; 8] = [
+const KINDS: [&str; 9] = [
     "forged",
     "replayed",
+    "older",
     "rekeyed",
     "expired",
     "future",
@@ -28,7 +31,7 @@ const KINDS: [&str; 8] = [
 fn a_hostile_peer_cannot_plant_records() {
     let dir = TempDir::new("hostile");
     let root = artifacts(dir.path());
-    let (node, node_addr) = storage_node(dir.path(), 30);
+    let (node, node_addr) = storage_node(dir.path(), 30, &[]);
     let s = serve(
         dir.path(),
         &root,
@@ -107,6 +110,27 @@ fn a_hostile_peer_cannot_plant_records() {
         };
         let dated_2099 = sign_own(year_2099, year_2099 + Duration::from_secs(3600));
         let lives_to_2099 = sign_own(now, year_2099);
+        // older: valid and signed, but dated before the genuine record the
+        // node holds on the shared key.
+        let older = sign_own(now - Duration::from_secs(600), now + ttl);
+
+        // Write a valid record of our own on the shared key first, so the
+        // replay below does not meet the genuine record it is older than:
+        // the node must remember the genuine publisher's seq anyway.
+        let mut interleaved = own.clone();
+        interleaved.last_updated = plasmd::record::rfc3339(SystemTime::now());
+        let interleaved = interleaved
+            .sign(
+                "/phase/stable/arm64/manifest",
+                &keypair,
+                plasmd::record::unix_now() * 1000,
+                SystemTime::now() + ttl,
+                &"0".repeat(64),
+            )
+            .unwrap();
+        let _ = client
+            .put(key.clone(), interleaved.to_bytes().unwrap(), ttl)
+            .await;
         let attempts: Vec<(&str, libp2p::kad::RecordKey, Vec<u8>)> = vec![
             ("forged", key.clone(), forged.to_bytes().unwrap()),
             ("replayed", key.clone(), old.to_bytes().unwrap()),
@@ -118,6 +142,7 @@ fn a_hostile_peer_cannot_plant_records() {
             ("expired", key.clone(), expired.to_bytes().unwrap()),
             ("future", key.clone(), dated_2099.to_bytes().unwrap()),
             ("future", key.clone(), lives_to_2099.to_bytes().unwrap()),
+            ("older", key.clone(), older.to_bytes().unwrap()),
             (
                 "oversized",
                 key.clone(),
@@ -207,24 +232,21 @@ fn a_hostile_peer_cannot_plant_records() {
 }
 
 /// A `plasmd node` on 127.0.0.1 logging the DHT at DEBUG (each refusal),
-/// and its address.
-fn storage_node(dir: &std::path::Path, ttl: u64) -> (Proc, String) {
+/// with `extra` arguments, and its address.
+fn storage_node(dir: &std::path::Path, ttl: u64, extra: &[&str]) -> (Proc, String) {
     let key_file = dir.join("node.key");
     let ttl = ttl.to_string();
-    let node = Proc::spawn_logged(
+    let mut args = vec![
         "node",
-        PLASMD,
-        &[
-            "node",
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--identity",
-            key_file.to_str().unwrap(),
-            "--record-ttl",
-            &ttl,
-        ],
-        "info,libp2p=warn,plasmd::dht=debug",
-    );
+        "--p2p-listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--identity",
+        key_file.to_str().unwrap(),
+        "--record-ttl",
+        &ttl,
+    ];
+    args.extend_from_slice(extra);
+    let node = Proc::spawn_logged("node", PLASMD, &args, "info,libp2p=warn,plasmd::dht=debug");
     let addr = node.wait_stdout("p2p listening on ", Duration::from_secs(10));
     (node, addr)
 }
@@ -242,6 +264,7 @@ async fn hostile_peer(node_addr: &str, ttl: u64) -> (dht::Client, libp2p::identi
         mdns: false,
         role: Role::Server,
         agent: "hostile/0".into(),
+        trusted_publishers: vec![],
     })
     .await
     .unwrap();
@@ -270,16 +293,16 @@ async fn newest(client: &dht::Client, key: &libp2p::kad::RecordKey) -> ManifestR
     best.expect("the genuine record is in the DHT")
 }
 
-/// A flood of validly signed records under 1,500 distinct keys from one
+/// A flood of validly signed records under 2,000 distinct keys from one
 /// peer (more than a node's 1,024-record store) must not keep a new honest
 /// provider's record off the node, nor flood the node's log.
 #[test]
 fn a_record_flood_from_one_peer_does_not_keep_a_new_provider_out() {
-    const FLOOD: usize = 1500;
+    const FLOOD: usize = 2000;
     let dir = TempDir::new("flood");
     // DEBUG for the DHT, to count the quota refusals (INFO only sums them
     // up once a minute).
-    let (node, node_addr) = storage_node(dir.path(), 600);
+    let (node, node_addr) = storage_node(dir.path(), 600, &[]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -361,4 +384,69 @@ fn a_record_flood_from_one_peer_does_not_keep_a_new_provider_out() {
     );
     // No line per refused PUT at INFO or above: they are summed up.
     assert!(loud < 20, "{}", node.stderr());
+}
+
+/// A closed fleet: a node started with `--trust` stores its provider's
+/// records and refuses a validly signed record of anyone else.
+#[test]
+fn a_closed_fleet_node_stores_only_trusted_publishers() {
+    let dir = TempDir::new("closed-fleet");
+    let root = artifacts(dir.path());
+    // The provider's peer id, known before it starts (as an operator would
+    // read it with `plasmd id`).
+    let provider_key = dir.path().join("provider.key");
+    let id = run(
+        PLASMD,
+        &["id", "--identity", provider_key.to_str().unwrap()],
+    );
+    let provider_id = id.stdout.trim().to_string();
+    let (node, node_addr) = storage_node(dir.path(), 60, &["--trust", &provider_id]);
+    let s = serve(dir.path(), &root, &["--bootstrap", &node_addr]);
+    s.proc
+        .wait_log("DHT record published", 1, Duration::from_secs(20));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, keypair) = hostile_peer(&node_addr, 60).await;
+        let me = keypair.public().to_peer_id().to_string();
+        let record = ManifestRecord::new(
+            "http://127.0.0.1:9/stable/arm64/manifest.json",
+            &me,
+            None,
+            "evil",
+        )
+        .sign(
+            "/phase/stable/arm64/manifest",
+            &keypair,
+            plasmd::record::unix_now() * 1000,
+            SystemTime::now() + Duration::from_secs(60),
+            &"0".repeat(64),
+        )
+        .unwrap();
+        for _ in 0..5 {
+            let _ = client
+                .put(
+                    manifest_dht_key("stable", "arm64"),
+                    record.to_bytes().unwrap(),
+                    Duration::from_secs(60),
+                )
+                .await;
+            if node.stderr().contains("refused untrusted record") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        client.stop().await;
+    });
+    node.wait_log("refused untrusted record", 1, Duration::from_secs(10));
+    // The provider's record is held by the node: found with the provider gone.
+    let url = format!(":{}/stable/arm64/", s.http_port);
+    drop(s);
+    let found = discover(&node_addr, 10, &["--all"]);
+    assert_eq!(found.code, 0, "{}", found.stderr);
+    assert_eq!(found.stdout.lines().count(), 1, "{}", found.stdout);
+    assert!(found.stdout.contains(&url), "{}", found.stdout);
 }

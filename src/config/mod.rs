@@ -119,6 +119,8 @@ pub struct P2pConfig {
     pub identity: PathBuf,
     /// Cap on how long this node keeps any record, its own or received.
     pub record_ttl: Duration,
+    /// `--trust` / `[p2p] trusted_publishers`: store only their records.
+    pub trusted_publishers: Vec<libp2p::PeerId>,
 }
 
 /// Everything `plasmd node` needs.
@@ -243,6 +245,7 @@ struct P2pSection {
     announce: Option<Vec<String>>,
     mdns: Option<bool>,
     identity: Option<PathBuf>,
+    trusted_publishers: Option<Vec<String>>,
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -341,6 +344,9 @@ Options (each also settable in the --config file; flags win):
   --mdns                   find and be found by peers on the LAN with mDNS (default off)
   --identity FILE          ed25519 key file, created with mode 0600 if missing
   --record-ttl SECS        longest time any record is kept (default 3600, at most 604800)
+  --trust PEER_ID          a closed fleet: store only records published by these peers
+                           (repeatable; default: any validly signed record)
+                                                             [p2p] trusted_publishers
   -h, --help               print this help
   -V, --version            print the version
 ";
@@ -380,6 +386,7 @@ struct Flags {
     record_ttl: Option<u64>,
     refresh_interval: Option<u64>,
     sign_key: Option<PathBuf>,
+    trust: Vec<String>,
 }
 
 /// Which flags a subcommand accepts.
@@ -428,9 +435,8 @@ where
             Value(_) => "",
         };
         let allowed = match name {
-            "config" | "p2p-listen" | "bootstrap" | "p2p-announce" | "mdns" | "record-ttl" => {
-                sub != Sub::Id
-            }
+            "config" | "p2p-listen" | "bootstrap" | "p2p-announce" | "mdns" | "record-ttl"
+            | "trust" => sub != Sub::Id,
             "identity" => true,
             "artifacts" | "board" | "channel" | "arch" | "http-listen" | "http-min-rate"
             | "http-rate-window" | "external-url" | "provider-name" | "refresh-interval"
@@ -480,6 +486,7 @@ where
             Long("external-url") => f.external_url = Some(string(&mut p, "--external-url")?),
             Long("identity") => f.identity = Some(p.value()?.into()),
             Long("sign-key") => f.sign_key = Some(p.value()?.into()),
+            Long("trust") => f.trust.push(string(&mut p, "--trust")?),
             Long("provider-name") => f.provider_name = Some(string(&mut p, "--provider-name")?),
             Long("record-ttl") => f.record_ttl = Some(secs(&mut p, "--record-ttl")?),
             Long("refresh-interval") => {
@@ -598,6 +605,14 @@ fn build_p2p(f: &Flags, file: &FileConfig) -> Result<P2pConfig, ConfigError> {
         mdns: f.mdns || file.p2p.mdns.unwrap_or(false),
         identity,
         record_ttl: Duration::from_secs(ttl),
+        trusted_publishers: parse_peer_ids(
+            "--trust / [p2p] trusted_publishers",
+            if f.trust.is_empty() {
+                file.p2p.trusted_publishers.clone().unwrap_or_default()
+            } else {
+                f.trust.clone()
+            },
+        )?,
     })
 }
 
@@ -765,6 +780,16 @@ fn build_serve(f: Flags) -> Result<ServeConfig, ConfigError> {
         external_url,
         provider_name,
     })
+}
+
+/// Peer ids from flags or the file, `what` naming where they came from.
+fn parse_peer_ids(what: &str, ids: Vec<String>) -> Result<Vec<libp2p::PeerId>, ConfigError> {
+    ids.iter()
+        .map(|t| {
+            t.parse::<libp2p::PeerId>()
+                .map_err(|e| ConfigError::Invalid(format!("{what}: {t:?} is not a peer id: {e}")))
+        })
+        .collect()
 }
 
 fn parse_multiaddr(what: &str, s: &str) -> Result<Multiaddr, ConfigError> {
@@ -950,16 +975,7 @@ where
             "--allow-downgrade only means something with --state DIR".into(),
         ));
     }
-    let trusted = trust
-        .iter()
-        .map(|t| {
-            t.parse::<libp2p::PeerId>().map_err(|e| {
-                ConfigError::Invalid(format!(
-                    "--trust / [discover] trusted_providers: {t:?} is not a peer id: {e}"
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let trusted = parse_peer_ids("--trust / [discover] trusted_providers", trust)?;
     let fetch = match (fetch, fetch_all, output) {
         (Some(_), Some(_), _) => {
             return Err(ConfigError::Args(

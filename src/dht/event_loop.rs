@@ -9,14 +9,14 @@ use libp2p::futures::StreamExt;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{self, QueryId, QueryResult};
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::hygiene;
 use super::{Command, DhtConfig, DhtError, Found, KAD_PROTOCOL};
-use crate::record::{self, ManifestRecord, RecordError, RefusalKind};
+use crate::record::{self, RecordError, RefusalKind};
 
 /// Idle connections are closed after this long; routing-table entries keep
 /// the addresses, so a later query simply dials again.
@@ -59,6 +59,13 @@ pub struct EventLoop {
     refused: std::collections::BTreeMap<RefusalKind, u64>,
     /// Who sent each record we hold for others, for fair eviction.
     sources: hygiene::Sources,
+    /// Highest `seq` seen per (key, publisher), against replays.
+    seqs: hygiene::SeqMemory,
+    /// The remote IP of each open connection, to know where a PUT came
+    /// from (bounded by the connection limits).
+    remote_ips: HashMap<ConnectionId, std::net::IpAddr>,
+    /// `--trust` on a node: store only records of these publishers.
+    trusted_publishers: Vec<PeerId>,
 }
 
 impl EventLoop {
@@ -70,6 +77,7 @@ impl EventLoop {
         let (ttl, role, agent) = (cfg.record_ttl, cfg.role, cfg.agent);
         let hide_listen = !cfg.announce.is_empty();
         let use_mdns = cfg.mdns;
+        let trusted_publishers = cfg.trusted_publishers;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair)
             .with_tokio()
             .with_tcp(
@@ -111,6 +119,9 @@ impl EventLoop {
             pending_providers: HashMap::new(),
             refused: Default::default(),
             sources: Default::default(),
+            seqs: Default::default(),
+            remote_ips: HashMap::new(),
+            trusted_publishers,
         })
     }
 
@@ -327,8 +338,14 @@ impl EventLoop {
                 let _ = kad.bootstrap();
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                endpoint,
+                connection_id,
+                ..
             } => {
+                if let Some(ip) = ip_of(endpoint.get_remote_address()) {
+                    self.remote_ips.insert(connection_id, ip);
+                }
                 log::debug!(
                     "connected to {peer_id} at {}",
                     endpoint.get_remote_address()
@@ -343,7 +360,12 @@ impl EventLoop {
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                self.remote_ips.remove(&connection_id);
                 log::debug!("disconnected from {peer_id}");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -395,10 +417,16 @@ impl EventLoop {
                 request:
                     kad::InboundRequest::PutRecord {
                         source,
+                        connection,
                         record: Some(record),
-                        ..
                     },
-            } => self.store_if_valid(source, record),
+            } => {
+                let source = hygiene::Source {
+                    peer: source,
+                    ip: self.remote_ips.get(&connection).copied(),
+                };
+                self.store_if_valid(source, record)
+            }
             kad::Event::InboundRequest {
                 request: kad::InboundRequest::AddProvider { record: Some(r) },
             } => {
@@ -459,24 +487,30 @@ impl EventLoop {
     }
 
     /// Stores a record another peer PUT to us if it is a valid, signed,
-    /// unexpired manifest record for its key, and not older (lower `seq`)
-    /// than what we hold from the same publisher. Everything else is
-    /// refused: counted by kind, logged at DEBUG.
-    fn store_if_valid(&mut self, source: PeerId, record: kad::Record) {
+    /// unexpired manifest record for its key, not a replay (a lower `seq`
+    /// than one seen from the same publisher under that key), not older
+    /// than the record held on the shared spec key, and from a trusted
+    /// publisher when `--trust` is set. Everything else is refused:
+    /// counted by kind, logged at DEBUG.
+    fn store_if_valid(&mut self, source: hygiene::Source, record: kad::Record) {
         match self.check_incoming(&record) {
             Ok(()) => {
                 let store = self.swarm.behaviour_mut().kad.store_mut();
                 match hygiene::store_fairly(store, &mut self.sources, source, record) {
                     hygiene::Placed::Stored => {}
                     hygiene::Placed::Evicted => {
-                        log::debug!("store full: a record of the heaviest source made room for one from {source}");
+                        log::debug!(
+                            "store full: a record of the heaviest source made room for one from {}",
+                            source.peer
+                        );
                     }
                     // Counted and summed up once a minute: a flood must not
                     // also flood the log.
                     hygiene::Placed::Quota => {
                         *self.refused.entry(RefusalKind::Quota).or_default() += 1;
                         log::debug!(
-                            "refused quota record from {source}: its sender holds the most"
+                            "refused quota record from {}: its sender holds the most",
+                            source.peer
                         );
                     }
                 }
@@ -485,30 +519,52 @@ impl EventLoop {
                 *self.refused.entry(e.kind()).or_default() += 1;
                 let key = record.key.as_ref();
                 log::debug!(
-                    "refused {} record {:?} from {source}: {e}",
+                    "refused {} record {:?} from {}: {e}",
                     e.kind(),
-                    String::from_utf8_lossy(&key[..key.len().min(80)])
+                    String::from_utf8_lossy(&key[..key.len().min(80)]),
+                    source.peer
                 );
             }
         }
     }
 
     fn check_incoming(&mut self, record: &kad::Record) -> Result<(), RecordError> {
-        let decoded = record::decode_for_key(
-            record.key.as_ref(),
-            &record.value,
-            record::Now::At(record::unix_now()),
-        )?;
+        let now = record::Now::At(record::unix_now());
+        let decoded = record::decode_for_key(record.key.as_ref(), &record.value, now)?;
+        if !self.trusted_publishers.is_empty()
+            && !self
+                .trusted_publishers
+                .iter()
+                .any(|p| p.to_string() == decoded.peer_id)
+        {
+            return Err(RecordError::Untrusted(decoded.peer_id));
+        }
         // Kademlia's `publisher` field is unauthenticated metadata (and
         // rust-only): the signature over the value is what counts.
+        let new_seq = decoded.seq.unwrap_or(0);
+        self.seqs
+            .note(&record.key, &decoded.peer_id, new_seq)
+            .map_err(|highest| RecordError::Replayed(new_seq, highest))?;
         let store = self.swarm.behaviour_mut().kad.store_mut();
-        if let Some(existing) = store.get(&record.key) {
-            if let Ok(old) = ManifestRecord::from_bytes(&existing.value) {
-                let (old_seq, new_seq) = (old.seq.unwrap_or(0), decoded.seq.unwrap_or(0));
-                if old.peer_id == decoded.peer_id && old_seq > new_seq {
-                    return Err(RecordError::Replayed(new_seq, old_seq));
-                }
+        let Some(existing) = store.get(&record.key) else {
+            return Ok(());
+        };
+        // Only a record still valid now can stand in the way.
+        let Ok(old) = record::decode_for_key(record.key.as_ref(), &existing.value, now) else {
+            return Ok(());
+        };
+        if old.peer_id == decoded.peer_id {
+            let old_seq = old.seq.unwrap_or(0);
+            if old_seq > new_seq {
+                return Err(RecordError::Replayed(new_seq, old_seq));
             }
+        } else if old.updated_at() > decoded.updated_at() {
+            // The shared spec key holds the newest valid record, never an
+            // older one (per-provider keys have one publisher only).
+            return Err(RecordError::Older(
+                decoded.last_updated.clone(),
+                old.last_updated.clone(),
+            ));
         }
         Ok(())
     }
@@ -540,6 +596,15 @@ impl EventLoop {
             .map(|b| b.num_entries())
             .sum()
     }
+}
+
+/// The IP of a remote multiaddr.
+fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
 }
 
 /// Listen addresses worth dialling: not the unspecified address.

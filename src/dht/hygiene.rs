@@ -1,18 +1,23 @@
 //! What a storage node keeps, beyond "is this record valid" (`record`):
-//! expired records are purged on a timer rather than when next read (so a
-//! flood that has expired frees its slots at once), and when the store is
-//! full a new valid record takes the place of one held for the heaviest
-//! source (the peer that sent the most records held now), never one of a
-//! source that holds few. A flood from one peer then only displaces its own
-//! records; other publishers keep theirs and can still add new keys. The
-//! sending peer counts, not the address: on one machine (or behind one NAT)
-//! every peer shares an address.
+//! - expired records are purged on a timer rather than when next read (so
+//!   a flood that has expired frees its slots at once);
+//! - when the store is full, a new valid record takes the place of one held
+//!   for the heaviest source, never one of a source that holds few. A
+//!   source is the sending address *and* the sending peer: an address
+//!   holding more than the newcomer's (many peer ids on one machine) gives
+//!   way first; among peers of one address (every test peer on 127.0.0.1,
+//!   or one NAT) the peer holding the most does. A flood from one machine
+//!   or one peer then only displaces its own records;
+//! - the highest `seq` seen per (key, publisher) is remembered in a bounded
+//!   LRU ([`SeqMemory`]), so a captured record replayed after any number of
+//!   other writes to its key is still refused.
 //!
 //! Our own records (put locally by the publisher) have no source here and
 //! are never pushed out. This module does no I/O and logs nothing; the
 //! event loop counts what it reports.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use libp2p::kad::store::{MemoryStore, RecordStore};
@@ -21,30 +26,122 @@ use libp2p::PeerId;
 
 use crate::tally::Tally;
 
-/// Which peer sent each record held for others, and how many each holds.
+/// Where a record held for others came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub peer: PeerId,
+    /// The sending connection's IP, when known.
+    pub ip: Option<IpAddr>,
+}
+
+/// Which source sent each record held for others, and how many each holds.
 #[derive(Default)]
 pub struct Sources {
-    by_key: HashMap<RecordKey, PeerId>,
+    by_key: HashMap<RecordKey, Source>,
     counts: Tally<PeerId>,
+    ips: Tally<IpAddr>,
 }
 
 impl Sources {
-    fn set(&mut self, key: RecordKey, source: PeerId) {
+    fn set(&mut self, key: RecordKey, source: Source) {
         if let Some(old) = self.by_key.insert(key, source) {
-            self.counts.sub(old);
+            self.uncount(old);
         }
-        self.counts.add(source);
+        self.counts.add(source.peer);
+        if let Some(ip) = source.ip {
+            self.ips.add(ip);
+        }
+    }
+
+    fn uncount(&mut self, old: Source) {
+        self.counts.sub(old.peer);
+        if let Some(ip) = old.ip {
+            self.ips.sub(ip);
+        }
     }
 
     fn forget(&mut self, key: &RecordKey) {
         if let Some(old) = self.by_key.remove(key) {
-            self.counts.sub(old);
+            self.uncount(old);
         }
     }
 
     /// Records held now that `peer` sent.
     pub fn held_for(&self, peer: &PeerId) -> usize {
         self.counts.get(peer)
+    }
+
+    /// The record to give way for a newcomer from `source`, if any: one of
+    /// a heavier address first, else one of the heaviest peer (see the
+    /// module header).
+    fn victim(&self, source: &Source) -> Option<RecordKey> {
+        let of = |pred: &dyn Fn(&Source) -> bool| {
+            // Within the chosen group, the record whose peer holds the most.
+            self.by_key
+                .iter()
+                .filter(|(_, s)| pred(s))
+                .max_by_key(|(_, s)| self.counts.get(&s.peer))
+                .map(|(k, _)| k.clone())
+        };
+        if let Some((ip, held)) = self.ips.heaviest() {
+            let mine = source.ip.map_or(0, |i| self.ips.get(&i));
+            if Some(ip) != source.ip && mine + 1 < held {
+                return of(&|s| s.ip == Some(ip));
+            }
+        }
+        let (heavy, held) = self.counts.heaviest()?;
+        if heavy == source.peer || self.held_for(&source.peer) + 1 >= held {
+            return None;
+        }
+        of(&|s| s.peer == heavy)
+    }
+}
+
+/// How many (key, publisher) pairs [`SeqMemory`] remembers.
+pub const SEQ_MEMORY: usize = 4096;
+
+/// The highest `seq` seen per (key, publisher), least recently used
+/// forgotten first.
+#[derive(Default)]
+pub struct SeqMemory {
+    seen: HashMap<(RecordKey, String), (u64, u64)>,
+    /// Use tick → entry, oldest first.
+    order: BTreeMap<u64, (RecordKey, String)>,
+    tick: u64,
+}
+
+impl SeqMemory {
+    /// Notes `seq` from `publisher` under `key`; `Err(highest)` when a
+    /// higher one was seen before (a replay).
+    pub fn note(&mut self, key: &RecordKey, publisher: &str, seq: u64) -> Result<(), u64> {
+        let id = (key.clone(), publisher.to_string());
+        self.tick += 1;
+        let highest = match self.seen.get(&id) {
+            Some(&(high, used)) => {
+                self.order.remove(&used);
+                high.max(seq)
+            }
+            None => seq,
+        };
+        self.seen.insert(id.clone(), (highest, self.tick));
+        self.order.insert(self.tick, id);
+        while self.seen.len() > SEQ_MEMORY {
+            let Some((_, old)) = self.order.pop_first() else {
+                break;
+            };
+            self.seen.remove(&old);
+        }
+        if seq < highest {
+            Err(highest)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// How many pairs are remembered.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.seen.len()
     }
 }
 
@@ -62,7 +159,7 @@ pub enum Placed {
 pub fn store_fairly(
     store: &mut MemoryStore,
     sources: &mut Sources,
-    source: PeerId,
+    source: Source,
     record: Record,
 ) -> Placed {
     let key = record.key.clone();
@@ -76,18 +173,7 @@ pub fn store_fairly(
         // this is the same verdict by another name.
         Err(_) => return Placed::Quota,
     }
-    let Some((heavy, held)) = sources.counts.heaviest() else {
-        return Placed::Quota;
-    };
-    if heavy == source || sources.held_for(&source) + 1 >= held {
-        return Placed::Quota;
-    }
-    let Some(victim) = sources
-        .by_key
-        .iter()
-        .find(|(_, p)| **p == heavy)
-        .map(|(k, _)| k.clone())
-    else {
+    let Some(victim) = sources.victim(&source) else {
         return Placed::Quota;
     };
     store.remove(&victim);
@@ -142,23 +228,35 @@ mod tests {
         r
     }
 
+    /// A peer on 127.0.0.1, like every test peer.
+    fn local(peer: PeerId) -> Source {
+        Source {
+            peer,
+            ip: Some(IpAddr::from([127, 0, 0, 1])),
+        }
+    }
+
     #[test]
     fn a_flooding_peer_only_displaces_its_own_records() {
         let (mut s, mut src) = (store(10), Sources::default());
-        let (flood, honest, other) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let (flood, honest, other) = (
+            local(PeerId::random()),
+            local(PeerId::random()),
+            local(PeerId::random()),
+        );
         store_fairly(&mut s, &mut src, honest, record("honest-1", None));
         for i in 0..20 {
             store_fairly(&mut s, &mut src, flood, record(&format!("f{i}"), None));
         }
         // The store filled up; the flood's extra records were refused.
-        assert_eq!(src.held_for(&flood), 9);
+        assert_eq!(src.held_for(&flood.peer), 9);
         assert!(s.get(&RecordKey::new(&"honest-1")).is_some());
         // A new honest key takes a flood record's place.
         assert_eq!(
             store_fairly(&mut s, &mut src, other, record("other-1", None)),
             Placed::Evicted
         );
-        assert_eq!(src.held_for(&flood), 8);
+        assert_eq!(src.held_for(&flood.peer), 8);
         assert_eq!(
             store_fairly(&mut s, &mut src, flood, record("f-more", None)),
             Placed::Quota
@@ -174,7 +272,7 @@ mod tests {
     fn expired_records_are_purged_and_free_their_slots() {
         let (mut s, mut src) = (store(4), Sources::default());
         let now = Instant::now();
-        let peer = PeerId::random();
+        let peer = local(PeerId::random());
         for i in 0..3 {
             let r = record(&format!("old{i}"), Some(now - Duration::from_secs(1)));
             store_fairly(&mut s, &mut src, peer, r);
@@ -186,7 +284,47 @@ mod tests {
             record("fresh", Some(now + Duration::from_secs(60))),
         );
         assert_eq!(purge_expired(&mut s, &mut src, now), 3);
-        assert_eq!(src.held_for(&peer), 1);
+        assert_eq!(src.held_for(&peer.peer), 1);
         assert_eq!(s.records().count(), 1);
+    }
+
+    #[test]
+    fn many_peer_ids_on_one_address_are_one_heavy_source() {
+        let (mut s, mut src) = (store(10), Sources::default());
+        let sybil_ip = Some(IpAddr::from([192, 0, 2, 66]));
+        for i in 0..20 {
+            let sybil = Source {
+                peer: PeerId::random(),
+                ip: sybil_ip,
+            };
+            store_fairly(&mut s, &mut src, sybil, record(&format!("s{i}"), None));
+        }
+        // Each sybil peer holds one record, yet a newcomer from another
+        // address gets in, in the place of one of theirs.
+        let honest = Source {
+            peer: PeerId::random(),
+            ip: Some(IpAddr::from([192, 0, 2, 10])),
+        };
+        assert_eq!(
+            store_fairly(&mut s, &mut src, honest, record("honest", None)),
+            Placed::Evicted
+        );
+        assert!(s.get(&RecordKey::new(&"honest")).is_some());
+    }
+
+    #[test]
+    fn a_replay_is_refused_whatever_was_written_in_between() {
+        let mut m = SeqMemory::default();
+        let key = RecordKey::new(&"/phase/stable/arm64/manifest");
+        assert_eq!(m.note(&key, "genuine", 5), Ok(()));
+        assert_eq!(m.note(&key, "genuine", 6), Ok(()));
+        assert_eq!(m.note(&key, "attacker", 1), Ok(()));
+        assert_eq!(m.note(&key, "genuine", 5), Err(6));
+        // Bounded: the oldest pairs are forgotten first.
+        for i in 0..SEQ_MEMORY {
+            m.note(&RecordKey::new(&format!("k{i}")), "p", 1).unwrap();
+        }
+        assert_eq!(m.len(), SEQ_MEMORY);
+        assert_eq!(m.note(&key, "genuine", 5), Ok(()));
     }
 }

@@ -71,6 +71,9 @@ pub struct DhtConfig {
     pub role: Role,
     /// Identify agent version, e.g. `plasmd/0.1.0`.
     pub agent: String,
+    /// When not empty, records of other publishers are not stored
+    /// (`plasmd node --trust`).
+    pub trusted_publishers: Vec<PeerId>,
 }
 
 /// A record found by a lookup, with the peer that returned it (`None`: our
