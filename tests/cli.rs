@@ -139,6 +139,69 @@ fn bad_input_is_refused_with_exit_2_and_a_message_naming_it() {
 }
 
 #[test]
+fn release_commands_refuse_bad_input_with_exit_2() {
+    let dir = TempDir::new("cli-release");
+    let root = artifacts(dir.path());
+    let rel = root.join("stable/arm64");
+    let rel = rel.to_str().unwrap();
+    let (p, k) = (dir.path().join("f.pub"), dir.path().join("f.key"));
+    let (p, k) = (p.to_str().unwrap(), k.to_str().unwrap());
+    fails_with(&["release", "frob"], "keygen, sign or verify");
+    fails_with(&["release", "keygen", "-p", p], "-s SECFILE");
+    fails_with(&["release", "sign", rel], "-s SECFILE");
+    fails_with(
+        &["release", "sign", "-s", "/nonexistent.key", rel],
+        "/nonexistent.key",
+    );
+    fails_with(&["release", "sign", "-s", "/etc/hostname", rel], "minisign");
+    assert_eq!(
+        run(PLASMD, &["release", "keygen", "-p", p, "-s", k]).code,
+        0
+    );
+    fails_with(
+        &["release", "sign", "-s", k],
+        "<artifacts>/<channel>/<arch>",
+    );
+    fails_with(
+        &[
+            "release",
+            "sign",
+            "-s",
+            k,
+            "--release-seq",
+            "18446744073709551616",
+            rel,
+        ],
+        "--release-seq",
+    );
+    fails_with(
+        &["release", "sign", "-s", k, "--version", "a\tb", rel],
+        "--version",
+    );
+    fails_with(
+        &["release", "sign", "-s", k, "/nonexistent/stable/arm64"],
+        "/nonexistent",
+    );
+    fails_with(&["release", "verify", "-p", p], "directory");
+    fails_with(
+        &[
+            "serve",
+            "--artifacts",
+            root.to_str().unwrap(),
+            "--sign-key",
+            "/nonexistent.key",
+            "--check-config",
+        ],
+        "--sign-key",
+    );
+    fails_with(
+        &["node", "--trust", "not-a-peer"],
+        "[p2p] trusted_publishers",
+    );
+    fails_with(&["id", "--identity", k, "--trust", "x"], "--trust");
+}
+
+#[test]
 fn phase_discover_refuses_bad_usage_with_exit_2() {
     // A valid lookup with `extra` on the end.
     let lookup = |extra: &[&'static str]| -> Vec<&'static str> {
@@ -170,6 +233,13 @@ fn phase_discover_refuses_bad_usage_with_exit_2() {
             "use 1 to 86400 seconds",
         ),
         (vec!["--what"], "what"),
+        (
+            lookup(&["--release-key", "/nonexistent/fleet.pub"]),
+            "/nonexistent/fleet.pub",
+        ),
+        (lookup(&["--release-key", "/etc/hostname"]), "minisign"),
+        (lookup(&["--state", "/tmp"]), "needs --release-key"),
+        (lookup(&["--allow-downgrade"]), "--state"),
     ] {
         let r = run(DISCOVER, &args);
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);

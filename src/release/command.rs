@@ -25,12 +25,12 @@ pub enum CommandError {
 }
 
 impl CommandError {
-    /// 3 when something did not verify, 1 when a write failed, else 2.
+    /// 3 when something did not verify, 1 when writing the release
+    /// failed, else 2 (a key file or directory the user named is wrong).
     pub fn exit_code(&self) -> u8 {
         match self {
             CommandError::Verify(..) => 3,
             CommandError::Sign(SignError::Write(..)) => 1,
-            CommandError::Key(minisign::MinisignError::Io(..)) => 1,
             _ => 2,
         }
     }

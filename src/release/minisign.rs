@@ -85,7 +85,7 @@ impl PublicKey {
     pub fn from_base64(line: &str) -> Result<Self, String> {
         let bin = B64
             .decode(line.trim())
-            .map_err(|_| "not base64".to_string())?;
+            .map_err(|_| "not a minisign public key: the key line is not base64".to_string())?;
         if bin.len() != 42 || bin[..2] != ALG_ED {
             return Err("not an Ed25519 minisign public key (42 bytes starting \"Ed\")".into());
         }
@@ -178,9 +178,12 @@ impl SecretKey {
     /// Reads a secret key file.
     pub fn load(path: &Path) -> Result<Self, MinisignError> {
         let line = key_line(path, "secret")?;
-        let bin = B64
-            .decode(line)
-            .map_err(|_| format_err(path, "the key line is not base64"))?;
+        let bin = B64.decode(line).map_err(|_| {
+            format_err(
+                path,
+                "not a minisign secret key: the key line is not base64",
+            )
+        })?;
         // sig_alg(2) kdf_alg(2) chk_alg(2) salt(32) opslimit(8) memlimit(8)
         // key id(8) secret key(64) checksum(32)
         if bin.len() != 158 || bin[..2] != ALG_ED || bin[4..6] != CHK_B2 {
