@@ -21,9 +21,11 @@
 //! - [`fetch`]: `phase-discover --fetch`, record → manifest → verified bytes
 //! - [`choose`]: with release keys, which found providers a board may use
 //! - [`provider`], [`discover`]: the commands, wiring the above together
+//! - [`boot`]: `phase-boot`, the stage 1 that finds, verifies and kexecs a release
 
 pub mod beneath;
 pub mod board;
+pub mod boot;
 pub mod choose;
 pub mod config;
 pub mod dht;

@@ -93,6 +93,20 @@ pub struct Manifest {
     pub release: Option<ReleaseTag>,
 }
 
+/// What a release boots: the manifest's optional `boot` object, covered by
+/// the release signature. Names are artifacts of the same manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootSpec {
+    pub kernel: String,
+    pub initrd: Option<String>,
+    pub dtb: Option<String>,
+    /// The booted kernel's command line.
+    pub cmdline: Option<String>,
+}
+
+/// Longest `boot.cmdline` (the arm64 kernel's own limit is 2048 bytes).
+pub const MAX_BOOT_CMDLINE: usize = 2048;
+
 /// A signed release as the DHT record advertises it: a hint for readers
 /// (they verify the manifest itself), covered by the record signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,7 +367,7 @@ impl Catalog {
             (Some((path, file)), _) => load_shipped(&path, file, artifacts, signature)?,
             (None, Some(key)) => {
                 let seq = u64::try_from(newest_change).unwrap_or(0);
-                let mut m = render(ca, None, Some((seq, seq)), artifacts);
+                let mut m = render(ca, None, Some((seq, seq)), None, artifacts);
                 let sig = key
                     .sign(&m.json, &trusted_comment(seq))
                     .map_err(|e| ManifestError::BadManifest(dir.clone(), e.to_string()))?;
@@ -364,7 +378,7 @@ impl Catalog {
                 m.signature = Some(sig.into_bytes());
                 m
             }
-            (None, None) => render(ca, None, None, artifacts),
+            (None, None) => render(ca, None, None, None, artifacts),
         };
         Ok(Arc::new(manifest))
     }
@@ -523,6 +537,7 @@ pub fn render(
     ca: &ChannelArch,
     version: Option<&str>,
     release: Option<(u64, u64)>,
+    boot: Option<&BootSpec>,
     artifacts: BTreeMap<String, Artifact>,
 ) -> Manifest {
     let version = version.map_or_else(|| content_version(&artifacts), str::to_string);
@@ -537,6 +552,19 @@ pub fn render(
             "  \"release_seq\": {seq},\n  \"created\": \"{}\",\n",
             crate::record::rfc3339_secs(created)
         ));
+    }
+    if let Some(b) = boot {
+        let mut fields = vec![format!("\"kernel\": {}", json_string(&b.kernel))];
+        for (name, value) in [
+            ("initrd", &b.initrd),
+            ("dtb", &b.dtb),
+            ("cmdline", &b.cmdline),
+        ] {
+            if let Some(v) = value {
+                fields.push(format!("\"{name}\": {}", json_string(v)));
+            }
+        }
+        json.push_str(&format!("  \"boot\": {{{}}},\n", fields.join(", ")));
     }
     json.push_str("  \"artifacts\": [");
     for (i, a) in artifacts.values().enumerate() {

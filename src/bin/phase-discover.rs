@@ -1,4 +1,6 @@
 //! `phase-discover`: find a provider's manifest URL through the DHT.
+//! Run as `phase-boot` (a link to this binary, so a stage-1 image carries
+//! one copy of libp2p), it is the stage 1 that boots a board: see `boot`.
 //!
 //! Exit codes: 0 found (and fetched), 2 nothing found before the timeout
 //! or bad usage, 3 a download or release did not verify or is older than
@@ -13,6 +15,10 @@ use plasmd::release::floor::Floor;
 use plasmd::{choose, discover};
 
 fn main() -> ExitCode {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name() == Some("phase-boot".as_ref()) {
+        return phase_boot();
+    }
     let mut cfg = match config::parse_discover(std::env::args_os().skip(1)) {
         Ok(DiscoverCommand::Run(cfg)) => cfg,
         Ok(DiscoverCommand::Print(text)) => {
@@ -196,4 +202,52 @@ fn print<'a>(
 fn fail(code: u8, msg: &str) -> ExitCode {
     eprintln!("phase-discover: error: {msg}");
     ExitCode::from(code)
+}
+
+const PHASE_BOOT_HELP: &str = "\
+phase-boot: the stage 1 of a netbooting board: find a provider, verify the release, kexec into it
+
+Usage: phase-boot [--cmdline STRING]
+
+Reads its settings from the kernel command line (/proc/cmdline, or --cmdline):
+  phase.channel=C           the channel to boot (required)
+  phase.arch=A              the architecture (default: the running one)
+  phase.release_key=BASE64  a release key (the second line of a minisign .pub file),
+                            repeatable; keys in /etc/phase/release-keys/*.pub count too
+  phase.mdns=0|1            find providers on the LAN by mDNS (default 1)
+  phase.bootstrap=MULTIADDR a DHT peer to ask, repeatable
+  phase.state=LABEL         a partition holding the rollback floor
+  phase.timeout=SECS        one lookup round (default 15)
+Runs until it has kexec'd into a verified release; never gives up.
+";
+
+/// `phase-boot`: the stage 1 (see `plasmd::boot`).
+fn phase_boot() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mut cmdline = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{PHASE_BOOT_HELP}");
+                return ExitCode::SUCCESS;
+            }
+            "--cmdline" => cmdline = args.next(),
+            other => {
+                return fail(
+                    2,
+                    &format!("phase-boot: unknown argument {other:?} (see --help)"),
+                )
+            }
+        }
+    }
+    plasmd::init_logging("warn");
+    let cmdline = match cmdline {
+        Some(c) => c,
+        None => match std::fs::read_to_string("/proc/cmdline") {
+            Ok(c) => c,
+            Err(e) => return fail(1, &format!("/proc/cmdline: {e}")),
+        },
+    };
+    let why = plasmd::boot::run(&cmdline);
+    fail(1, &why)
 }

@@ -14,9 +14,12 @@ Usage:
   plasmd release keygen -p PUBFILE -s SECFILE
       make a key pair: PUBFILE is a minisign public key (flash it into boards), SECFILE
       the secret key, UNENCRYPTED, mode 0600 (keep it offline). Never overwrites.
-  plasmd release sign -s SECFILE [--version V] [--release-seq N] <artifacts>/<channel>/<arch>
+  plasmd release sign -s SECFILE [--version V] [--release-seq N]
+                    [--kernel NAME [--initrd NAME] [--dtb NAME] [--cmdline STRING]]
+                    <artifacts>/<channel>/<arch>
       write a canonical manifest.json of the files there (name, size, sha256, version,
-      release_seq, channel, arch, created) and manifest.json.minisig next to it.
+      release_seq, channel, arch, created, and with --kernel what phase-boot boots)
+      and manifest.json.minisig next to it.
       release_seq defaults to max(previous + 1, current Unix time): it only grows.
   plasmd release verify -p PUBFILE <artifacts>/<channel>/<arch>
       check manifest.json against manifest.json.minisig and the files, as a board would
@@ -90,6 +93,31 @@ pub fn parse(p: &mut lexopt::Parser) -> Result<ReleaseCommand, ConfigError> {
                     ))
                 })?);
             }
+            Long(name @ ("kernel" | "initrd" | "dtb")) if sub == "sign" => {
+                let name = name.to_string();
+                let v = string(p, &format!("--{name}"))?;
+                if !crate::manifest::is_safe_file_name(&v) {
+                    return Err(ConfigError::Invalid(format!(
+                        "--{name} {v:?}: not a file name"
+                    )));
+                }
+                let b = opts.boot.get_or_insert_with(Default::default);
+                match name.as_str() {
+                    "kernel" => b.kernel = v,
+                    "initrd" => b.initrd = Some(v),
+                    _ => b.dtb = Some(v),
+                }
+            }
+            Long("cmdline") if sub == "sign" => {
+                let v = string(p, "--cmdline")?;
+                if v.len() > crate::manifest::MAX_BOOT_CMDLINE || v.chars().any(char::is_control) {
+                    return Err(ConfigError::Invalid(format!(
+                        "--cmdline: at most {} printable bytes",
+                        crate::manifest::MAX_BOOT_CMDLINE
+                    )));
+                }
+                opts.boot.get_or_insert_with(Default::default).cmdline = Some(v);
+            }
             Value(v) if sub != "keygen" && dir.is_none() => dir = Some(v.into()),
             other => {
                 return Err(ConfigError::Args(format!(
@@ -98,6 +126,11 @@ pub fn parse(p: &mut lexopt::Parser) -> Result<ReleaseCommand, ConfigError> {
                 )))
             }
         }
+    }
+    if opts.boot.as_ref().is_some_and(|b| b.kernel.is_empty()) {
+        return Err(ConfigError::Args(
+            "--initrd, --dtb and --cmdline describe a boot: give --kernel NAME too".into(),
+        ));
     }
     let need = |v: Option<PathBuf>, what: &str| {
         v.ok_or_else(|| ConfigError::Args(format!("plasmd release {sub} needs {what}")))

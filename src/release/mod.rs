@@ -164,6 +164,18 @@ impl ReleaseKeys {
         Ok(ReleaseKeys(keys))
     }
 
+    /// Adds keys (e.g. given on a kernel command line).
+    pub fn extend(
+        &mut self,
+        keys: impl IntoIterator<Item = PublicKey>,
+    ) -> Result<(), ReleaseError> {
+        self.0.extend(keys);
+        if self.0.len() > MAX_RELEASE_KEYS {
+            return Err(ReleaseError::TooManyKeys);
+        }
+        Ok(())
+    }
+
     /// True when no key is configured (releases are not checked).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::minisign::SecretKey;
 use super::{read_fields, split_release_dir, Release, ReleaseError, SIGNATURE_NAME};
-use crate::manifest::{render, trusted_comment, Catalog, MANIFEST_NAME};
+use crate::manifest::{render, trusted_comment, BootSpec, Catalog, MANIFEST_NAME};
 use crate::record::unix_now;
 
 /// Errors of `plasmd release sign`.
@@ -40,6 +40,8 @@ pub struct SignOptions {
     pub version: Option<String>,
     /// `--release-seq`; default: max(previous + 1, now).
     pub release_seq: Option<u64>,
+    /// `--kernel`, `--initrd`, `--dtb`, `--cmdline`: what the release boots.
+    pub boot: Option<BootSpec>,
 }
 
 /// Signs `dir` with `key`; returns the release written.
@@ -74,10 +76,21 @@ pub fn sign_dir(key: &SecretKey, dir: &Path, opts: &SignOptions) -> Result<Relea
         (Some(asked), _) => asked,
         (None, prev) => prev.map_or(now, |p| p.saturating_add(1).max(now)),
     };
+    if let Some(b) = &opts.boot {
+        for name in [Some(&b.kernel), b.initrd.as_ref(), b.dtb.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if !current.artifacts.contains_key(name) {
+                return Err(bad(&format!("boot file {name:?} is not in the directory")));
+            }
+        }
+    }
     let manifest = render(
         &ca,
         opts.version.as_deref(),
         Some((release_seq, now)),
+        opts.boot.as_ref(),
         current.artifacts.clone(),
     );
     let sig = key

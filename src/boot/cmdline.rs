@@ -1,0 +1,176 @@
+//! `phase.*` settings from the kernel command line (`/proc/cmdline`), the
+//! only configuration a stage-1 board has: `phase.channel=`, `phase.arch=`
+//! (default: the running architecture), `phase.bootstrap=` (repeatable),
+//! `phase.mdns=0|1` (default 1), `phase.release_key=` (the base64 line of
+//! a minisign public key; repeatable), `phase.state=LABEL`,
+//! `phase.timeout=SECS` (one lookup round). Other words are the kernel's
+//! and are ignored; a `phase.` word we do not know is an error, so a typo
+//! does not silently fall back to a default.
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+use crate::record::check_name;
+use crate::release::minisign::PublicKey;
+
+/// Longest command line we read (the kernel's own limit is a few KiB).
+const MAX_CMDLINE: usize = 64 * 1024;
+/// Default and largest `phase.timeout`.
+const DEFAULT_ROUND: u64 = 15;
+const MAX_ROUND: u64 = 3600;
+
+/// A bad `phase.*` word: the board says so on the console and keeps
+/// waiting (there is no one to read an exit code).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CmdlineError {
+    #[error("{0}")]
+    Bad(String),
+}
+
+/// The settings read from the command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub channel: String,
+    pub arch: String,
+    pub bootstrap: Vec<Multiaddr>,
+    pub mdns: bool,
+    /// Keys given inline (`phase.release_key=`).
+    pub release_keys: Vec<PublicKey>,
+    /// Label of a small partition holding the rollback floor.
+    pub state_label: Option<String>,
+    /// How long one lookup round lasts before trying again.
+    pub round: Duration,
+}
+
+/// The architecture name boards use for the machine this runs on.
+pub fn running_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        "x86_64" => "amd64",
+        "arm" => "armhf",
+        other => other,
+    }
+}
+
+/// Parses a kernel command line.
+pub fn parse(cmdline: &str) -> Result<Settings, CmdlineError> {
+    let bad = |m: String| CmdlineError::Bad(m);
+    if cmdline.len() > MAX_CMDLINE {
+        return Err(bad("the kernel command line is too long".into()));
+    }
+    let (mut channel, mut arch) = (None, None);
+    let mut s = Settings {
+        channel: String::new(),
+        arch: String::new(),
+        bootstrap: Vec::new(),
+        mdns: true,
+        release_keys: Vec::new(),
+        state_label: None,
+        round: Duration::from_secs(DEFAULT_ROUND),
+    };
+    for word in cmdline.split_ascii_whitespace() {
+        let Some(setting) = word.strip_prefix("phase.") else {
+            continue;
+        };
+        let (name, value) = setting
+            .split_once('=')
+            .ok_or_else(|| bad(format!("phase.{setting}: expected phase.{setting}=VALUE")))?;
+        match name {
+            "channel" => channel = Some(value.to_string()),
+            "arch" => arch = Some(value.to_string()),
+            "bootstrap" => s.bootstrap.push(
+                value
+                    .parse()
+                    .map_err(|e| bad(format!("phase.bootstrap={value}: not a multiaddr: {e}")))?,
+            ),
+            "mdns" => {
+                s.mdns = match value {
+                    "1" | "on" | "yes" | "true" => true,
+                    "0" | "off" | "no" | "false" => false,
+                    _ => return Err(bad(format!("phase.mdns={value}: use 1 or 0"))),
+                }
+            }
+            "release_key" => s.release_keys.push(
+                PublicKey::from_base64(value)
+                    .map_err(|e| bad(format!("phase.release_key: {e}")))?,
+            ),
+            "state" => {
+                if value.is_empty() || value.len() > 64 || value.contains(['/', '\0']) {
+                    return Err(bad(format!("phase.state={value}: not a partition label")));
+                }
+                s.state_label = Some(value.to_string())
+            }
+            "timeout" => {
+                let secs: u64 = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_ROUND).contains(n))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "phase.timeout={value}: use 1 to {MAX_ROUND} seconds"
+                        ))
+                    })?;
+                s.round = Duration::from_secs(secs);
+            }
+            _ => return Err(bad(format!("phase.{name}: unknown setting"))),
+        }
+    }
+    s.channel =
+        channel.ok_or_else(|| bad("no phase.channel= on the kernel command line".into()))?;
+    s.arch = arch.unwrap_or_else(|| running_arch().to_string());
+    check_name("channel", &s.channel).map_err(|e| bad(format!("phase.channel: {e}")))?;
+    check_name("arch", &s.arch).map_err(|e| bad(format!("phase.arch: {e}")))?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_board_command_line_gives_the_settings() {
+        let key = crate::release::minisign::SecretKey::generate();
+        let line = key.public_file().lines().nth(1).unwrap().to_string();
+        let s = parse(&format!(
+            "console=ttyAMA0 quiet phase.channel=stable phase.mdns=0 \
+             phase.bootstrap=/ip4/192.0.2.1/tcp/4001 phase.release_key={line} \
+             phase.state=PHASESTATE phase.timeout=5"
+        ))
+        .unwrap();
+        assert_eq!(
+            (s.channel.as_str(), s.arch.as_str()),
+            ("stable", running_arch())
+        );
+        assert!(!s.mdns);
+        assert_eq!(s.bootstrap.len(), 1);
+        assert_eq!(s.release_keys[0].id, key.id);
+        assert_eq!(s.state_label.as_deref(), Some("PHASESTATE"));
+        assert_eq!(s.round, Duration::from_secs(5));
+        // Defaults: mDNS on, the running arch.
+        let d = parse("phase.channel=testing phase.arch=arm64").unwrap();
+        assert!(d.mdns && d.arch == "arm64" && d.release_keys.is_empty());
+    }
+
+    #[test]
+    fn bad_words_are_errors_naming_them() {
+        for (line, needle) in [
+            ("root=/dev/sda", "no phase.channel"),
+            ("phase.channel=../x", "phase.channel"),
+            ("phase.channel=s phase.chanel=t", "phase.chanel"),
+            ("phase.channel=s phase.mdns=maybe", "phase.mdns"),
+            ("phase.channel=s phase.timeout=0", "phase.timeout"),
+            (
+                "phase.channel=s phase.timeout=99999999999999999999",
+                "phase.timeout",
+            ),
+            ("phase.channel=s phase.release_key=abc", "phase.release_key"),
+            ("phase.channel=s phase.bootstrap=nope", "phase.bootstrap"),
+            ("phase.channel=s phase.state=a/b", "phase.state"),
+            ("phase.channel", "expected"),
+        ] {
+            let e = parse(line).unwrap_err().to_string();
+            assert!(e.contains(needle), "{line}: {e}");
+        }
+    }
+}
