@@ -1,0 +1,131 @@
+//! Boards booting from what they discover, under QEMU arm64: the board
+//! image serves a release signed by a test key, a second guest boots the
+//! phase-boot stage 1 with only its channel, arch and the release key on
+//! the kernel command line, and must kexec into the release (its stage 2
+//! prints a marker chosen at random) or refuse it and say why. Each case
+//! is one run of `image/try-boot`, the script a user runs to try this by
+//! hand; the two guests share a virtual LAN inside a network namespace the
+//! script creates and removes, so nothing leaves the machine.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// One `image/try-boot` run; stopped with SIGTERM (so the script removes
+/// its guests and namespace) if the test ends first.
+struct TryBoot(Proc);
+
+impl TryBoot {
+    fn run(args: &[&str]) -> (i32, String) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/image/try-boot");
+        let mut all = vec![script];
+        all.extend_from_slice(args);
+        let mut t = TryBoot(Proc::spawn_env(
+            "try-boot",
+            "bash",
+            &all,
+            &[("PLASMD", PLASMD)],
+        ));
+        let status = t.0.wait_exit(Duration::from_secs(400));
+        thread_sleep_ms(100);
+        let out = format!("{}{}", t.0.stdout(), t.0.stderr());
+        let code = status.and_then(|s| s.code()).unwrap_or(-1);
+        (code, out)
+    }
+}
+
+impl Drop for TryBoot {
+    fn drop(&mut self) {
+        if self.0.wait_exit(Duration::ZERO).is_none() {
+            self.0.signal(15);
+            let _ = self.0.wait_exit(Duration::from_secs(10));
+        }
+    }
+}
+
+fn thread_sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// The line of `out` containing `needle`, for the report.
+fn line_with<'a>(out: &'a str, needle: &str) -> &'a str {
+    out.lines().find(|l| l.contains(needle)).unwrap_or("")
+}
+
+#[test]
+#[ignore = "boots two arm64 guests under QEMU several times (3-4 min); run by tests/run"]
+fn boards_find_verify_and_kexec_into_the_signed_release_and_refuse_anything_else() {
+    assert!(is_root(), "needs root for its network namespace");
+    assert!(
+        Command::new("ip").arg("-V").output().is_ok(),
+        "needs iproute2"
+    );
+
+    // Zero-config: mDNS on the LAN, nothing but channel, arch and key given.
+    let (code, out) = TryBoot::run(&["--marker", "zero-config-boot-ok", "--timeout", "180"]);
+    assert_eq!(code, 0, "{out}");
+    for step in [
+        "found 1 provider",
+        "verified",
+        "kexec into stable/arm64",
+        "stage 2 up: zero-config-boot-ok",
+    ] {
+        assert!(out.contains(step), "{step:?} missing:\n{out}");
+    }
+    println!("mDNS: {}", line_with(&out, "marker seen"));
+
+    // The DHT path: no mDNS, a bootstrap address.
+    let (code, out) = TryBoot::run(&[
+        "--no-build",
+        "--dht",
+        "--marker",
+        "dht-boot-ok",
+        "--timeout",
+        "180",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("mDNS off, 1 bootstrap peer"), "{out}");
+    println!("DHT: {}", line_with(&out, "marker seen"));
+
+    // Refusals, each said on the console, and nothing booted.
+    for (flag, expect) in [
+        ("--other-key", "which is not a release key"),
+        ("--tamper", "verification failed: stage2.img has sha256"),
+    ] {
+        let (code, out) =
+            TryBoot::run(&["--no-build", flag, "--expect", expect, "--timeout", "120"]);
+        assert_eq!(code, 0, "{flag}: {out}");
+        println!("{flag}: {}", line_with(&out, expect).trim());
+    }
+    let (code, out) = TryBoot::run(&[
+        "--no-build",
+        "--state-floor",
+        "99999999999",
+        "--expect",
+        "is older than 99999999999",
+        "--timeout",
+        "120",
+    ]);
+    assert_eq!(code, 0, "rollback: {out}");
+    assert!(out.contains("rollback floor on"), "{out}");
+
+    // The provider appears 20 s after the board: the board keeps looking.
+    let (code, out) = TryBoot::run(&[
+        "--no-build",
+        "--provider-delay",
+        "20",
+        "--marker",
+        "late-provider-ok",
+        "--timeout",
+        "200",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("no provider of stable/arm64 found yet"),
+        "{out}"
+    );
+    println!("late provider: {}", line_with(&out, "marker seen"));
+}
