@@ -148,4 +148,48 @@ fn boards_find_verify_and_kexec_into_the_signed_release_and_refuse_anything_else
         "{out}"
     );
     println!("late provider: {}", line_with(&out, "marker seen"));
+
+    // The images for real boards are packed from the same stage 1.
+    let out = std::process::Command::new("bash")
+        .args([
+            concat!(env!("CARGO_MANIFEST_DIR"), "/image/build-boards"),
+            "--channel",
+            "stable",
+            "--key",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/target/try-boot/fleet.pub"),
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout).trim());
+    let boards = concat!(env!("CARGO_MANIFEST_DIR"), "/target/boards");
+    let mtype = |img: &str, file: &str| {
+        let o = std::process::Command::new("mtype")
+            .args(["-i", &format!("{boards}/{img}"), file])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let key = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/try-boot/fleet.pub"
+    ))
+    .unwrap();
+    let key = key.lines().nth(1).unwrap();
+    let cmdline = mtype("rpi/boot.img", "::/cmdline.txt");
+    assert!(
+        cmdline.contains("phase.channel=stable") && cmdline.contains(key),
+        "{cmdline}"
+    );
+    assert!(mtype("rpi/boot.img", "::/config.txt").contains("initramfs initramfs.gz followkernel"));
+    let extlinux = mtype("extlinux.img", "::/extlinux/extlinux.conf");
+    assert!(
+        extlinux.contains("initrd /initramfs.gz") && extlinux.contains(key),
+        "{extlinux}"
+    );
 }
