@@ -77,7 +77,8 @@ fn boards_find_verify_and_kexec_into_the_signed_release_and_refuse_anything_else
     }
     println!("mDNS: {}", line_with(&out, "marker seen"));
 
-    // The DHT path: no mDNS, a bootstrap address.
+    // The DHT path: no mDNS anywhere; the provider publishes through a
+    // `plasmd node` guest and the board bootstraps from it.
     let (code, out) = TryBoot::run(&[
         "--no-build",
         "--dht",
