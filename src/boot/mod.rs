@@ -94,8 +94,9 @@ pub fn run(cmdline: &str) -> String {
         cfg.release_keys.ids()
     ));
     let mut pause = Duration::from_secs(1);
+    let mut bad = BadReleases::default();
     loop {
-        match one_round(&cfg) {
+        match one_round(&cfg, &mut bad) {
             Ok(never) => match never {},
             Err(why) => say(&why),
         }
@@ -107,7 +108,10 @@ pub fn run(cmdline: &str) -> String {
 
 /// One lookup and, if a good release turns up, the kexec into it (which
 /// does not return). The error says why this round did not boot.
-fn one_round(cfg: &DiscoverConfig) -> Result<std::convert::Infallible, String> {
+fn one_round(
+    cfg: &DiscoverConfig,
+    bad: &mut BadReleases,
+) -> Result<std::convert::Infallible, String> {
     let mut floor = match &cfg.state {
         Some(dir) => Some(Floor::load(dir, false).map_err(|e| e.to_string())?),
         None => None,
@@ -129,6 +133,14 @@ fn one_round(cfg: &DiscoverConfig) -> Result<std::convert::Infallible, String> {
         say(&format!("refusing {url}: {why}"));
     }
     for provider in &choice.accepted {
+        let id = BadReleases::id(provider);
+        if bad.skips(&id) {
+            say(&format!(
+                "skipping {} for now: it served bytes that did not verify for this release",
+                provider.record.url
+            ));
+            continue;
+        }
         match fetch_boot_files(provider) {
             Ok(files) => {
                 if let Some(f) = floor.as_mut() {
@@ -148,7 +160,12 @@ fn one_round(cfg: &DiscoverConfig) -> Result<std::convert::Infallible, String> {
                 let e = kexec::boot(&files);
                 say(&format!("kexec failed: {e}"));
             }
-            Err(e) => say(&format!("from {}: {e}", provider.record.url)),
+            Err((mismatch, e)) => {
+                say(&format!("from {}: {e}", provider.record.url));
+                if mismatch {
+                    bad.remember(id);
+                }
+            }
         }
     }
     Err("no provider delivered a bootable, verified release".into())
@@ -162,19 +179,49 @@ pub struct BootFiles {
     pub cmdline: String,
 }
 
-/// Downloads the release's `boot` files into the work directory.
-fn fetch_boot_files(p: &Checked) -> Result<BootFiles, String> {
-    let boot = p
-        .boot
-        .as_ref()
-        .ok_or("its manifest names nothing to boot (no \"boot\" object)")?;
+/// Providers that served bytes not matching their signed release, by
+/// (URL, release_seq): not downloaded from again for that release for a
+/// while (a board would otherwise fetch the same bad 30 MiB every round),
+/// yet tried again later, in case their files were repaired. Bounded.
+#[derive(Default)]
+struct BadReleases(std::collections::HashMap<(String, u64), std::time::Instant>);
+
+impl BadReleases {
+    const MAX: usize = 256;
+    const FOR: Duration = Duration::from_secs(300);
+
+    fn skips(&self, id: &(String, u64)) -> bool {
+        self.0.get(id).is_some_and(|t| t.elapsed() < Self::FOR)
+    }
+
+    fn id(p: &Checked) -> (String, u64) {
+        let seq = p.release.as_ref().map_or(0, |r| r.release_seq);
+        (p.record.url.clone(), seq)
+    }
+
+    fn remember(&mut self, id: (String, u64)) {
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(id, std::time::Instant::now());
+    }
+}
+
+/// Downloads the release's `boot` files into the work directory. The error
+/// says whether the bytes were wrong (`true`) or the download failed.
+fn fetch_boot_files(p: &Checked) -> Result<BootFiles, (bool, String)> {
+    let boot = p.boot.as_ref().ok_or((
+        true,
+        "its manifest names nothing to boot (no \"boot\" object)".to_string(),
+    ))?;
     let dir = Path::new(WORK_DIR);
     // Nothing from an earlier attempt is trusted or kept.
     let _ = fs::remove_dir_all(dir);
-    fs::create_dir_all(dir).map_err(|e| format!("{WORK_DIR}: {e}"))?;
-    let get = |name: &str| -> Result<PathBuf, String> {
+    fs::create_dir_all(dir).map_err(|e| (false, format!("{WORK_DIR}: {e}")))?;
+    let get = |name: &str| -> Result<PathBuf, (bool, String)> {
         let out = dir.join(name);
-        fetch::fetch_artifact(&p.record, &p.artifacts, name, &out).map_err(|e| e.to_string())?;
+        fetch::fetch_artifact(&p.record, &p.artifacts, name, &out)
+            .map_err(|e| (e.is_mismatch(), e.to_string()))?;
         Ok(out)
     };
     let files = BootFiles {
