@@ -63,6 +63,7 @@ async fn lookup(cfg: &DiscoverConfig) -> Result<Vec<ManifestRecord>, DiscoverErr
         role: Role::Client,
         agent: format!("phase-discover/{}", env!("CARGO_PKG_VERSION")),
         trusted_publishers: Vec::new(),
+        metrics: None,
     })
     .await?;
     let dht_task = tokio::spawn(event_loop.run());

@@ -15,6 +15,7 @@
 //! - [`publisher`]: when to put, refresh, re-publish and un-publish
 //! - [`dht`]: the one owner of the libp2p swarm
 //! - [`http`]: the event-driven, bounded HTTP/1.1 server boards download from
+//! - [`metrics`]: the Prometheus registry every task records into
 //! - [`shutdown`]: SIGTERM/SIGINT → one signal every task waits on
 //! - [`statefile`]: state files replaced atomically (key, record seq)
 //! - [`tally`]: counts per key for fairness (HTTP addresses, DHT peers)
@@ -34,6 +35,7 @@ pub mod fetch;
 pub mod http;
 pub mod identity;
 pub mod manifest;
+pub mod metrics;
 pub mod provider;
 pub mod publisher;
 pub mod record;

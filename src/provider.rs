@@ -23,6 +23,7 @@ use crate::dht::{self, DhtConfig, DhtError, Role};
 use crate::http::{HttpError, HttpServer};
 use crate::identity::{self, IdentityError};
 use crate::manifest::{Catalog, ChannelArch};
+use crate::metrics::Metrics;
 use crate::publisher::{Publisher, SeqCounter, SeqError, Snapshot};
 use crate::shutdown::{self, Shutdown};
 
@@ -64,8 +65,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, ProviderError> {
         .map_err(ProviderError::Runtime)
 }
 
-fn dht_config(p2p: &P2pConfig, keypair: libp2p::identity::Keypair) -> DhtConfig {
+fn dht_config(
+    p2p: &P2pConfig,
+    keypair: libp2p::identity::Keypair,
+    metrics: Arc<Metrics>,
+) -> DhtConfig {
     DhtConfig {
+        metrics: Some(metrics),
         keypair,
         listen: p2p.listen.clone(),
         bootstrap: p2p.bootstrap.clone(),
@@ -123,7 +129,13 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
 
     // HTTP first: the URL we advertise must already answer.
     raise_fd_limit();
-    let http = HttpServer::start(cfg.http_listen, catalog.clone(), cfg.http_limits)?;
+    let metrics = Metrics::new();
+    let http = HttpServer::start(
+        cfg.http_listen,
+        catalog.clone(),
+        metrics.clone(),
+        cfg.http_limits,
+    )?;
     let base_url = match &cfg.external_url {
         Some(u) => u.clone(),
         None => derived_base_url(http.local_addr()),
@@ -133,7 +145,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
 
     let rt = runtime()?;
     let result = rt.block_on(async {
-        let (client, event_loop, addrs) = dht::start(dht_config(&cfg.p2p, keypair.clone())).await?;
+        let (client, event_loop, addrs) =
+            dht::start(dht_config(&cfg.p2p, keypair.clone(), metrics.clone())).await?;
         print_listen_addrs(&addrs);
         let dht_task = tokio::spawn(event_loop.run());
 
@@ -165,6 +178,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
                 dht: client.clone(),
                 http: http.probe(),
                 catalog: catalog.clone(),
+                metrics: metrics.clone(),
             },
             watchdog,
             notifier,
@@ -177,7 +191,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
             base_url.clone(),
             cfg.provider_name.clone(),
             cfg.dht,
-        );
+        )
+        .with_metrics(metrics.clone());
         let pub_task = tokio::spawn(publisher.run(snap_rx, shutdown.clone()));
 
         print_advertised(&cfg, &catalog, &base_url, &addrs, peer_id);
@@ -256,9 +271,22 @@ pub fn node(cfg: NodeConfig) -> Result<(), ProviderError> {
     let keypair = identity::load_or_create(&cfg.p2p.identity)?;
     let peer_id = keypair.public().to_peer_id();
     raise_fd_limit();
+    let metrics = Metrics::new();
+    // Storage nodes serve no artifacts: an HTTP server only for /metrics
+    // (and /healthz), and only when asked.
+    let http = match cfg.metrics_listen {
+        Some(addr) => {
+            let empty = Arc::new(Catalog::new(None, vec![], vec![]));
+            let server = HttpServer::start(addr, empty, metrics.clone(), Default::default())?;
+            println!("metrics on http://{}/metrics", server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
     let rt = runtime()?;
-    rt.block_on(async {
-        let (client, event_loop, addrs) = dht::start(dht_config(&cfg.p2p, keypair)).await?;
+    let result = rt.block_on(async {
+        let (client, event_loop, addrs) =
+            dht::start(dht_config(&cfg.p2p, keypair, metrics)).await?;
         println!(
             "plasmd {} node, peer id {peer_id}",
             env!("CARGO_PKG_VERSION")
@@ -274,7 +302,11 @@ pub fn node(cfg: NodeConfig) -> Result<(), ProviderError> {
         })
         .await;
         Ok(())
-    })
+    });
+    if let Some(h) = http {
+        h.stop();
+    }
+    result
 }
 
 /// Waits for the shutdown signal, then runs `stop` within the budget.

@@ -19,9 +19,11 @@ use tokio::time::Instant;
 use crate::config::DhtTiming;
 use crate::dht::{self, DhtError};
 use crate::manifest::ChannelArch;
+use crate::metrics::{AdvertLabels, ChannelArchLabels, Metrics, ReasonLabel};
 use crate::record::{manifest_dht_key, manifest_key, provider_key, ManifestRecord};
 use crate::shutdown::Shutdown;
 use libp2p::kad::RecordKey;
+use std::sync::Arc;
 
 /// What is advertised for one channel/arch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +156,7 @@ pub struct Publisher {
     entries: BTreeMap<ChannelArch, Entry>,
     done_tx: mpsc::Sender<PutDone>,
     done_rx: mpsc::Receiver<PutDone>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Publisher {
@@ -167,6 +170,7 @@ impl Publisher {
     ) -> Self {
         let (done_tx, done_rx) = mpsc::channel(64);
         Publisher {
+            metrics: None,
             client,
             keypair,
             seq,
@@ -185,6 +189,12 @@ impl Publisher {
     }
 
     /// Runs until shutdown, then un-publishes everything.
+    /// Records puts, refreshes and what is advertised into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     pub async fn run(mut self, mut snapshots: watch::Receiver<Snapshot>, mut shutdown: Shutdown) {
         let mut peers = self.client.peers();
         let mut known_peers = *peers.borrow();
@@ -223,6 +233,22 @@ impl Publisher {
 
     /// Brings the entries in line with a new catalog snapshot.
     async fn apply(&mut self, snap: Snapshot) {
+        if let Some(m) = &self.metrics {
+            m.adverts.clear();
+            for (ca, a) in &snap {
+                m.adverts
+                    .get_or_create(&AdvertLabels {
+                        channel: ca.channel.clone(),
+                        arch: ca.arch.clone(),
+                        version: a.version.clone(),
+                        release_seq: a
+                            .release
+                            .as_ref()
+                            .map_or_else(String::new, |r| r.release_seq.to_string()),
+                    })
+                    .set(1);
+            }
+        }
         let gone: Vec<ChannelArch> = self
             .entries
             .keys()
@@ -365,6 +391,27 @@ impl Publisher {
         };
         let key = manifest_key(&done.ca.channel, &done.ca.arch);
         let now = Instant::now();
+        if let Some(m) = &self.metrics {
+            let result = if done.result.is_ok() { "ok" } else { "error" };
+            m.dht
+                .puts
+                .get_or_create(&ReasonLabel {
+                    reason: result.into(),
+                })
+                .inc();
+            if done.result.is_ok() {
+                if entry.reason == Reason::Refresh {
+                    m.dht.refreshes.inc();
+                }
+                m.dht
+                    .last_publish_seconds
+                    .get_or_create(&ChannelArchLabels {
+                        channel: done.ca.channel.clone(),
+                        arch: done.ca.arch.clone(),
+                    })
+                    .set(crate::record::unix_now() as i64);
+            }
+        }
         match done.result {
             Ok(()) => {
                 log::info!("DHT record published: {key}");

@@ -265,6 +265,7 @@ async fn hostile_peer(node_addr: &str, ttl: u64) -> (dht::Client, libp2p::identi
         role: Role::Server,
         agent: "hostile/0".into(),
         trusted_publishers: vec![],
+        metrics: None,
     })
     .await
     .unwrap();

@@ -30,20 +30,23 @@ pub struct HealthChecks {
     pub dht: dht::Client,
     pub http: LoopProbe,
     pub catalog: Arc<Catalog>,
+    /// Pets and failures are counted here.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl HealthChecks {
-    /// `Ok` when every part answered in time; otherwise which one did not.
-    pub async fn check(&self) -> Result<(), String> {
+    /// `Ok` when every part answered in time; otherwise which check
+    /// (`dht`, `http`, `storage`) failed, and why.
+    pub async fn check(&self) -> Result<(), (&'static str, String)> {
         tokio::time::timeout(CHECK_DEADLINE, self.dht.health())
             .await
-            .map_err(|_| "the DHT task did not answer".to_string())?
-            .map_err(|e| format!("the DHT task: {e}"))?;
+            .map_err(|_| ("dht", "the DHT task did not answer".to_string()))?
+            .map_err(|e| ("dht", format!("the DHT task: {e}")))?;
 
         match tokio::time::timeout(CHECK_DEADLINE, self.http.turns()).await {
             Ok(true) => {}
-            Ok(false) => return Err("the HTTP loop has stopped".into()),
-            Err(_) => return Err("the HTTP loop did not answer".into()),
+            Ok(false) => return Err(("http", "the HTTP loop has stopped".into())),
+            Err(_) => return Err(("http", "the HTTP loop did not answer".into())),
         }
 
         if let Some(root) = self.catalog.root() {
@@ -57,8 +60,13 @@ impl HealthChecks {
                 }
             });
             match tokio::time::timeout(CHECK_DEADLINE, check).await {
-                Ok(Ok(r)) => r?,
-                _ => return Err("the artifacts root did not answer (hung storage?)".into()),
+                Ok(Ok(r)) => r.map_err(|e| ("storage", e))?,
+                _ => {
+                    return Err((
+                        "storage",
+                        "the artifacts root did not answer (hung storage?)".into(),
+                    ))
+                }
             }
         }
         Ok(())
@@ -108,13 +116,23 @@ pub async fn supervise(
                 }
                 was_healthy = true;
                 if let Some(wd) = watchdog.as_mut() {
-                    if let Err(e) = wd.pet() {
-                        log::error!("{e}");
+                    match wd.pet() {
+                        Ok(()) => {
+                            checks.metrics.watchdog_pets.inc();
+                        }
+                        Err(e) => log::error!("{e}"),
                     }
                 }
                 notifier.watchdog();
             }
-            Err(why) => {
+            Err((check, why)) => {
+                checks
+                    .metrics
+                    .health_failures
+                    .get_or_create(&crate::metrics::ReasonLabel {
+                        reason: check.into(),
+                    })
+                    .inc();
                 log::warn!("unhealthy: {why}; not petting the watchdog");
                 was_healthy = false;
             }

@@ -127,6 +127,8 @@ pub struct P2pConfig {
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub p2p: P2pConfig,
+    /// `--metrics-listen`: serve `/metrics` here (off by default).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Everything `phase-discover` needs.
@@ -344,6 +346,7 @@ Options (each also settable in the --config file; flags win):
   --mdns                   find and be found by peers on the LAN with mDNS (default off)
   --identity FILE          ed25519 key file, created with mode 0600 if missing
   --record-ttl SECS        longest time any record is kept (default 3600, at most 604800)
+  --metrics-listen ADDR:PORT  serve Prometheus metrics at http://ADDR:PORT/metrics (default off)
   --trust PEER_ID          a closed fleet: store only records published by these peers
                            (repeatable; default: any validly signed record)
                                                              [p2p] trusted_publishers
@@ -387,6 +390,7 @@ struct Flags {
     refresh_interval: Option<u64>,
     sign_key: Option<PathBuf>,
     trust: Vec<String>,
+    metrics_listen: Option<String>,
 }
 
 /// Which flags a subcommand accepts.
@@ -438,6 +442,7 @@ where
             "config" | "p2p-listen" | "bootstrap" | "p2p-announce" | "mdns" | "record-ttl"
             | "trust" => sub != Sub::Id,
             "identity" => true,
+            "metrics-listen" => sub == Sub::Node,
             "artifacts" | "board" | "channel" | "arch" | "http-listen" | "http-min-rate"
             | "http-rate-window" | "external-url" | "provider-name" | "refresh-interval"
             | "check-config" | "sign-key" => sub == Sub::Serve,
@@ -487,6 +492,7 @@ where
             Long("identity") => f.identity = Some(p.value()?.into()),
             Long("sign-key") => f.sign_key = Some(p.value()?.into()),
             Long("trust") => f.trust.push(string(&mut p, "--trust")?),
+            Long("metrics-listen") => f.metrics_listen = Some(string(&mut p, "--metrics-listen")?),
             Long("provider-name") => f.provider_name = Some(string(&mut p, "--provider-name")?),
             Long("record-ttl") => f.record_ttl = Some(secs(&mut p, "--record-ttl")?),
             Long("refresh-interval") => {
@@ -625,8 +631,15 @@ fn load_flags_file(f: &Flags) -> Result<FileConfig, ConfigError> {
 
 fn build_node(f: Flags) -> Result<NodeConfig, ConfigError> {
     let file = load_flags_file(&f)?;
+    let metrics_listen = match &f.metrics_listen {
+        Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::Invalid(format!("--metrics-listen {a:?}: not an ADDR:PORT"))
+        })?),
+        None => None,
+    };
     Ok(NodeConfig {
         p2p: build_p2p(&f, &file)?,
+        metrics_listen,
     })
 }
 

@@ -66,6 +66,7 @@ pub struct EventLoop {
     remote_ips: HashMap<ConnectionId, std::net::IpAddr>,
     /// `--trust` on a node: store only records of these publishers.
     trusted_publishers: Vec<PeerId>,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl EventLoop {
@@ -78,6 +79,7 @@ impl EventLoop {
         let hide_listen = !cfg.announce.is_empty();
         let use_mdns = cfg.mdns;
         let trusted_publishers = cfg.trusted_publishers;
+        let metrics = cfg.metrics;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair)
             .with_tokio()
             .with_tcp(
@@ -122,6 +124,7 @@ impl EventLoop {
             seqs: Default::default(),
             remote_ips: HashMap::new(),
             trusted_publishers,
+            metrics,
         })
     }
 
@@ -260,6 +263,7 @@ impl EventLoop {
                     if n > 0 {
                         log::debug!("purged {n} expired record(s)");
                     }
+                    self.update_gauges();
                 }
             }
         }
@@ -309,7 +313,29 @@ impl EventLoop {
         }
     }
 
+    /// The store and routing-table gauges, refreshed with each purge.
+    fn update_gauges(&mut self) {
+        let Some(m) = self.metrics.clone() else {
+            return;
+        };
+        let stored = self.swarm.behaviour_mut().kad.store_mut().records().count();
+        m.dht.records_stored.set(stored as i64);
+        m.dht
+            .routing_table_peers
+            .set(self.routing_table_size() as i64);
+    }
+
     fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let Some(m) = &self.metrics {
+            use libp2p::metrics::Recorder;
+            m.p2p.record(&event);
+            match &event {
+                SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => m.p2p.record(e),
+                SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => m.p2p.record(e),
+                SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => m.p2p.record(e),
+                _ => {}
+            }
+        }
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.handle_kad(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
@@ -508,6 +534,9 @@ impl EventLoop {
                     // also flood the log.
                     hygiene::Placed::Quota => {
                         *self.refused.entry(RefusalKind::Quota).or_default() += 1;
+                        if let Some(m) = &self.metrics {
+                            m.refused(RefusalKind::Quota);
+                        }
                         log::debug!(
                             "refused quota record from {}: its sender holds the most",
                             source.peer
@@ -517,6 +546,9 @@ impl EventLoop {
             }
             Err(e) => {
                 *self.refused.entry(e.kind()).or_default() += 1;
+                if let Some(m) = &self.metrics {
+                    m.refused(e.kind());
+                }
                 let key = record.key.as_ref();
                 log::debug!(
                     "refused {} record {:?} from {}: {e}",

@@ -74,6 +74,8 @@ pub struct DhtConfig {
     /// When not empty, records of other publishers are not stored
     /// (`plasmd node --trust`).
     pub trusted_publishers: Vec<PeerId>,
+    /// Where libp2p's and our DHT figures are recorded, if anywhere.
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 /// A record found by a lookup, with the peer that returned it (`None`: our

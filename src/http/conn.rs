@@ -34,6 +34,7 @@ use super::files::{self, Body, Reply};
 use super::parse::{self, clip, Head, HeadError, Method, Route, Scan, MAX_HEAD};
 use super::{Ctx, HttpLimits};
 use crate::manifest::MANIFEST_NAME;
+use crate::metrics::RequestLabels;
 use crate::release::SIGNATURE_NAME;
 
 /// The whole request head must arrive within this long (a deadline, not a
@@ -78,7 +79,10 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, slot: Rc<Slot>, ctx: Rc<Ct
     let serve = Box::pin(serve(&stream, peer, &slot, &ctx));
     tokio::select! {
         biased;
-        _ = slot.evicted() => log::debug!("HTTP: {peer} gave way to a new connection"),
+        _ = slot.evicted() => {
+            ctx.metrics.dropped("evicted");
+            log::debug!("HTTP: {peer} gave way to a new connection")
+        }
         _ = serve => {}
     }
 }
@@ -92,7 +96,13 @@ struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.ctx.registry.borrow_mut().remove(self.slot.id);
+        let mut registry = self.ctx.registry.borrow_mut();
+        registry.remove(self.slot.id);
+        self.ctx
+            .metrics
+            .http
+            .open_connections
+            .set(registry.len() as i64);
     }
 }
 
@@ -134,13 +144,15 @@ async fn serve(stream: &TcpStream, peer: SocketAddr, slot: &Slot, ctx: &Ctx) {
         slot.set_idle(None);
         // A head that could not be read is answered like any request, then
         // the connection is closed.
-        let (reply, head_only, keep) = match head {
+        let started = Instant::now();
+        let (reply, head_only, keep, class) = match head {
             Ok(head) => {
                 let keep = head.keep_alive
                     && head.method != Method::Other
                     && served + 1 < MAX_REQUESTS_PER_CONNECTION
                     && !ctx.stopping.get();
-                (answer(&head, ctx, peer), head.method == Method::Head, keep)
+                let (reply, class) = answer(&head, ctx, peer);
+                (reply, head.method == Method::Head, keep, class)
             }
             Err(NoHead::Gone) => return,
             Err(NoHead::Refuse(status, why)) => {
@@ -150,9 +162,19 @@ async fn serve(stream: &TcpStream, peer: SocketAddr, slot: &Slot, ctx: &Ctx) {
                 } else {
                     "bad request\n"
                 };
-                (Reply::text(status, text), false, false)
+                ctx.metrics.dropped("bad_request");
+                (Reply::text(status, text), false, false, "other")
             }
         };
+        let (status, body_len) = (reply.status, reply.body.len());
+        ctx.metrics
+            .http
+            .requests
+            .get_or_create(&RequestLabels {
+                route: class,
+                status,
+            })
+            .inc();
         let result = {
             let _guard = Responding::new(&ctx.responding);
             // Boxed: only a connection that is answering holds the state
@@ -160,8 +182,14 @@ async fn serve(stream: &TcpStream, peer: SocketAddr, slot: &Slot, ctx: &Ctx) {
             let date = ctx.date();
             Box::pin(send(stream, reply, head_only, keep, &ctx.limits, &date)).await
         };
+        let m = &ctx.metrics.http;
+        m.response_seconds.observe(started.elapsed().as_secs_f64());
+        if result.is_ok() && !head_only {
+            m.sent_bytes.inc_by(body_len);
+        }
         match result {
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                ctx.metrics.dropped("cut_off");
                 log::info!("HTTP: cut off a response to {peer}: {e}");
                 return;
             }
@@ -259,12 +287,13 @@ fn read_some(stream: &TcpStream, into: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// What to answer: routing, then the file or manifest reply.
-fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> Reply {
+/// What to answer: routing, then the file or manifest reply; with the
+/// route class the request is counted under.
+fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> (Reply, &'static str) {
     if head.method == Method::Other {
         let mut r = Reply::text(405, "method not allowed\n");
         r.headers.push(("Allow", "GET, HEAD".into()));
-        return r;
+        return (r, "other");
     }
     let route = parse::route(&head.target);
     log::debug!(
@@ -273,22 +302,26 @@ fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> Reply {
         clip(&head.target, 200)
     );
     match route {
-        Route::Health => Reply::text(200, "ok\n"),
+        Route::Health => (Reply::text(200, "ok\n"), "healthz"),
+        Route::Metrics => (files::metrics_reply(&ctx.metrics), "metrics"),
         Route::Refused(why) => {
             log::info!(
                 "refused request {:?} from {peer}: {why}",
                 clip(&head.target, 200)
             );
-            Reply::text(400, "bad request path\n")
+            (Reply::text(400, "bad request path\n"), "other")
         }
-        Route::NotFound => Reply::text(404, "not found\n"),
+        Route::NotFound => (Reply::text(404, "not found\n"), "other"),
         Route::File(ca, name) if name == MANIFEST_NAME => {
-            files::manifest_reply(&ctx.catalog, &ca, head)
+            (files::manifest_reply(&ctx.catalog, &ca, head), "manifest")
         }
         Route::File(ca, name) if name == SIGNATURE_NAME => {
-            files::signature_reply(&ctx.catalog, &ca, head)
+            (files::signature_reply(&ctx.catalog, &ca, head), "signature")
         }
-        Route::File(ca, name) => files::artifact_reply(&ctx.catalog, &ca, &name, head),
+        Route::File(ca, name) => (
+            files::artifact_reply(&ctx.catalog, &ca, &name, head),
+            "artifact",
+        ),
     }
 }
 

@@ -38,6 +38,8 @@ pub enum Body {
     Manifest(Arc<Manifest>),
     /// A manifest's release signature, shared the same way.
     Signature(Arc<Manifest>),
+    /// Bytes made for this response (`/metrics`).
+    Owned(Vec<u8>),
     /// `len` bytes of `file` from offset `start`.
     File {
         file: File,
@@ -54,6 +56,7 @@ impl Body {
             Body::Bytes(b) => b.len() as u64,
             Body::Manifest(m) => m.json.len() as u64,
             Body::Signature(m) => m.signature.as_ref().map_or(0, |s| s.len() as u64),
+            Body::Owned(b) => b.len() as u64,
             Body::File { len, .. } => *len,
         }
     }
@@ -75,6 +78,7 @@ impl Reply {
             Body::Bytes(b) => b,
             Body::Manifest(m) => &m.json,
             Body::Signature(m) => m.signature.as_deref().unwrap_or_default(),
+            Body::Owned(b) => b,
             Body::Empty | Body::File { .. } => &[],
         }
     }
@@ -135,6 +139,21 @@ pub fn signature_reply(catalog: &Catalog, ca: &ChannelArch, head: &Head) -> Repl
             memory_reply(head, etag, "text/plain; charset=utf-8", Body::Signature(m))
         }
         _ => Reply::text(404, "not found\n"),
+    }
+}
+
+/// The answer for `GET /metrics`.
+pub fn metrics_reply(metrics: &crate::metrics::Metrics) -> Reply {
+    Reply {
+        status: 200,
+        headers: vec![
+            (
+                "Content-Type",
+                "text/plain; version=0.0.4; charset=utf-8".into(),
+            ),
+            ("Cache-Control", "no-store".into()),
+        ],
+        body: Body::Owned(metrics.encode().into_bytes()),
     }
 }
 

@@ -47,6 +47,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::manifest::Catalog;
+use crate::metrics::Metrics;
 use budget::{Admission, Registry};
 
 /// Limits a deployment may tune (`--http-min-rate`, `--http-rate-window`).
@@ -124,6 +125,7 @@ impl LoopProbe {
 /// What every connection task on the loop shares.
 struct Ctx {
     catalog: Arc<Catalog>,
+    metrics: Arc<Metrics>,
     limits: HttpLimits,
     registry: RefCell<Registry>,
     /// Responses being written, for a graceful stop.
@@ -135,9 +137,15 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn new(catalog: Arc<Catalog>, limits: HttpLimits, budget: usize) -> Self {
+    fn new(
+        catalog: Arc<Catalog>,
+        metrics: Arc<Metrics>,
+        limits: HttpLimits,
+        budget: usize,
+    ) -> Self {
         Ctx {
             catalog,
+            metrics,
             limits,
             registry: RefCell::new(Registry::new(budget)),
             responding: Cell::new(0),
@@ -150,6 +158,7 @@ impl Ctx {
     fn for_tests() -> Self {
         Ctx::new(
             Arc::new(Catalog::new(None, vec![], vec![])),
+            Metrics::new(),
             HttpLimits::default(),
             16,
         )
@@ -171,6 +180,7 @@ impl HttpServer {
     pub fn start(
         listen: SocketAddr,
         catalog: Arc<Catalog>,
+        metrics: Arc<Metrics>,
         limits: HttpLimits,
     ) -> Result<Self, HttpError> {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -196,7 +206,7 @@ impl HttpServer {
         let thread = thread::Builder::new()
             .name("http".into())
             .spawn(move || {
-                let ctx = Rc::new(Ctx::new(catalog, limits, budget));
+                let ctx = Rc::new(Ctx::new(catalog, metrics, limits, budget));
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, run(listener, ctx, stop_rx, probe_rx));
                 // Dropping the tasks closes every connection still open; a
@@ -305,6 +315,7 @@ async fn accept_loop(listener: &TcpListener, ctx: &Rc<Ctx>) {
                 drop(reserve.take());
                 let one = tokio::time::timeout(Duration::ZERO, listener.accept()).await;
                 if let Ok(Ok((stream, _))) = one {
+                    ctx.metrics.dropped("out_of_descriptors");
                     tokio::task::spawn_local(conn::refuse(stream, ctx.limits, ctx.date()));
                 }
                 reserve = File::open("/dev/null").ok();
@@ -328,9 +339,12 @@ fn admit(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
         .admit(peer.ip(), std::time::Instant::now());
     match admission {
         Admission::Admitted(slot) => {
+            let open = ctx.registry.borrow().len();
+            ctx.metrics.http.open_connections.set(open as i64);
             tokio::task::spawn_local(conn::run(stream, peer, slot, ctx.clone()));
         }
         Admission::Refused => {
+            ctx.metrics.dropped("budget_full");
             let open = ctx.registry.borrow().len();
             log::debug!("HTTP: connection budget full ({open} open); refusing {peer}");
             tokio::task::spawn_local(conn::refuse(stream, ctx.limits, ctx.date()));

@@ -185,6 +185,8 @@ pub fn clip(s: &str, max: usize) -> &str {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
     Health,
+    /// `GET /metrics`: the Prometheus text format.
+    Metrics,
     File(ChannelArch, String),
     /// A path that tries to leave the tree or is malformed: 400, logged.
     Refused(&'static str),
@@ -199,6 +201,9 @@ pub fn route(url: &str) -> Route {
     let path = url.split(['?', '#']).next().unwrap_or("");
     if path == "/healthz" {
         return Route::Health;
+    }
+    if path == "/metrics" {
+        return Route::Metrics;
     }
     let Some(rest) = path.strip_prefix('/') else {
         return Route::Refused("not an absolute path");

@@ -1,0 +1,284 @@
+//! Prometheus metrics: one registry per process, filled by the tasks that
+//! see what happens (the HTTP loop, the DHT task, the publisher) and
+//! written out in the Prometheus text format for `GET /metrics`.
+//!
+//! Names follow the Prometheus conventions: a `plasmd_` prefix, base units
+//! (seconds, bytes), `_total` on counters, `plasmd_build_info` as an info
+//! gauge. libp2p's own swarm, Kademlia, Identify and Ping figures are
+//! registered by `libp2p-metrics` under `libp2p_`. Recording is lock-free
+//! (atomics); this module does no I/O.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `manifest`, `signature`, `artifact`, `healthz`, `metrics`, `other`.
+    pub route: &'static str,
+    pub status: u16,
+}
+
+/// A one-word label (`reason`, `kind`, `result`, `check`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// A channel/arch.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelArchLabels {
+    pub channel: String,
+    pub arch: String,
+}
+
+/// What is advertised for a channel/arch (an info gauge, value 1).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdvertLabels {
+    pub channel: String,
+    pub arch: String,
+    pub version: String,
+    /// Empty when the manifest is not a signed release.
+    pub release_seq: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// The HTTP server's figures.
+pub struct HttpMetrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub sent_bytes: Counter,
+    pub open_connections: Gauge,
+    /// Connections refused or dropped, by reason (`busy`, `evicted`,
+    /// `cut_off`, `bad_request`).
+    pub dropped: Family<ReasonLabel, Counter>,
+    pub response_seconds: Histogram,
+}
+
+/// The DHT's figures (ours; libp2p's are in `p2p`).
+#[derive(Default)]
+pub struct DhtMetrics {
+    /// Puts of our records, by `result` (`ok`, `error`).
+    pub puts: Family<ReasonLabel, Counter>,
+    pub refreshes: Counter,
+    /// Unix time of the last successful publish, per channel/arch.
+    pub last_publish_seconds: Family<ChannelArchLabels, Gauge>,
+    pub routing_table_peers: Gauge,
+    pub records_stored: Gauge,
+    /// Incoming PUTs refused, by `kind` (the refusal kinds of `record`).
+    pub refused: Family<ReasonLabel, Counter>,
+}
+
+/// Every metric of the process, and the registry that writes them out.
+pub struct Metrics {
+    registry: Registry,
+    pub http: HttpMetrics,
+    pub dht: DhtMetrics,
+    /// What each channel/arch advertises.
+    pub adverts: Family<AdvertLabels, Gauge>,
+    /// Watchdog pets, and health-check failures by `check`.
+    pub watchdog_pets: Counter,
+    pub health_failures: Family<ReasonLabel, Counter>,
+    /// libp2p's swarm, Kademlia, Identify and Ping metrics.
+    pub p2p: libp2p::metrics::Metrics,
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::default();
+        let ours = registry.sub_registry_with_prefix("plasmd");
+        let http = HttpMetrics {
+            requests: Family::default(),
+            sent_bytes: Counter::default(),
+            open_connections: Gauge::default(),
+            dropped: Family::default(),
+            // 1 ms to about 65 s: a manifest to a slow rootfs download.
+            response_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 9)),
+        };
+        let dht = DhtMetrics::default();
+        let adverts = Family::<AdvertLabels, Gauge>::default();
+        let (pets, health) = (Counter::default(), Family::default());
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        ours.register("build_info", "plasmd's version (value 1)", build);
+        let h = ours.sub_registry_with_prefix("http");
+        h.register(
+            "requests",
+            "HTTP requests answered, by route class and status",
+            http.requests.clone(),
+        );
+        h.register(
+            "sent_bytes",
+            "HTTP response bytes sent (heads and bodies)",
+            http.sent_bytes.clone(),
+        );
+        h.register(
+            "open_connections",
+            "HTTP connections open now",
+            http.open_connections.clone(),
+        );
+        h.register(
+            "dropped_connections",
+            "HTTP connections refused or dropped, by reason",
+            http.dropped.clone(),
+        );
+        h.register(
+            "response_seconds",
+            "time from a request's head to its response's last byte",
+            http.response_seconds.clone(),
+        );
+        let d = ours.sub_registry_with_prefix("dht");
+        d.register(
+            "puts",
+            "puts of our own records, by result",
+            dht.puts.clone(),
+        );
+        d.register(
+            "refreshes",
+            "refreshes of our own records",
+            dht.refreshes.clone(),
+        );
+        d.register(
+            "last_publish_seconds",
+            "Unix time of the last successful publish, per channel/arch",
+            dht.last_publish_seconds.clone(),
+        );
+        d.register(
+            "routing_table_peers",
+            "peers in the Kademlia routing table",
+            dht.routing_table_peers.clone(),
+        );
+        d.register(
+            "records_stored",
+            "records held in the local store (own and others')",
+            dht.records_stored.clone(),
+        );
+        d.register(
+            "refused_records",
+            "incoming record PUTs refused, by kind",
+            dht.refused.clone(),
+        );
+        ours.register(
+            "advertised",
+            "what each channel/arch advertises (value 1)",
+            adverts.clone(),
+        );
+        let b = ours.sub_registry_with_prefix("board");
+        b.register("watchdog_pets", "hardware watchdog pets", pets.clone());
+        b.register(
+            "health_check_failures",
+            "failed health checks, by check",
+            health.clone(),
+        );
+        let p2p = libp2p::metrics::Metrics::new(&mut registry);
+        Arc::new(Metrics {
+            registry,
+            http,
+            dht,
+            adverts,
+            watchdog_pets: pets,
+            health_failures: health,
+            p2p,
+        })
+    }
+
+    /// The Prometheus text format (`text/plain; version=0.0.4`), which
+    /// every scraper and `promtool` reads.
+    pub fn encode(&self) -> String {
+        let mut open_metrics = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut open_metrics, &self.registry);
+        to_prometheus_text(&open_metrics)
+    }
+
+    /// Counts one refused incoming record.
+    pub fn refused(&self, kind: impl ToString) {
+        self.dht
+            .refused
+            .get_or_create(&ReasonLabel {
+                reason: kind.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a dropped or refused HTTP connection.
+    pub fn dropped(&self, reason: &str) {
+        self.http
+            .dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// The client writes OpenMetrics, where a counter family `x` has samples
+/// `x_total`; the Prometheus text format names the family `x_total` in its
+/// `# HELP`/`# TYPE` lines, and has no `# UNIT` or `# EOF` lines.
+fn to_prometheus_text(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_has_our_names_and_libp2ps() {
+        let m = Metrics::new();
+        m.http
+            .requests
+            .get_or_create(&RequestLabels {
+                route: "manifest",
+                status: 200,
+            })
+            .inc();
+        m.refused("forged");
+        let text = m.encode();
+        for needle in [
+            "plasmd_build_info{version=",
+            "plasmd_http_requests_total{route=\"manifest\",status=\"200\"} 1",
+            "plasmd_dht_refused_records_total{reason=\"forged\"} 1",
+            "plasmd_http_response_seconds_bucket",
+            "libp2p_",
+            "# TYPE plasmd_http_requests_total counter",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in:\n{text}");
+        }
+        assert!(!text.contains("# EOF"));
+    }
+}

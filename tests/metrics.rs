@@ -1,0 +1,140 @@
+//! Operators' window into a provider and a storage node: `GET /metrics` in
+//! the Prometheus text format, checked with `promtool check metrics` (the
+//! Prometheus project's own linter, from Debian's `prometheus` package,
+//! installed by the test), with the figures a dashboard needs present and
+//! moving as the provider works.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `promtool check metrics` on `text`: its complaints, if any.
+fn promtool(text: &str) -> String {
+    ensure_tool("promtool", "prometheus");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn metrics(port: u16) -> String {
+    let (status, head, body) = http(port, "GET", "/metrics");
+    assert_eq!(status, 200);
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    String::from_utf8(body).unwrap()
+}
+
+/// Polls `/metrics` until it contains every needle.
+fn metrics_with(port: u16, needles: &[&str]) -> String {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = metrics(port);
+        if needles.iter().all(|n| text.contains(n)) {
+            return text;
+        }
+        assert!(
+            Instant::now() < end,
+            "missing some of {needles:?} in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_provider_and_a_node_expose_metrics_promtool_accepts() {
+    let dir = TempDir::new("metrics");
+    let root = artifacts(dir.path());
+    // A storage node with its metrics port.
+    let node_key = dir.path().join("node.key");
+    let mport = free_port().to_string();
+    let listen = format!("127.0.0.1:{mport}");
+    let node = Proc::spawn(
+        "node",
+        PLASMD,
+        &[
+            "node",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--identity",
+            node_key.to_str().unwrap(),
+            "--metrics-listen",
+            &listen,
+        ],
+    );
+    let node_addr = node.wait_stdout("p2p listening on ", Duration::from_secs(10));
+    node.wait_stdout("metrics on ", Duration::from_secs(10));
+    let s = serve(dir.path(), &root, &["--bootstrap", &node_addr]);
+    s.proc
+        .wait_log("DHT record published", 1, Duration::from_secs(20));
+    // Boards at work: a manifest, an artifact, a miss.
+    http(s.http_port, "GET", "/stable/arm64/manifest.json");
+    http(s.http_port, "GET", "/stable/arm64/vmlinuz");
+    http(s.http_port, "GET", "/stable/arm64/nothing");
+
+    let text = metrics_with(
+        s.http_port,
+        &[
+            "plasmd_build_info{version=",
+            "plasmd_http_requests_total{route=\"manifest\",status=\"200\"} 1",
+            "plasmd_http_requests_total{route=\"artifact\",status=\"200\"} 1",
+            "plasmd_http_requests_total{route=\"artifact\",status=\"404\"} 1",
+            "plasmd_http_response_seconds_count",
+            "plasmd_dht_puts_total{reason=\"ok\"}",
+            "plasmd_dht_last_publish_seconds{channel=\"stable\",arch=\"arm64\"}",
+            "plasmd_advertised{channel=\"stable\",arch=\"arm64\",version=",
+            "libp2p_kad_",
+            "libp2p_identify_",
+            "libp2p_swarm_connections_established_total",
+        ],
+    );
+    println!("{}", promtool(&text).trim());
+    let sent: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("plasmd_http_sent_bytes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(sent >= 18, "{sent}");
+
+    // The node holds the provider's records and says so (the gauge is
+    // refreshed every few seconds).
+    let node_text = metrics_with(
+        mport.parse().unwrap(),
+        &[
+            "plasmd_dht_routing_table_peers 1",
+            "libp2p_kad_inbound_requests_total",
+        ],
+    );
+    let stored = metrics_with(mport.parse().unwrap(), &["plasmd_dht_records_stored"]);
+    let held: u64 = stored
+        .lines()
+        .find_map(|l| l.strip_prefix("plasmd_dht_records_stored "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(held >= 1, "{stored}");
+    promtool(&node_text);
+}
