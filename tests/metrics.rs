@@ -49,6 +49,14 @@ fn metrics(port: u16) -> String {
     String::from_utf8(body).unwrap()
 }
 
+/// The value of an unlabelled sample.
+fn value_of(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
 /// Polls `/metrics` until it contains every needle.
 fn metrics_with(port: u16, needles: &[&str]) -> String {
     let end = Instant::now() + Duration::from_secs(20);
@@ -113,11 +121,7 @@ fn a_provider_and_a_node_expose_metrics_promtool_accepts() {
         ],
     );
     println!("{}", promtool(&text).trim());
-    let sent: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("plasmd_http_sent_bytes_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
+    let sent = value_of(&text, "plasmd_http_sent_bytes_total");
     assert!(sent >= 18, "{sent}");
 
     // The node holds the provider's records and says so (the gauge is
@@ -130,11 +134,7 @@ fn a_provider_and_a_node_expose_metrics_promtool_accepts() {
         ],
     );
     let stored = metrics_with(mport.parse().unwrap(), &["plasmd_dht_records_stored"]);
-    let held: u64 = stored
-        .lines()
-        .find_map(|l| l.strip_prefix("plasmd_dht_records_stored "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
+    let held = value_of(&stored, "plasmd_dht_records_stored");
     assert!(held >= 1, "{stored}");
     promtool(&node_text);
 }
