@@ -326,6 +326,50 @@ fn flush_stdout() {
 /// `http://<host>:<port>` for the bound HTTP address: the address itself,
 /// or for an unspecified one (`0.0.0.0`, `::`) the first non-loopback
 /// interface address.
+/// `plasmd serve --check-config`: what would be advertised, from a scan
+/// of the artifacts tree as `serve` would make it, without binding or
+/// publishing anything.
+pub fn describe(cfg: &ServeConfig) -> String {
+    let Some(root) = &cfg.artifacts else {
+        return "  artifacts: on the board's netboot partition; nothing to show until it is found\n"
+            .into();
+    };
+    let catalog = Catalog::new(Some(root.clone()), cfg.channels.clone(), cfg.archs.clone())
+        .with_signer(cfg.sign_key.clone());
+    let base = cfg
+        .external_url
+        .clone()
+        .unwrap_or_else(|| derived_base_url(cfg.http_listen));
+    let manifests = match catalog.rescan() {
+        Ok(m) => m,
+        Err(e) => return format!("  nothing to advertise: {e}\n"),
+    };
+    if manifests.is_empty() {
+        return format!(
+            "  nothing to advertise: no <channel>/<arch> directories under {}\n",
+            root.display()
+        );
+    }
+    let mut out = String::new();
+    for (ca, m) in &manifests {
+        let bytes: u64 = m.artifacts.values().map(|a| a.size).sum();
+        let signed = match (&m.release, &m.signature) {
+            (Some(r), _) => format!("release_seq {} signed by {}", r.release_seq, r.key_id),
+            (None, Some(_)) => {
+                "signed, but no release_seq: boards with a release key will refuse it".into()
+            }
+            (None, None) => "unsigned".into(),
+        };
+        out.push_str(&format!(
+            "  {ca}: version {}, {} file(s), {bytes} bytes, {signed}\n    -> {}\n",
+            m.version,
+            m.artifacts.len(),
+            Publisher::url(&base, ca)
+        ));
+    }
+    out
+}
+
 fn derived_base_url(addr: SocketAddr) -> String {
     let ip = if addr.ip().is_unspecified() {
         match first_interface_address() {

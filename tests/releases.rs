@@ -227,6 +227,33 @@ fn boards_take_only_signed_releases_for_their_channel_and_never_go_back() {
     let old = dir.path().join("release-10");
     save_release(&s_rel, &old);
     sign(&fleet_key, &s_rel, &["--release-seq", "11"]);
+    // Before starting: what would be advertised, signature state included.
+    let check = plasmd(&[
+        "serve",
+        "--artifacts",
+        s_root.to_str().unwrap(),
+        "--external-url",
+        "http://boot.lab:8080",
+        "--check-config",
+    ]);
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert!(
+        check.stdout.contains("stable/arm64: version "),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check.stdout.contains("release_seq 11 signed by"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check
+            .stdout
+            .contains("-> http://boot.lab:8080/stable/arm64/manifest.json"),
+        "{}",
+        check.stdout
+    );
     let s = serve(&s_dir, &s_root, &["--bootstrap", &boot]);
     let u_dir = dir.path().join("u");
     let u_root = artifacts(&u_dir);

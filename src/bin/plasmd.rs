@@ -40,6 +40,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(e.exit_code());
             }
         },
+        Command::CheckServe(cfg, ok) => {
+            print!("{ok}{}", provider::describe(&cfg));
+            return ExitCode::SUCCESS;
+        }
         Command::Serve(cfg) => provider::serve(*cfg),
         Command::Node(cfg) => provider::node(cfg),
     };

@@ -72,6 +72,9 @@ pub enum Command {
     },
     /// `plasmd release keygen|sign|verify`.
     Release(ReleaseCommand),
+    /// `plasmd serve --check-config`: the config is valid (this line says
+    /// so); show what would be advertised.
+    CheckServe(Box<ServeConfig>, String),
     /// Print this text on stdout and exit 0 (`--help`, `--version`).
     Print(String),
 }
@@ -328,7 +331,8 @@ Options (each also settable in the --config file; flags win):
   --sign-key SECFILE       sign the manifests plasmd generates with this release key (minisign
                            secret key; a one-provider lab: weaker than signing offline with
                            `plasmd release sign`, see the README)            [provider] sign_key
-  --check-config           check the flags and config file (and board profile), print OK, exit
+  --check-config           check the flags and config file (and board profile), print OK and
+                           what would be advertised (channel/arch, version, signature, URL), exit
   -h, --help               print this help
   -V, --version            print the version
 ";
@@ -520,7 +524,7 @@ where
                 .config
                 .as_ref()
                 .map_or_else(|| "flags".to_string(), |p| p.display().to_string());
-            build_serve(f).map(|_| Command::Print(format!("{what}: OK\n")))
+            build_serve(f).map(|c| Command::CheckServe(Box::new(c), format!("{what}: OK\n")))
         }
         Sub::Serve => build_serve(f).map(|c| Command::Serve(Box::new(c))),
     }
