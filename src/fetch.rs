@@ -378,6 +378,11 @@ fn get_small(url: &str, max: u64) -> Result<Option<Vec<u8>>, FetchError> {
     Ok(Some(body))
 }
 
+/// GETs a small text body (e.g. `/status.json`), at most `max` bytes.
+pub fn get_text(url: &str, max: u64) -> Result<Vec<u8>, FetchError> {
+    get_small(url, max)?.ok_or_else(|| FetchError::Http(url.to_string(), "status 404".into()))
+}
+
 /// Downloads the manifest the record points at and checks it: against the
 /// record's signed `manifest_sha256`, or with release keys, against
 /// `manifest.json.minisig` next to it (signed by one of the keys, a

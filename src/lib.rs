@@ -17,6 +17,7 @@
 //! - [`http`]: the event-driven, bounded HTTP/1.1 server boards download from
 //! - [`metrics`]: the Prometheus registry every task records into
 //! - [`shutdown`]: SIGTERM/SIGINT → one signal every task waits on
+//! - [`status`]: `/status.json` and `plasmd status`
 //! - [`statefile`]: state files replaced atomically (key, record seq)
 //! - [`tally`]: counts per key for fairness (HTTP addresses, DHT peers)
 //! - [`fetch`]: `phase-discover --fetch`, record → manifest → verified bytes
@@ -42,6 +43,7 @@ pub mod record;
 pub mod release;
 pub mod shutdown;
 pub mod statefile;
+pub mod status;
 pub mod tally;
 pub mod watch;
 

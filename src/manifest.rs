@@ -595,7 +595,7 @@ pub fn trusted_comment(created: u64) -> String {
 }
 
 /// A JSON string literal for `s`.
-fn json_string(s: &str) -> String {
+pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -20,12 +20,14 @@ use crate::board::partition;
 use crate::board::watchdog::{Watchdog, WatchdogError};
 use crate::config::{NodeConfig, P2pConfig, ServeConfig};
 use crate::dht::{self, DhtConfig, DhtError, Role};
+use crate::http::StatusSlot;
 use crate::http::{HttpError, HttpServer};
 use crate::identity::{self, IdentityError};
 use crate::manifest::{Catalog, ChannelArch};
 use crate::metrics::Metrics;
 use crate::publisher::{Publisher, SeqCounter, SeqError, Snapshot};
 use crate::shutdown::{self, Shutdown};
+use crate::status::StatusSource;
 
 /// Everything between "stop" and exit must fit in the 2 s we promise.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1500);
@@ -130,16 +132,25 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
     // HTTP first: the URL we advertise must already answer.
     raise_fd_limit();
     let metrics = Metrics::new();
+    let status = StatusSlot::default();
     let http = HttpServer::start(
         cfg.http_listen,
         catalog.clone(),
         metrics.clone(),
+        status.clone(),
         cfg.http_limits,
     )?;
     let base_url = match &cfg.external_url {
         Some(u) => u.clone(),
         None => derived_base_url(http.local_addr()),
     };
+    let _ = status.set(StatusSource {
+        peer_id: peer_id.to_string(),
+        base_url: base_url.clone(),
+        refresh_interval: cfg.dht.refresh_interval,
+        catalog: catalog.clone(),
+        metrics: metrics.clone(),
+    });
     println!("plasmd {} peer id {peer_id}", env!("CARGO_PKG_VERSION"));
     println!("HTTP listening on {}", http.local_addr());
 
@@ -277,7 +288,13 @@ pub fn node(cfg: NodeConfig) -> Result<(), ProviderError> {
     let http = match cfg.metrics_listen {
         Some(addr) => {
             let empty = Arc::new(Catalog::new(None, vec![], vec![]));
-            let server = HttpServer::start(addr, empty, metrics.clone(), Default::default())?;
+            let server = HttpServer::start(
+                addr,
+                empty,
+                metrics.clone(),
+                StatusSlot::default(),
+                Default::default(),
+            )?;
             println!("metrics on http://{}/metrics", server.local_addr());
             Some(server)
         }

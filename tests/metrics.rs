@@ -137,4 +137,54 @@ fn a_provider_and_a_node_expose_metrics_promtool_accepts() {
     let held = value_of(&stored, "plasmd_dht_records_stored");
     assert!(held >= 1, "{stored}");
     promtool(&node_text);
+
+    // `plasmd status` reads /status.json: healthy, the channel, its URL.
+    let url = format!("http://127.0.0.1:{}", s.http_port);
+    let status = run(PLASMD, &["status", "--url", &url]);
+    assert_eq!(status.code, 0, "{}{}", status.stdout, status.stderr);
+    assert!(status.stdout.contains(": healthy"), "{}", status.stdout);
+    assert!(status.stdout.contains("stable/arm64"), "{}", status.stdout);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("{url}/stable/arm64/manifest.json")),
+        "{}",
+        status.stdout
+    );
+    // No key material or paths in what anyone can read.
+    let (_, _, json) = http(s.http_port, "GET", "/status.json");
+    let json = String::from_utf8(json).unwrap();
+    assert!(!json.contains(dir.path().to_str().unwrap()), "{json}");
+
+    // A provider that cannot publish (no DHT peer) is unhealthy: exit 3,
+    // the problem named.
+    let lone_dir = dir.path().join("lone");
+    std::fs::create_dir_all(&lone_dir).unwrap();
+    let lone = serve(&lone_dir, &root, &[]);
+    let status = run(
+        PLASMD,
+        &[
+            "status",
+            "--url",
+            &format!("http://127.0.0.1:{}", lone.http_port),
+        ],
+    );
+    assert_eq!(status.code, 3, "{}", status.stdout);
+    assert!(
+        status
+            .stdout
+            .contains("problem: stable/arm64: not published"),
+        "{}",
+        status.stdout
+    );
+    // Nobody there: exit 1.
+    let gone = run(
+        PLASMD,
+        &[
+            "status",
+            "--url",
+            &format!("http://127.0.0.1:{}", free_port()),
+        ],
+    );
+    assert_eq!(gone.code, 1, "{}", gone.stderr);
 }

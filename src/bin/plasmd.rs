@@ -40,6 +40,16 @@ fn main() -> ExitCode {
                 return ExitCode::from(e.exit_code());
             }
         },
+        Command::Status { url } => match plasmd::status::query(&url) {
+            Ok((table, healthy)) => {
+                print!("{table}");
+                return ExitCode::from(if healthy { 0 } else { 3 });
+            }
+            Err(e) => {
+                eprintln!("plasmd: error: {e}");
+                return ExitCode::from(1);
+            }
+        },
         Command::CheckServe(cfg, ok) => {
             print!("{ok}{}", provider::describe(&cfg));
             return ExitCode::SUCCESS;

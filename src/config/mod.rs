@@ -72,6 +72,10 @@ pub enum Command {
     },
     /// `plasmd release keygen|sign|verify`.
     Release(ReleaseCommand),
+    /// `plasmd status --url URL`: ask a running plasmd.
+    Status {
+        url: String,
+    },
     /// `plasmd serve --check-config`: the config is valid (this line says
     /// so); show what would be advertised.
     CheckServe(Box<ServeConfig>, String),
@@ -293,6 +297,7 @@ Usage:
   plasmd node [OPTIONS]      run a DHT-only storage/bootstrap node
   plasmd id --identity FILE  print the peer id of a key file (created if missing)
   plasmd release keygen|sign|verify   make a fleet key, sign a release offline, check one
+  plasmd status [--url URL]  ask a running plasmd what it advertises and whether it is healthy
 
 Run `plasmd <command> --help` for the options of each command.
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input.
@@ -419,6 +424,7 @@ where
             Some("node") => Sub::Node,
             Some("id") => Sub::Id,
             Some("release") => return release::parse(&mut p).map(Command::Release),
+            Some("status") => return parse_status(&mut p),
             _ => {
                 return Err(ConfigError::Args(format!(
                     "unknown command {:?}; expected serve, node, id or release (see plasmd --help)",
@@ -528,6 +534,39 @@ where
         }
         Sub::Serve => build_serve(f).map(|c| Command::Serve(Box::new(c))),
     }
+}
+
+const STATUS_HELP: &str = "\
+plasmd status: ask a running plasmd (its /status.json) what it advertises and how it is doing
+
+Usage: plasmd status [--url URL]
+
+  --url URL    the plasmd's HTTP base URL (default http://127.0.0.1:8080)
+Exit codes: 0 healthy, 1 cannot ask, 2 bad usage, 3 unhealthy (each problem is printed).
+";
+
+/// Parses what follows `plasmd status`.
+fn parse_status(p: &mut lexopt::Parser) -> Result<Command, ConfigError> {
+    use lexopt::prelude::*;
+    let mut url = "http://127.0.0.1:8080".to_string();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Print(STATUS_HELP.into())),
+            Long("url") => url = string(p, "--url")?,
+            other => {
+                return Err(ConfigError::Args(format!(
+                    "{} (see plasmd status --help)",
+                    other.unexpected()
+                )))
+            }
+        }
+    }
+    if !url.starts_with("http://") {
+        return Err(ConfigError::Invalid(format!(
+            "--url {url:?}: expected http://HOST:PORT"
+        )));
+    }
+    Ok(Command::Status { url })
 }
 
 fn sub_name(sub: Sub) -> &'static str {

@@ -304,6 +304,10 @@ fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> (Reply, &'static str) {
     match route {
         Route::Health => (Reply::text(200, "ok\n"), "healthz"),
         Route::Metrics => (files::metrics_reply(&ctx.metrics), "metrics"),
+        Route::Status => match ctx.status.get() {
+            Some(s) => (files::json_reply(s.json()), "status"),
+            None => (Reply::text(503, "starting\n"), "status"),
+        },
         Route::Refused(why) => {
             log::info!(
                 "refused request {:?} from {peer}: {why}",

@@ -157,6 +157,18 @@ pub fn metrics_reply(metrics: &crate::metrics::Metrics) -> Reply {
     }
 }
 
+/// A JSON document made for this response (`/status.json`).
+pub fn json_reply(json: String) -> Reply {
+    Reply {
+        status: 200,
+        headers: vec![
+            ("Content-Type", "application/json".into()),
+            ("Cache-Control", "no-store".into()),
+        ],
+        body: Body::Owned(json.into_bytes()),
+    }
+}
+
 /// A short-lived in-memory body with an ETag.
 fn memory_reply(head: &Head, etag: String, content_type: &str, body: Body) -> Reply {
     let mut headers = vec![

@@ -48,6 +48,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::manifest::Catalog;
 use crate::metrics::Metrics;
+
+/// Where `/status.json` comes from, filled in once known (the URL depends
+/// on the address HTTP bound).
+pub type StatusSlot = Arc<std::sync::OnceLock<crate::status::StatusSource>>;
 use budget::{Admission, Registry};
 
 /// Limits a deployment may tune (`--http-min-rate`, `--http-rate-window`).
@@ -126,6 +130,8 @@ impl LoopProbe {
 struct Ctx {
     catalog: Arc<Catalog>,
     metrics: Arc<Metrics>,
+    /// Set once the provider knows its peer id and URL.
+    status: StatusSlot,
     limits: HttpLimits,
     registry: RefCell<Registry>,
     /// Responses being written, for a graceful stop.
@@ -140,12 +146,14 @@ impl Ctx {
     fn new(
         catalog: Arc<Catalog>,
         metrics: Arc<Metrics>,
+        status: StatusSlot,
         limits: HttpLimits,
         budget: usize,
     ) -> Self {
         Ctx {
             catalog,
             metrics,
+            status,
             limits,
             registry: RefCell::new(Registry::new(budget)),
             responding: Cell::new(0),
@@ -159,6 +167,7 @@ impl Ctx {
         Ctx::new(
             Arc::new(Catalog::new(None, vec![], vec![])),
             Metrics::new(),
+            StatusSlot::default(),
             HttpLimits::default(),
             16,
         )
@@ -181,6 +190,7 @@ impl HttpServer {
         listen: SocketAddr,
         catalog: Arc<Catalog>,
         metrics: Arc<Metrics>,
+        status: StatusSlot,
         limits: HttpLimits,
     ) -> Result<Self, HttpError> {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -206,7 +216,7 @@ impl HttpServer {
         let thread = thread::Builder::new()
             .name("http".into())
             .spawn(move || {
-                let ctx = Rc::new(Ctx::new(catalog, metrics, limits, budget));
+                let ctx = Rc::new(Ctx::new(catalog, metrics, status, limits, budget));
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, run(listener, ctx, stop_rx, probe_rx));
                 // Dropping the tasks closes every connection still open; a

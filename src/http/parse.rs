@@ -187,6 +187,8 @@ pub enum Route {
     Health,
     /// `GET /metrics`: the Prometheus text format.
     Metrics,
+    /// `GET /status.json`: see `status`.
+    Status,
     File(ChannelArch, String),
     /// A path that tries to leave the tree or is malformed: 400, logged.
     Refused(&'static str),
@@ -204,6 +206,9 @@ pub fn route(url: &str) -> Route {
     }
     if path == "/metrics" {
         return Route::Metrics;
+    }
+    if path == "/status.json" {
+        return Route::Status;
     }
     let Some(rest) = path.strip_prefix('/') else {
         return Route::Refused("not an absolute path");
