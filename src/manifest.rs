@@ -296,6 +296,11 @@ impl Catalog {
         lock(&self.manifests).clear();
     }
 
+    /// Every manifest served now, from the cache (no disk access).
+    pub fn manifests(&self) -> BTreeMap<ChannelArch, Arc<Manifest>> {
+        lock(&self.manifests).clone()
+    }
+
     /// The cached manifest of `ca`, if it is served.
     pub fn manifest(&self, ca: &ChannelArch) -> Option<Arc<Manifest>> {
         lock(&self.manifests).get(ca).cloned()

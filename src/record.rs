@@ -593,13 +593,6 @@ impl Now {
             Now::At(system_now)
         }
     }
-
-    /// The time to judge expiry by.
-    pub fn earliest(&self) -> u64 {
-        match *self {
-            Now::At(t) | Now::NotBefore(t) => t,
-        }
-    }
 }
 
 /// When this binary was built (seconds since the epoch, stamped by

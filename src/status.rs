@@ -33,15 +33,13 @@ impl StatusSource {
         let late = (self.refresh_interval.as_secs() * 2 + 60) as i64;
         let mut problems = Vec::new();
         let mut channels = Vec::new();
-        let cas = self.catalog.channel_archs().unwrap_or_default();
-        if cas.is_empty() {
+        // From the catalog's cache: this runs on the HTTP loop, which must
+        // not wait on the disk (a directory that failed to scan is in the log).
+        let manifests = self.catalog.manifests();
+        if manifests.is_empty() {
             problems.push("nothing to advertise".to_string());
         }
-        for ca in cas {
-            let Some(m) = self.catalog.manifest(&ca) else {
-                problems.push(format!("{ca}: not served (see the log)"));
-                continue;
-            };
+        for (ca, m) in manifests {
             let published = self
                 .metrics
                 .dht
