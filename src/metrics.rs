@@ -20,7 +20,8 @@ use prometheus_client::registry::Registry;
 /// Labels of an HTTP request count.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// `manifest`, `signature`, `artifact`, `healthz`, `metrics`, `other`.
+    /// `manifest`, `signature`, `artifact`, `healthz`, `metrics`, `status`
+    /// (`/status.json` and the page), `other`.
     pub route: &'static str,
     pub status: u16,
 }
@@ -58,6 +59,8 @@ pub struct HttpMetrics {
     pub requests: Family<RequestLabels, Counter>,
     pub sent_bytes: Counter,
     pub open_connections: Gauge,
+    /// Responses being sent now: downloads in progress.
+    pub responses_in_progress: Gauge,
     /// Connections refused or dropped, by reason (`busy`, `evicted`,
     /// `cut_off`, `bad_request`).
     pub dropped: Family<ReasonLabel, Counter>,
@@ -72,10 +75,28 @@ pub struct DhtMetrics {
     pub refreshes: Counter,
     /// Unix time of the last successful publish, per channel/arch.
     pub last_publish_seconds: Family<ChannelArchLabels, Gauge>,
+    /// Unix time of the last put, whatever its result, per channel/arch.
+    pub last_put_seconds: Family<ChannelArchLabels, Gauge>,
+    /// 1 when the last put of a channel/arch worked, 0 when it failed.
+    pub last_put_ok: Family<ChannelArchLabels, Gauge>,
     pub routing_table_peers: Gauge,
     pub records_stored: Gauge,
     /// Incoming PUTs refused, by `kind` (the refusal kinds of `record`).
     pub refused: Family<ReasonLabel, Counter>,
+}
+
+impl DhtMetrics {
+    /// Drops a channel/arch that is no longer advertised, so its last
+    /// publish does not linger on dashboards.
+    pub fn forget(&self, ca: &crate::manifest::ChannelArch) {
+        let labels = ChannelArchLabels {
+            channel: ca.channel.clone(),
+            arch: ca.arch.clone(),
+        };
+        self.last_publish_seconds.remove(&labels);
+        self.last_put_seconds.remove(&labels);
+        self.last_put_ok.remove(&labels);
+    }
 }
 
 /// Every metric of the process, and the registry that writes them out.
@@ -101,6 +122,7 @@ impl Metrics {
             requests: Family::default(),
             sent_bytes: Counter::default(),
             open_connections: Gauge::default(),
+            responses_in_progress: Gauge::default(),
             dropped: Family::default(),
             // 1 ms to about 65 s: a manifest to a slow rootfs download.
             response_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 9)),
@@ -132,6 +154,11 @@ impl Metrics {
             http.open_connections.clone(),
         );
         h.register(
+            "responses_in_progress",
+            "HTTP responses being sent now (downloads in progress)",
+            http.responses_in_progress.clone(),
+        );
+        h.register(
             "dropped_connections",
             "HTTP connections refused or dropped, by reason",
             http.dropped.clone(),
@@ -156,6 +183,16 @@ impl Metrics {
             "last_publish_seconds",
             "Unix time of the last successful publish, per channel/arch",
             dht.last_publish_seconds.clone(),
+        );
+        d.register(
+            "last_put_seconds",
+            "Unix time of the last put, whatever its result, per channel/arch",
+            dht.last_put_seconds.clone(),
+        );
+        d.register(
+            "last_put_ok",
+            "1 when the last put of a channel/arch worked, 0 when it failed",
+            dht.last_put_ok.clone(),
         );
         d.register(
             "routing_table_peers",

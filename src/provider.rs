@@ -144,13 +144,6 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
         Some(u) => u.clone(),
         None => derived_base_url(http.local_addr()),
     };
-    let _ = status.set(StatusSource {
-        peer_id: peer_id.to_string(),
-        base_url: base_url.clone(),
-        refresh_interval: cfg.dht.refresh_interval,
-        catalog: catalog.clone(),
-        metrics: metrics.clone(),
-    });
     println!("plasmd {} peer id {peer_id}", env!("CARGO_PKG_VERSION"));
     println!("HTTP listening on {}", http.local_addr());
 
@@ -159,6 +152,21 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
         let (client, event_loop, addrs) =
             dht::start(dht_config(&cfg.p2p, keypair.clone(), metrics.clone())).await?;
         print_listen_addrs(&addrs);
+        // Until now `/status.json` and the page answered 503: the addresses
+        // were not known yet.
+        let shown = if cfg.p2p.announce.is_empty() {
+            &addrs
+        } else {
+            &cfg.p2p.announce
+        };
+        let _ = status.set(StatusSource {
+            peer_id: peer_id.to_string(),
+            addrs: shown.iter().map(ToString::to_string).collect(),
+            base_url: base_url.clone(),
+            refresh_interval: cfg.dht.refresh_interval,
+            catalog: catalog.clone(),
+            metrics: metrics.clone(),
+        });
         let dht_task = tokio::spawn(event_loop.run());
 
         let (trigger, shutdown) = shutdown::channel();

@@ -257,6 +257,9 @@ impl Publisher {
             .collect();
         for ca in gone {
             self.entries.remove(&ca);
+            if let Some(m) = &self.metrics {
+                m.dht.forget(&ca);
+            }
             self.unpublish(&ca).await;
         }
         let now = Instant::now();
@@ -399,17 +402,21 @@ impl Publisher {
                     reason: result.into(),
                 })
                 .inc();
+            let labels = ChannelArchLabels {
+                channel: done.ca.channel.clone(),
+                arch: done.ca.arch.clone(),
+            };
+            let unix = crate::record::unix_now() as i64;
+            m.dht.last_put_seconds.get_or_create(&labels).set(unix);
+            m.dht
+                .last_put_ok
+                .get_or_create(&labels)
+                .set(done.result.is_ok() as i64);
             if done.result.is_ok() {
                 if entry.reason == Reason::Refresh {
                     m.dht.refreshes.inc();
                 }
-                m.dht
-                    .last_publish_seconds
-                    .get_or_create(&ChannelArchLabels {
-                        channel: done.ca.channel.clone(),
-                        arch: done.ca.arch.clone(),
-                    })
-                    .set(crate::record::unix_now() as i64);
+                m.dht.last_publish_seconds.get_or_create(&labels).set(unix);
             }
         }
         match done.result {

@@ -17,7 +17,7 @@
 //! (which bounds a whole response, not a single write), and the lingering
 //! close within [`LINGER`]. Which response to give is `files`' job.
 
-use std::cell::Cell;
+use prometheus_client::metrics::gauge::Gauge;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
@@ -106,19 +106,20 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// Counts a response in progress, so a stop can wait for it briefly.
-struct Responding<'a>(&'a Cell<usize>);
+/// Counts a response in progress, so a stop can wait for it briefly and
+/// operators see the downloads under way.
+struct Responding<'a>(&'a Gauge);
 
 impl<'a> Responding<'a> {
-    fn new(c: &'a Cell<usize>) -> Self {
-        c.set(c.get() + 1);
-        Responding(c)
+    fn new(g: &'a Gauge) -> Self {
+        g.inc();
+        Responding(g)
     }
 }
 
 impl Drop for Responding<'_> {
     fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
+        self.0.dec();
     }
 }
 
@@ -176,7 +177,7 @@ async fn serve(stream: &TcpStream, peer: SocketAddr, slot: &Slot, ctx: &Ctx) {
             })
             .inc();
         let result = {
-            let _guard = Responding::new(&ctx.responding);
+            let _guard = Responding::new(&ctx.metrics.http.responses_in_progress);
             // Boxed: only a connection that is answering holds the state
             // of answering.
             let date = ctx.date();
@@ -305,7 +306,17 @@ fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> (Reply, &'static str) {
         Route::Health => (Reply::text(200, "ok\n"), "healthz"),
         Route::Metrics => (files::metrics_reply(&ctx.metrics), "metrics"),
         Route::Status => match ctx.status.get() {
-            Some(s) => (files::json_reply(s.json()), "status"),
+            Some(s) => (
+                files::owned_reply("application/json", s.status().json()),
+                "status",
+            ),
+            None => (Reply::text(503, "starting\n"), "status"),
+        },
+        Route::Page(refresh) => match ctx.status.get() {
+            Some(s) => (
+                files::owned_reply("text/html; charset=utf-8", s.status().html(refresh)),
+                "status",
+            ),
             None => (Reply::text(503, "starting\n"), "status"),
         },
         Route::Refused(why) => {

@@ -157,15 +157,15 @@ pub fn metrics_reply(metrics: &crate::metrics::Metrics) -> Reply {
     }
 }
 
-/// A JSON document made for this response (`/status.json`).
-pub fn json_reply(json: String) -> Reply {
+/// A document made for this response (`/status.json`, the status page).
+pub fn owned_reply(content_type: &str, body: String) -> Reply {
     Reply {
         status: 200,
         headers: vec![
-            ("Content-Type", "application/json".into()),
+            ("Content-Type", content_type.into()),
             ("Cache-Control", "no-store".into()),
         ],
-        body: Body::Owned(json.into_bytes()),
+        body: Body::Owned(body.into_bytes()),
     }
 }
 

@@ -134,8 +134,6 @@ struct Ctx {
     status: StatusSlot,
     limits: HttpLimits,
     registry: RefCell<Registry>,
-    /// Responses being written, for a graceful stop.
-    responding: Cell<usize>,
     /// Set on stop: no more keep-alive.
     stopping: Cell<bool>,
     /// The `Date` header, formatted once a second.
@@ -156,7 +154,6 @@ impl Ctx {
             status,
             limits,
             registry: RefCell::new(Registry::new(budget)),
-            responding: Cell::new(0),
             stopping: Cell::new(false),
             date: RefCell::new((0, String::new())),
         }
@@ -298,10 +295,11 @@ async fn run(
     drop(listener);
     ctx.stopping.set(true);
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
-    while ctx.responding.get() > 0 && tokio::time::Instant::now() < deadline {
+    while ctx.metrics.http.responses_in_progress.get() > 0 && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if ctx.responding.get() > 0 {
+    if ctx.metrics.http.responses_in_progress.get() > 0 {
         log::info!("stopping with HTTP downloads still in progress");
     }
 }

@@ -189,6 +189,9 @@ pub enum Route {
     Metrics,
     /// `GET /status.json`: see `status`.
     Status,
+    /// `GET /`: the status page, auto-refreshed every so many seconds when
+    /// the query asks (`/?refresh=N`).
+    Page(Option<u32>),
     File(ChannelArch, String),
     /// A path that tries to leave the tree or is malformed: 400, logged.
     Refused(&'static str),
@@ -200,7 +203,12 @@ pub fn route(url: &str) -> Route {
     if url.len() > MAX_PATH {
         return Route::Refused("path too long");
     }
-    let path = url.split(['?', '#']).next().unwrap_or("");
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let path = path.split('#').next().unwrap_or("");
+    if path == "/" {
+        let query = query.split('#').next().unwrap_or("");
+        return Route::Page(crate::status::refresh_from_query(query));
+    }
     if path == "/healthz" {
         return Route::Health;
     }
@@ -372,7 +380,9 @@ mod tests {
             route("/stable/arm64/my%20file"),
             file("stable", "arm64", "my file")
         );
-        assert_eq!(route("/"), Route::NotFound);
+        assert_eq!(route("/"), Route::Page(None));
+        assert_eq!(route("/?refresh=10"), Route::Page(Some(10)));
+        assert_eq!(route("/?refresh=0"), Route::Page(None));
         assert_eq!(route("/stable/arm64"), Route::NotFound);
         assert_eq!(route("/stable/arm64/a/b"), Route::NotFound);
         assert_eq!(route("/Stable/arm64/x"), Route::NotFound);
