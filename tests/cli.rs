@@ -240,6 +240,19 @@ fn phase_discover_refuses_bad_usage_with_exit_2() {
         (lookup(&["--release-key", "/etc/hostname"]), "minisign"),
         (lookup(&["--state", "/tmp"]), "needs --release-key"),
         (lookup(&["--allow-downgrade"]), "--state"),
+        (lookup(&["--interval", "5"]), "--interval goes with --watch"),
+        (
+            lookup(&["--watch", "--interval", "0"]),
+            "use 1 to 3600 seconds",
+        ),
+        (
+            lookup(&["--watch", "--fetch", "vmlinuz"]),
+            "--watch only looks",
+        ),
+        (
+            lookup(&["--watch", "--fetch-all", "/tmp/x"]),
+            "--watch only looks",
+        ),
     ] {
         let r = run(DISCOVER, &args);
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
@@ -292,6 +305,7 @@ fn help_and_version_tell_the_truth() {
         (PLASMD, vec!["node", "--help"], "--record-ttl"),
         (PLASMD, vec!["id", "--help"], "--identity"),
         (DISCOVER, vec!["--help"], "--timeout"),
+        (DISCOVER, vec!["--help"], "--watch"),
     ] {
         let r = run(bin, &args);
         assert_eq!(r.code, 0);

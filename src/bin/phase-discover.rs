@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         return phase_boot();
     }
     let mut cfg = match config::parse_discover(std::env::args_os().skip(1)) {
-        Ok(DiscoverCommand::Run(cfg)) => cfg,
+        Ok(DiscoverCommand::Run(cfg)) => *cfg,
         Ok(DiscoverCommand::Print(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;
@@ -47,6 +47,12 @@ fn main() -> ExitCode {
             record::rfc3339_secs(t),
             record::rfc3339_secs(t)
         );
+    }
+    if let Some(interval) = cfg.watch {
+        return match discover::watch::run(&cfg, interval) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, &e.to_string()),
+        };
     }
     let records = match discover::discover(&cfg) {
         Ok(r) => r,

@@ -84,6 +84,7 @@ pub fn run(cmdline: &str) -> String {
         state: state.clone(),
         allow_downgrade: false,
         trusted_time: crate::record::BUILD_TIME,
+        watch: None,
     };
     say(&format!(
         "looking for {}/{} (mDNS {}, {} bootstrap peer(s), release keys {})",

@@ -32,6 +32,8 @@ pub const DEFAULT_P2P_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
 pub const DEFAULT_RECORD_TTL: u64 = 3600;
 /// Default `phase-discover` timeout.
 pub const DEFAULT_DISCOVER_TIMEOUT: u64 = 30;
+/// Seconds between `phase-discover --watch` rounds.
+pub const DEFAULT_WATCH_INTERVAL: u64 = 5;
 /// Longest record TTL (7 days): a record meant to outlive a week is a
 /// mistake, and bounding it keeps every deadline computed from it finite.
 pub const MAX_RECORD_TTL: u64 = crate::record::MAX_RECORD_TTL_SECS;
@@ -165,6 +167,9 @@ pub struct DiscoverConfig {
     /// A time known to have passed (the build, or the newest time the
     /// rollback floor saw): a clock reading earlier is treated as unknown.
     pub trusted_time: u64,
+    /// `--watch`: keep looking, and print every provider again after each
+    /// pause of this long.
+    pub watch: Option<Duration>,
 }
 
 /// What `--fetch` / `--fetch-all` download.
@@ -179,7 +184,7 @@ pub enum FetchTarget {
 /// What `phase-discover` was asked to do.
 #[derive(Debug)]
 pub enum DiscoverCommand {
-    Run(DiscoverConfig),
+    Run(Box<DiscoverConfig>),
     Print(String),
 }
 
@@ -949,6 +954,12 @@ Options:
                          channel/arch, newest time seen) and refuse older releases; needs
                          --release-key                                  [discover] state
   --allow-downgrade      accept a release older than the floor (and lower the floor to it)
+  --watch                keep looking and show every provider (implies --all) with its
+                         publisher, version, release_seq, record age and whether its manifest
+                         verifies (against --release-key when given); a live table on a
+                         terminal, plain lines otherwise (a JSON array per round with --json);
+                         runs until interrupted
+  --interval SECS        pause between --watch rounds (default 5, 1 to 3600)
   -h, --help             print this help
   -V, --version          print the version
 
@@ -972,6 +983,7 @@ where
     let (mut release_keys, mut state, mut allow_downgrade) =
         (Vec::<PathBuf>::new(), None::<PathBuf>, false);
     let (mut fetch, mut output, mut fetch_all) = (None, None::<PathBuf>, None::<PathBuf>);
+    let (mut watch, mut interval) = (false, None);
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(DiscoverCommand::Print(DISCOVER_HELP.into())),
@@ -993,6 +1005,8 @@ where
             Long("release-key") => release_keys.push(p.value()?.into()),
             Long("state") => state = Some(p.value()?.into()),
             Long("allow-downgrade") => allow_downgrade = true,
+            Long("watch") => watch = true,
+            Long("interval") => interval = Some(secs(&mut p, "--interval")?),
             other => {
                 return Err(ConfigError::Args(format!(
                     "{} (see phase-discover --help)",
@@ -1054,6 +1068,26 @@ where
         (None, Some(dir), None) => Some(FetchTarget::All { dir }),
         (None, None, None) => None,
     };
+    let watch = match (watch, interval) {
+        (false, Some(_)) => {
+            return Err(ConfigError::Args("--interval goes with --watch".into()));
+        }
+        (false, None) => None,
+        (true, _) if fetch.is_some() || state.is_some() => {
+            return Err(ConfigError::Args(
+                "--watch only looks: it cannot be combined with --fetch, --fetch-all or --state"
+                    .into(),
+            ));
+        }
+        (true, i) => Some(Duration::from_secs(in_range(
+            "--interval",
+            i.unwrap_or(DEFAULT_WATCH_INTERVAL),
+            1,
+            3600,
+            "seconds",
+        )?)),
+    };
+    let all = all || watch.is_some();
     let channel = channel.ok_or_else(|| ConfigError::Args("missing --channel C".into()))?;
     let arch = arch.ok_or_else(|| ConfigError::Args("missing --arch A".into()))?;
     check_name("channel", &channel).map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -1070,7 +1104,7 @@ where
         MAX_DISCOVER_TIMEOUT,
         "seconds",
     )?;
-    Ok(DiscoverCommand::Run(DiscoverConfig {
+    Ok(DiscoverCommand::Run(Box::new(DiscoverConfig {
         channel,
         arch,
         bootstrap: parse_bootstrap(&bootstrap)?,
@@ -1084,7 +1118,8 @@ where
         state,
         allow_downgrade,
         trusted_time: crate::record::BUILD_TIME,
-    }))
+        watch,
+    })))
 }
 
 #[cfg(test)]

@@ -353,7 +353,9 @@ pub struct Discovered {
     pub stderr: String,
 }
 
-pub fn discover(bootstrap: &str, timeout: u64, extra: &[&str]) -> Discovered {
+/// `phase-discover` arguments looking up stable/arm64 through `bootstrap`,
+/// followed by `extra`.
+pub fn lookup_args(bootstrap: &str, timeout: u64, extra: &[&str]) -> Vec<String> {
     let t = timeout.to_string();
     let mut args = vec![
         "--channel",
@@ -366,6 +368,12 @@ pub fn discover(bootstrap: &str, timeout: u64, extra: &[&str]) -> Discovered {
         &t,
     ];
     args.extend_from_slice(extra);
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+pub fn discover(bootstrap: &str, timeout: u64, extra: &[&str]) -> Discovered {
+    let args = lookup_args(bootstrap, timeout, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run(DISCOVER, &args)
 }
 

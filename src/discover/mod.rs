@@ -7,6 +7,10 @@
 //! publisher and ranks them. Lookups repeat until one succeeds or the
 //! timeout passes, so it also works while a provider is still starting.
 //! Fetching what a record points at is `fetch`'s job.
+//!
+//! - `watch`: `--watch`, the live table of every provider.
+
+pub mod watch;
 
 use std::time::Duration;
 
@@ -40,34 +44,89 @@ pub enum DiscoverError {
 /// boards spread over equal providers. Empty when nothing valid turned up
 /// before the timeout.
 pub fn discover(cfg: &DiscoverConfig) -> Result<Vec<ManifestRecord>, DiscoverError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(DiscoverError::Runtime)?;
-    rt.block_on(lookup(cfg))
+    let session = Session::start(cfg)?;
+    let found = session.lookup(cfg);
+    session.stop();
+    found
 }
 
 /// At most this many providers are asked for their own record.
 const MAX_PROVIDERS: usize = 32;
 
-async fn lookup(cfg: &DiscoverConfig) -> Result<Vec<ManifestRecord>, DiscoverError> {
-    let deadline = Instant::now() + cfg.timeout;
-    let (client, event_loop, _) = dht::start(DhtConfig {
-        keypair: Keypair::generate_ed25519(),
-        listen: Vec::new(),
-        bootstrap: cfg.bootstrap.clone(),
-        announce: Vec::new(),
-        // A client stores nothing of its own; this only bounds the store.
-        record_ttl: Duration::from_secs(60),
-        mdns: cfg.mdns,
-        role: Role::Client,
-        agent: format!("phase-discover/{}", env!("CARGO_PKG_VERSION")),
-        trusted_publishers: Vec::new(),
-        metrics: None,
-    })
-    .await?;
-    let dht_task = tokio::spawn(event_loop.run());
+/// A DHT client joined once and asked as often as needed (`--watch`). Its
+/// runtime only runs while a method is called: between calls the
+/// connections are not served, so callers pause through [`Session::pause`].
+pub struct Session {
+    rt: tokio::runtime::Runtime,
+    client: dht::Client,
+    dht_task: tokio::task::JoinHandle<()>,
+}
 
+impl Session {
+    /// Joins the DHT as a client with a throw-away identity.
+    pub fn start(cfg: &DiscoverConfig) -> Result<Session, DiscoverError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(DiscoverError::Runtime)?;
+        let (client, event_loop, _) = rt.block_on(dht::start(DhtConfig {
+            keypair: Keypair::generate_ed25519(),
+            listen: Vec::new(),
+            bootstrap: cfg.bootstrap.clone(),
+            announce: Vec::new(),
+            // A client stores nothing of its own; this only bounds the store.
+            record_ttl: Duration::from_secs(60),
+            mdns: cfg.mdns,
+            role: Role::Client,
+            agent: format!("phase-discover/{}", env!("CARGO_PKG_VERSION")),
+            trusted_publishers: Vec::new(),
+            metrics: None,
+        }))?;
+        let dht_task = rt.spawn(event_loop.run());
+        Ok(Session {
+            rt,
+            client,
+            dht_task,
+        })
+    }
+
+    /// Asks until something valid is found or `cfg.timeout` passes; ranked
+    /// best first.
+    pub fn lookup(&self, cfg: &DiscoverConfig) -> Result<Vec<ManifestRecord>, DiscoverError> {
+        self.rt.block_on(lookup(&self.client, cfg))
+    }
+
+    /// Runs blocking work (downloads) on another thread while the DHT
+    /// connections keep being served.
+    pub fn run_blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let task = self.rt.spawn_blocking(f);
+        match self.rt.block_on(task) {
+            Ok(v) => v,
+            // The closure panicked: carry it on here, as a direct call would.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Keeps serving the DHT connections for `d`.
+    pub fn pause(&self, d: Duration) {
+        // The timer is made inside the runtime: it needs its clock.
+        self.rt.block_on(async { tokio::time::sleep(d).await });
+    }
+
+    /// Leaves the DHT.
+    pub fn stop(self) {
+        self.rt.block_on(async {
+            self.client.stop().await;
+            let _ = self.dht_task.await;
+        });
+    }
+}
+
+async fn lookup(
+    client: &dht::Client,
+    cfg: &DiscoverConfig,
+) -> Result<Vec<ManifestRecord>, DiscoverError> {
+    let deadline = Instant::now() + cfg.timeout;
     let mut peers = client.peers();
     let mut found = Vec::new();
     while found.is_empty() && Instant::now() < deadline {
@@ -75,13 +134,11 @@ async fn lookup(cfg: &DiscoverConfig) -> Result<Vec<ManifestRecord>, DiscoverErr
         if *peers.borrow() == 0 {
             let _ = tokio::time::timeout_at(deadline, peers.wait_for(|n| *n > 0)).await;
         }
-        found = one_round(&client, cfg, deadline).await?;
+        found = one_round(client, cfg, deadline).await?;
         if found.is_empty() {
             tokio::time::sleep_until(deadline.min(Instant::now() + RETRY_PAUSE)).await;
         }
     }
-    client.stop().await;
-    let _ = dht_task.await;
     Ok(rank(found))
 }
 

@@ -1,0 +1,248 @@
+//! `phase-discover --watch`: every valid provider of a channel/arch, looked
+//! up again and again on one DHT session, each with whether what it serves
+//! verifies. On a terminal the table is redrawn in place; otherwise each
+//! round is printed as plain lines (or one JSON array) for logs and scripts.
+//!
+//! Finding records is `discover`'s job and deciding about releases
+//! `choose`'s; this module only runs rounds and prints them. It never
+//! downloads artifacts and never moves a rollback floor.
+
+use std::io::{IsTerminal, Write};
+
+use crate::config::DiscoverConfig;
+use crate::fetch;
+use crate::manifest::json_string;
+use crate::record::{self, ManifestRecord};
+
+use super::{DiscoverError, Session};
+
+/// One provider as a round saw it.
+struct Row {
+    record: ManifestRecord,
+    /// Seconds since the record was put.
+    age: u64,
+    /// The verified release number (with release keys), else the record's
+    /// own hint.
+    release_seq: Option<u64>,
+    /// Whether its manifest verifies.
+    ok: bool,
+    /// What was checked, or why it is refused.
+    state: String,
+}
+
+/// Runs rounds until the process is interrupted, or the DHT fails.
+pub fn run(cfg: &DiscoverConfig, interval: std::time::Duration) -> Result<(), DiscoverError> {
+    let session = Session::start(cfg)?;
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let records = session.lookup(cfg)?;
+        // The checks download manifests (blocking HTTP): done off the
+        // runtime while it keeps serving the DHT connections.
+        let check_cfg = cfg.clone();
+        let rows = session.run_blocking(move || verify(records, &check_cfg));
+        let out = match (cfg.json, terminal) {
+            (true, _) => json(&rows),
+            (false, true) => table(cfg, &rows, interval),
+            (false, false) => lines(&rows),
+        };
+        let mut stdout = std::io::stdout().lock();
+        // A closed pipe (`| head`) ends the watch.
+        if stdout
+            .write_all(out.as_bytes())
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            break;
+        }
+        drop(stdout);
+        session.pause(interval);
+    }
+    session.stop();
+    Ok(())
+}
+
+/// Checks what each record points at: against the release keys when there
+/// are any (as a board would), else against the record's manifest hash.
+fn verify(records: Vec<ManifestRecord>, cfg: &DiscoverConfig) -> Vec<Row> {
+    let now = record::unix_now();
+    let age = |r: &ManifestRecord| now.saturating_sub(r.updated_at());
+    if cfg.release_keys.is_empty() {
+        return records
+            .into_iter()
+            .map(|r| {
+                let (ok, state) =
+                    match fetch::check_provider(&r, &cfg.release_keys, &cfg.channel, &cfg.arch) {
+                        Ok(_) => (true, "manifest matches the record".to_string()),
+                        Err(e) => (false, e.to_string()),
+                    };
+                Row {
+                    age: age(&r),
+                    release_seq: r.release_seq,
+                    ok,
+                    state,
+                    record: r,
+                }
+            })
+            .collect();
+    }
+    let choice = crate::choose::releases(&records, cfg, None);
+    records
+        .into_iter()
+        .map(|r| {
+            let accepted = choice.accepted.iter().find(|c| c.record.url == r.url);
+            let refused = choice.refused.iter().find(|(url, _)| *url == r.url);
+            let (release_seq, ok, state) =
+                match (accepted.and_then(|c| c.release.as_ref()), refused) {
+                    (Some(rel), _) => (
+                        Some(rel.release_seq),
+                        true,
+                        format!("release verified (key {})", rel.key_id),
+                    ),
+                    (None, Some((_, why))) => (r.release_seq, false, why.clone()),
+                    (None, None) => (r.release_seq, false, "not checked".to_string()),
+                };
+            Row {
+                age: age(&r),
+                release_seq,
+                ok,
+                state,
+                record: r,
+            }
+        })
+        .collect()
+}
+
+/// The live table: cleared and redrawn each round.
+fn table(cfg: &DiscoverConfig, rows: &[Row], interval: std::time::Duration) -> String {
+    let mut out = format!(
+        "\x1b[H\x1b[2Jphase-discover --watch {}/{}: {} provider(s), {} verified, at {} (every {} s, Ctrl-C to stop)\n\n",
+        cfg.channel,
+        cfg.arch,
+        rows.len(),
+        rows.iter().filter(|r| r.ok).count(),
+        record::rfc3339_secs(record::unix_now()),
+        interval.as_secs()
+    );
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                printable(&r.record.url),
+                printable(&publisher(&r.record)),
+                printable(&r.record.version),
+                r.release_seq.map_or_else(|| "-".into(), |n| n.to_string()),
+                format!("{} s", r.age),
+                printable(&format!(
+                    "{}{}",
+                    if r.ok { "ok: " } else { "REFUSED: " },
+                    r.state
+                )),
+            ]
+        })
+        .collect();
+    let head = ["URL", "PUBLISHER", "VERSION", "RELEASE_SEQ", "AGE", "STATE"];
+    let mut width = head.map(|h| h.chars().count());
+    for row in &cells {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cols: [&str; 6]| {
+        let mut l = String::new();
+        for (i, c) in cols.iter().enumerate() {
+            if i == 5 {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        l.push('\n');
+        l
+    };
+    out.push_str(&line(head));
+    for row in &cells {
+        out.push_str(&line(row.each_ref().map(String::as_str)));
+    }
+    if rows.is_empty() {
+        out.push_str("(no provider found in this round)\n");
+    }
+    out
+}
+
+/// Plain lines, one per provider, each starting with the round's time;
+/// `none` when a round found nobody.
+fn lines(rows: &[Row]) -> String {
+    let at = record::rfc3339_secs(record::unix_now());
+    if rows.is_empty() {
+        return format!("{at} none\n");
+    }
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{at} {} {} {} {} {}s {} {}\n",
+                printable(&r.record.url),
+                printable(&r.record.peer_id),
+                printable(&r.record.version),
+                r.release_seq.map_or_else(|| "-".into(), |n| n.to_string()),
+                r.age,
+                if r.ok { "ok" } else { "refused" },
+                printable(&r.state)
+            )
+        })
+        .collect()
+}
+
+/// One JSON array per round: each record with `age_seconds`, `ok` and
+/// `state` added.
+fn json(rows: &[Row]) -> String {
+    let items: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let record = r.record.to_json();
+            let open = record.strip_suffix('}').unwrap_or("{");
+            let sep = if open.len() > 1 { "," } else { "" };
+            format!(
+                "{open}{sep}\"age_seconds\":{},\"ok\":{},\"state\":{}}}",
+                r.age,
+                r.ok,
+                json_string(&r.state)
+            )
+        })
+        .collect();
+    format!("[{}]\n", items.join(","))
+}
+
+/// The publisher, short enough for a table: the peer id's ends and the
+/// provider's name if it gave one.
+fn publisher(r: &ManifestRecord) -> String {
+    let id = &r.peer_id;
+    let short = if id.is_ascii() && id.len() > 16 {
+        format!("{}…{}", &id[..8], &id[id.len() - 6..])
+    } else {
+        id.clone()
+    };
+    match &r.provider_name {
+        Some(n) => format!("{short} ({n})"),
+        None => short,
+    }
+}
+
+/// Text from the network (URLs, versions, names, refusal reasons quoting
+/// them) with control characters shown as `?`: a hostile record must not
+/// drive the operator's terminal with escape sequences or break the lines.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_text_cannot_drive_the_terminal() {
+        assert_eq!(printable("v1\x1b[2J\nboot"), "v1?[2J?boot");
+        assert_eq!(printable("stable 1.0"), "stable 1.0");
+    }
+}
