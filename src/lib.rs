@@ -17,12 +17,13 @@
 //! - [`http`]: the event-driven, bounded HTTP/1.1 server boards download from
 //! - [`metrics`]: the Prometheus registry every task records into
 //! - [`shutdown`]: SIGTERM/SIGINT → one signal every task waits on
-//! - [`status`]: `/status.json` and `plasmd status`
+//! - [`status`]: `/status.json`, the status page and `plasmd status`
 //! - [`statefile`]: state files replaced atomically (key, record seq)
 //! - [`tally`]: counts per key for fairness (HTTP addresses, DHT peers)
 //! - [`fetch`]: `phase-discover --fetch`, record → manifest → verified bytes
 //! - [`choose`]: with release keys, which found providers a board may use
 //! - [`provider`], [`discover`]: the commands, wiring the above together
+//!   (`discover::watch`: `phase-discover --watch`)
 //! - [`boot`]: `phase-boot`, the stage 1 that finds, verifies and kexecs a release
 
 pub mod beneath;
