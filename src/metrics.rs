@@ -49,6 +49,13 @@ pub struct AdvertLabels {
     pub release_seq: String,
 }
 
+/// The netboot partition a board profile looks for.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// The filesystem labels it is found by, comma-separated.
+    pub fs_labels: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -109,6 +116,9 @@ pub struct Metrics {
     /// Watchdog pets, and health-check failures by `check`.
     pub watchdog_pets: Counter,
     pub health_failures: Family<ReasonLabel, Counter>,
+    /// 1 while the netboot partition is mounted and served, 0 while it is
+    /// missing (only on boards that look for one).
+    pub partition_mounted: Family<PartitionLabels, Gauge>,
     /// libp2p's swarm, Kademlia, Identify and Ping metrics.
     pub p2p: libp2p::metrics::Metrics,
 }
@@ -130,6 +140,7 @@ impl Metrics {
         let dht = DhtMetrics::default();
         let adverts = Family::<AdvertLabels, Gauge>::default();
         let (pets, health) = (Counter::default(), Family::default());
+        let partition = Family::<PartitionLabels, Gauge>::default();
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -221,6 +232,11 @@ impl Metrics {
             "failed health checks, by check",
             health.clone(),
         );
+        b.register(
+            "partition_mounted",
+            "1 while the netboot partition is mounted and served, 0 while it is missing",
+            partition.clone(),
+        );
         let p2p = libp2p::metrics::Metrics::new(&mut registry);
         Arc::new(Metrics {
             registry,
@@ -229,6 +245,7 @@ impl Metrics {
             adverts,
             watchdog_pets: pets,
             health_failures: health,
+            partition_mounted: partition,
             p2p,
         })
     }

@@ -186,6 +186,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
                 board.clone(),
                 catalog.clone(),
                 rescan,
+                metrics.clone(),
                 shutdown.clone(),
             ))),
             _ => None,

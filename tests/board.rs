@@ -48,6 +48,12 @@ fn without_its_partition_a_board_keeps_serving_healthz_and_advertises_nothing() 
     );
     assert_eq!(http_get_status(port, "/healthz"), 200);
     assert_eq!(http_get_status(port, "/stable/arm64/manifest.json"), 404);
+    let (_, _, metrics) = http(port, "GET", "/metrics");
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("plasmd_board_partition_mounted{fs_labels=\"PLASMD-NONE\"} 0"),
+        "{metrics}"
+    );
     let d = discover(&p2p, 3, &[]);
     assert_eq!(d.code, 2, "nothing should be advertised: {}", d.stdout);
     assert!(!s.stderr().contains("Publishing boot manifest"));

@@ -76,6 +76,15 @@ fn the_board_image_is_found_serves_verified_artifacts_resets_when_hung_and_unadv
         Some("qemu-test-board")
     );
     vm.wait_stdout_contains("netboot partition /dev/vda1", Duration::from_secs(5));
+    // The operator sees it in the metrics too.
+    let (status, metrics) = get_url(&format!("http://127.0.0.1:{http_port}/metrics"));
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(metrics).unwrap();
+    let mounted = metrics
+        .lines()
+        .find(|l| l.starts_with("plasmd_board_partition_mounted{"))
+        .unwrap_or_else(|| panic!("no partition state in:\n{metrics}"));
+    assert!(mounted.ends_with(" 1"), "{mounted}");
 
     let (status, manifest) = get_url(&url);
     assert_eq!(status, 200);

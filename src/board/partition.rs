@@ -243,9 +243,16 @@ pub async fn track(
     profile: super::BoardProfile,
     catalog: std::sync::Arc<crate::manifest::Catalog>,
     rescan: std::sync::Arc<tokio::sync::Notify>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     mut shutdown: crate::shutdown::Shutdown,
 ) {
     let spec = profile.netboot.clone();
+    let mounted = metrics
+        .partition_mounted
+        .get_or_create(&crate::metrics::PartitionLabels {
+            fs_labels: spec.labels.join(","),
+        })
+        .clone();
     let mut current: Option<(Found, PathBuf)> = None;
     let mut last_miss: Option<String> = None;
     loop {
@@ -272,6 +279,7 @@ pub async fn track(
                         );
                         catalog.set_root(Some(root));
                         rescan.notify_one();
+                        mounted.set(1);
                         current = Some((found, mount_point));
                         last_miss = None;
                     }
@@ -304,6 +312,7 @@ pub async fn track(
                     );
                     catalog.set_root(None);
                     rescan.notify_one();
+                    mounted.set(0);
                     release(&mount_point, &spec);
                 }
             }
