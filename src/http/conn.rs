@@ -34,7 +34,6 @@ use super::files::{self, Body, Reply};
 use super::parse::{self, clip, Head, HeadError, Method, Route, Scan, MAX_HEAD};
 use super::{Ctx, HttpLimits};
 use crate::manifest::MANIFEST_NAME;
-use crate::metrics::RequestLabels;
 use crate::release::SIGNATURE_NAME;
 
 /// The whole request head must arrive within this long (a deadline, not a
@@ -168,14 +167,7 @@ async fn serve(stream: &TcpStream, peer: SocketAddr, slot: &Slot, ctx: &Ctx) {
             }
         };
         let (status, body_len) = (reply.status, reply.body.len());
-        ctx.metrics
-            .http
-            .requests
-            .get_or_create(&RequestLabels {
-                route: class,
-                status,
-            })
-            .inc();
+        ctx.count_request(class, status);
         let result = {
             let _guard = Responding::new(&ctx.metrics.http.responses_in_progress);
             // Boxed: only a connection that is answering holds the state

@@ -35,6 +35,7 @@ mod parse;
 pub use parse::fuzz_request;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
@@ -47,7 +48,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::manifest::Catalog;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestLabels};
+use prometheus_client::metrics::counter::Counter;
 
 /// Where `/status.json` comes from, filled in once known (the URL depends
 /// on the address HTTP bound).
@@ -138,6 +140,10 @@ struct Ctx {
     stopping: Cell<bool>,
     /// The `Date` header, formatted once a second.
     date: RefCell<(u64, String)>,
+    /// This loop's handles on the request counters: looking one up in the
+    /// shared family takes its lock and hashes the labels, which cost a
+    /// measurable share of a small response's time.
+    counters: RefCell<HashMap<(&'static str, u16), Counter>>,
 }
 
 impl Ctx {
@@ -156,6 +162,7 @@ impl Ctx {
             registry: RefCell::new(Registry::new(budget)),
             stopping: Cell::new(false),
             date: RefCell::new((0, String::new())),
+            counters: RefCell::default(),
         }
     }
 
@@ -168,6 +175,21 @@ impl Ctx {
             HttpLimits::default(),
             16,
         )
+    }
+
+    /// Counts an answered request under its route class and status.
+    fn count_request(&self, route: &'static str, status: u16) {
+        let mut counters = self.counters.borrow_mut();
+        counters
+            .entry((route, status))
+            .or_insert_with(|| {
+                self.metrics
+                    .http
+                    .requests
+                    .get_or_create(&RequestLabels { route, status })
+                    .clone()
+            })
+            .inc();
     }
 
     fn date(&self) -> String {
