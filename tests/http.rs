@@ -64,8 +64,11 @@ fn manifest_and_artifacts_are_served_with_the_right_bytes_and_headers() {
     assert!(head.contains("Content-Length: 100000"), "{head}");
     assert!(body.is_empty());
 
+    // `/` is the status page (see tests/status_page.rs), not a file.
+    let (status, head, _) = http(port, "GET", "/");
+    assert_eq!(status, 200);
+    assert!(head.contains("Content-Type: text/html"), "{head}");
     for missing in [
-        "/",
         "/stable/arm64/nope",
         "/stable/riscv64/manifest.json",
         "/a/b/c/d",
