@@ -615,6 +615,23 @@ pub fn json_string(s: &str) -> String {
     out
 }
 
+/// Text from the network (URLs, versions, names, error messages quoting
+/// them) made safe to show on a terminal: control characters (C0, DEL, C1)
+/// and bidirectional overrides become `?`, so a hostile record can neither
+/// drive the terminal with escape sequences nor reorder what it shows.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if c.is_control() || bidi {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// Reads at most `max` bytes of an open file; more is an error.
 fn read_bounded(path: &Path, file: File, max: u64) -> Result<Vec<u8>, ManifestError> {
     let mut bytes = Vec::new();
@@ -711,6 +728,15 @@ pub fn check_depth(json: &[u8]) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn network_text_cannot_drive_the_terminal() {
+        assert_eq!(printable("v1\x1b[2J\nboot"), "v1?[2J?boot");
+        assert_eq!(printable("a\u{9b}31m\u{7f}"), "a?31m?");
+        assert_eq!(printable("evil\u{202e}gpj.exe"), "evil?gpj.exe");
+        assert_eq!(printable("stable 1.0 · ünï"), "stable 1.0 · ünï");
+    }
+
     use super::*;
 
     fn tree() -> (tempdir::TempDir, Catalog) {

@@ -3,8 +3,9 @@
 //! with `apt-get install ./plasmd_*_amd64.deb`, its unit's command line is
 //! started as the package installs it (as the `plasmd` user, with the
 //! default config) and answers; the man pages render with `man -l`, the
-//! completions complete; `dpkg -r` keeps the configuration, `dpkg -P`
-//! removes everything. Needs root (it installs a package), so it is ignored
+//! completions complete; a reinstall keeps the operator's changes, `dpkg -r`
+//! keeps the configuration, `dpkg -P` removes it and the keys but keeps the
+//! operator's releases. Needs root (it installs a package), so it is ignored
 //! by plain `cargo test`; `bash tests/run` runs it.
 
 mod common;
@@ -36,6 +37,8 @@ struct Installed;
 impl Drop for Installed {
     fn drop(&mut self) {
         let _ = sh("dpkg -P plasmd >/dev/null 2>&1");
+        // The test's own release, which a purge keeps (it is the operator's).
+        let _ = std::fs::remove_dir_all("/var/lib/plasmd");
     }
 }
 
@@ -200,6 +203,16 @@ fn the_package_installs_runs_and_removes_cleanly() {
     must("fish --no-execute /usr/share/fish/vendor_completions.d/plasmd.fish");
     let fish = must("fish -c 'complete -C \"plasmd serve --refr\"'");
     assert!(fish.contains("--refresh-interval"), "{fish}");
+    // A flag's value that happens to be a subcommand's name is not one.
+    let fish = must("fish -c 'complete -C \"plasmd serve --channel sign --ke\"'");
+    assert!(!fish.contains("--kernel"), "{fish}");
+    assert_eq!(complete("plasmd serve --channel sign --ke").trim(), "");
+
+    // Reinstalled (as an upgrade would): the operator's mode on the
+    // artifacts tree stays.
+    must("chmod 0750 /var/lib/plasmd/artifacts");
+    must(&format!("dpkg -i {} 2>&1", amd.display()));
+    assert_eq!(must("stat -c %a /var/lib/plasmd/artifacts").trim(), "750");
 
     // Removed: binaries gone, configuration and state kept.
     must("dpkg -r plasmd");
@@ -207,10 +220,19 @@ fn the_package_installs_runs_and_removes_cleanly() {
     assert!(!Path::new("/usr/bin/phase-boot").exists());
     assert!(Path::new("/etc/plasmd/plasmd.toml").exists());
     assert!(Path::new("/var/lib/plasmd/identity.key").exists());
-    // Purged: nothing left.
-    must("dpkg -P plasmd");
+    // Purged: configuration and keys gone; the release the operator put in
+    // the artifacts tree stays, and the purge says so.
+    let purge = must("dpkg -P plasmd 2>&1");
+    assert!(purge.contains("kept /var/lib/plasmd/artifacts"), "{purge}");
     assert!(!Path::new("/etc/plasmd").exists());
-    assert!(!Path::new("/var/lib/plasmd").exists());
+    assert!(!Path::new("/var/lib/plasmd/identity.key").exists());
+    assert!(ca.join("vmlinuz").exists());
+    assert_eq!(
+        must("ls -A /var/lib/plasmd")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["artifacts"]
+    );
     let (known, _) = sh("dpkg -s plasmd >/dev/null 2>&1");
     assert!(!known, "dpkg still knows plasmd after a purge");
 }

@@ -91,6 +91,9 @@ fn status_with(port: u16, needle: &str) -> String {
 
 #[test]
 fn the_status_page_shows_a_provider_in_a_real_browser() {
+    // Installing Chromium can take a minute on a fresh machine: done before
+    // the stalled download below starts its clock.
+    browser();
     let dir = TempDir::new("status-page");
     let root = artifacts(dir.path());
     // A root filesystem big enough that a board which stops reading stays
@@ -128,7 +131,13 @@ fn the_status_page_shows_a_provider_in_a_real_browser() {
     assert_eq!(signed.code, 0, "{}", signed.stderr);
 
     let (_node, node_addr) = node(dir.path(), "node", 60, None);
-    let s = serve(dir.path(), &root, &["--bootstrap", &node_addr]);
+    // No minimum rate: the stalled board below must stay in the middle of
+    // its download however long the browser takes.
+    let s = serve(
+        dir.path(),
+        &root,
+        &["--bootstrap", &node_addr, "--http-min-rate", "0"],
+    );
     s.proc
         .wait_log("DHT record published", 1, Duration::from_secs(20));
     let peer_id = s.proc.wait_stdout("plasmd ", Duration::from_secs(1));

@@ -1033,7 +1033,13 @@ where
     let release_keys = ReleaseKeys::load(&release_keys).map_err(|e| {
         ConfigError::Invalid(format!("--release-key / [discover] release_keys: {e}"))
     })?;
-    let state = state.or(file.state);
+    // --watch only looks: a board's config file may name its state
+    // directory, which a watch leaves alone (an explicit --state is refused
+    // below).
+    let state = match (watch, state) {
+        (true, None) => None,
+        (_, state) => state.or(file.state),
+    };
     if state.is_some() && release_keys.is_empty() {
         return Err(ConfigError::Args(
             "--state keeps a floor of signed release numbers: it needs --release-key PUBFILE"
@@ -1304,5 +1310,38 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(ok, DiscoverCommand::Run(c) if c.timeout == Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn watch_leaves_a_config_files_state_alone() {
+        // A board's config names its state directory (and would need a
+        // release key for it); a watch with that config only looks.
+        let path = std::env::temp_dir().join(format!("plasmd-watch-{}.toml", std::process::id()));
+        std::fs::write(&path, "[discover]\nstate = \"/var/lib/phase\"\n").unwrap();
+        let args = |extra: &[&str]| {
+            let mut a = vec![
+                "--channel",
+                "stable",
+                "--arch",
+                "arm64",
+                "--bootstrap",
+                "/ip4/127.0.0.1/tcp/4001",
+                "--config",
+                path.to_str().unwrap(),
+            ];
+            a.extend_from_slice(extra);
+            parse_discover(a)
+        };
+        let watch = args(&["--watch"]);
+        let plain = args(&[]);
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            matches!(watch, Ok(DiscoverCommand::Run(ref c)) if c.state.is_none() && c.watch.is_some()),
+            "{watch:?}"
+        );
+        assert!(plain
+            .unwrap_err()
+            .to_string()
+            .contains("needs --release-key"));
     }
 }

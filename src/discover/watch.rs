@@ -11,7 +11,7 @@ use std::io::{IsTerminal, Write};
 
 use crate::config::DiscoverConfig;
 use crate::fetch;
-use crate::manifest::json_string;
+use crate::manifest::{json_string, printable};
 use crate::record::{self, ManifestRecord};
 
 use super::{DiscoverError, Session};
@@ -63,46 +63,35 @@ pub fn run(cfg: &DiscoverConfig, interval: std::time::Duration) -> Result<(), Di
 
 /// Checks what each record points at: against the release keys when there
 /// are any (as a board would), else against the record's manifest hash.
+/// One record at a time: two publishers may advertise the same URL, and
+/// each gets its own verdict.
 fn verify(records: Vec<ManifestRecord>, cfg: &DiscoverConfig) -> Vec<Row> {
     let now = record::unix_now();
-    let age = |r: &ManifestRecord| now.saturating_sub(r.updated_at());
-    if cfg.release_keys.is_empty() {
-        return records
-            .into_iter()
-            .map(|r| {
-                let (ok, state) =
-                    match fetch::check_provider(&r, &cfg.release_keys, &cfg.channel, &cfg.arch) {
-                        Ok(_) => (true, "manifest matches the record".to_string()),
-                        Err(e) => (false, e.to_string()),
-                    };
-                Row {
-                    age: age(&r),
-                    release_seq: r.release_seq,
-                    ok,
-                    state,
-                    record: r,
-                }
-            })
-            .collect();
-    }
-    let choice = crate::choose::releases(&records, cfg, None);
     records
         .into_iter()
         .map(|r| {
-            let accepted = choice.accepted.iter().find(|c| c.record.url == r.url);
-            let refused = choice.refused.iter().find(|(url, _)| *url == r.url);
-            let (release_seq, ok, state) =
-                match (accepted.and_then(|c| c.release.as_ref()), refused) {
+            let (release_seq, ok, state) = if cfg.release_keys.is_empty() {
+                match fetch::check_provider(&r, &cfg.release_keys, &cfg.channel, &cfg.arch) {
+                    Ok(_) => (r.release_seq, true, "manifest matches the record".into()),
+                    Err(e) => (r.release_seq, false, e.to_string()),
+                }
+            } else {
+                let choice = crate::choose::releases(std::slice::from_ref(&r), cfg, None);
+                match (
+                    choice.accepted.first().and_then(|c| c.release.as_ref()),
+                    choice.refused.first(),
+                ) {
                     (Some(rel), _) => (
                         Some(rel.release_seq),
                         true,
                         format!("release verified (key {})", rel.key_id),
                     ),
                     (None, Some((_, why))) => (r.release_seq, false, why.clone()),
-                    (None, None) => (r.release_seq, false, "not checked".to_string()),
-                };
+                    (None, None) => (r.release_seq, false, "not checked".into()),
+                }
+            };
             Row {
-                age: age(&r),
+                age: now.saturating_sub(r.updated_at()),
                 release_seq,
                 ok,
                 state,
@@ -205,7 +194,7 @@ fn json(rows: &[Row]) -> String {
                 "{open}{sep}\"age_seconds\":{},\"ok\":{},\"state\":{}}}",
                 r.age,
                 r.ok,
-                json_string(&r.state)
+                json_string(&printable(&r.state))
             )
         })
         .collect();
@@ -224,25 +213,5 @@ fn publisher(r: &ManifestRecord) -> String {
     match &r.provider_name {
         Some(n) => format!("{short} ({n})"),
         None => short,
-    }
-}
-
-/// Text from the network (URLs, versions, names, refusal reasons quoting
-/// them) with control characters shown as `?`: a hostile record must not
-/// drive the operator's terminal with escape sequences or break the lines.
-fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn network_text_cannot_drive_the_terminal() {
-        assert_eq!(printable("v1\x1b[2J\nboot"), "v1?[2J?boot");
-        assert_eq!(printable("stable 1.0"), "stable 1.0");
     }
 }

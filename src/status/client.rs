@@ -102,9 +102,10 @@ pub fn query(base: &str) -> Result<(String, bool), StatusError> {
         "CHANNEL/ARCH", "VERSION", "RELEASE_SEQ", "PUBLISHED", "URL"
     ));
     for c in &s.channels.0 {
-        let published = c
-            .last_publish
-            .map_or_else(|| "never".to_string(), |t| format!("{} s ago", now - t));
+        let published = c.last_publish.map_or_else(
+            || "never".to_string(),
+            |t| format!("{} s ago", now.saturating_sub(t)),
+        );
         out.push_str(&format!(
             "{:<24} {:<18} {:>12} {:>14}  {}\n",
             format!("{}/{}", c.channel, c.arch),
@@ -118,5 +119,11 @@ pub fn query(base: &str) -> Result<(String, bool), StatusError> {
     for p in &s.problems {
         out.push_str(&format!("problem: {p}\n"));
     }
+    // Every string came from the network: nothing in it may drive the
+    // terminal.
+    let out = out
+        .lines()
+        .map(|l| crate::manifest::printable(l) + "\n")
+        .collect();
     Ok((out, s.healthy))
 }
