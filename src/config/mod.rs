@@ -1298,18 +1298,22 @@ mod tests {
             parse_discover(["--arch", "arm64", "--bootstrap", "/ip4/127.0.0.1/tcp/1"]).is_err()
         );
         assert!(parse_discover(["--channel", "stable", "--arch", "arm64"]).is_err());
-        let ok = parse_discover([
+        let ok = lookup(&["--timeout", "5"]).unwrap();
+        assert!(matches!(ok, DiscoverCommand::Run(c) if c.timeout == Duration::from_secs(5)));
+    }
+
+    /// `phase-discover` of stable/arm64 through one peer, and `extra`.
+    fn lookup(extra: &[&str]) -> Result<DiscoverCommand, ConfigError> {
+        let mut a = vec![
             "--channel",
             "stable",
             "--arch",
             "arm64",
             "--bootstrap",
             "/ip4/127.0.0.1/tcp/4001",
-            "--timeout",
-            "5",
-        ])
-        .unwrap();
-        assert!(matches!(ok, DiscoverCommand::Run(c) if c.timeout == Duration::from_secs(5)));
+        ];
+        a.extend_from_slice(extra);
+        parse_discover(a)
     }
 
     #[test]
@@ -1318,22 +1322,9 @@ mod tests {
         // release key for it); a watch with that config only looks.
         let path = std::env::temp_dir().join(format!("plasmd-watch-{}.toml", std::process::id()));
         std::fs::write(&path, "[discover]\nstate = \"/var/lib/phase\"\n").unwrap();
-        let args = |extra: &[&str]| {
-            let mut a = vec![
-                "--channel",
-                "stable",
-                "--arch",
-                "arm64",
-                "--bootstrap",
-                "/ip4/127.0.0.1/tcp/4001",
-                "--config",
-                path.to_str().unwrap(),
-            ];
-            a.extend_from_slice(extra);
-            parse_discover(a)
-        };
-        let watch = args(&["--watch"]);
-        let plain = args(&[]);
+        let config = ["--config", path.to_str().unwrap()];
+        let watch = lookup(&[&config[..], &["--watch"]].concat());
+        let plain = lookup(&config);
         std::fs::remove_file(&path).unwrap();
         assert!(
             matches!(watch, Ok(DiscoverCommand::Run(ref c)) if c.state.is_none() && c.watch.is_some()),
