@@ -98,19 +98,17 @@ fn every_provider_of_a_channel_is_found_and_fetch_falls_back() {
 fn watch_lists_every_provider_and_whether_it_verifies() {
     let dir = TempDir::new("watch");
     let (_node, node_addr) = node(dir.path(), "node", 4, None);
-    let (pubkey, seckey) = (dir.path().join("fleet.pub"), dir.path().join("fleet.key"));
-    let (pubkey, seckey) = (pubkey.to_str().unwrap(), seckey.to_str().unwrap());
-    let keygen = run(PLASMD, &["release", "keygen", "-p", pubkey, "-s", seckey]);
-    assert_eq!(keygen.code, 0, "{}", keygen.stderr);
+    let (pubkey, seckey) = keygen(dir.path(), "fleet");
     let provider = |name: &str, signed: bool| {
         let d = dir.path().join(name);
         std::fs::create_dir_all(&d).unwrap();
         let root = artifacts(&d);
         if signed {
-            let ca = root.join("stable/arm64");
-            let args = ["release", "sign", "-s", seckey, "--version", "2026.11"];
-            let out = run(PLASMD, &[&args[..], &[ca.to_str().unwrap()]].concat());
-            assert_eq!(out.code, 0, "{}", out.stderr);
+            sign(
+                &seckey,
+                &root.join("stable/arm64"),
+                &["--version", "2026.11"],
+            );
         }
         let extra = [
             "--bootstrap",
@@ -134,7 +132,7 @@ fn watch_lists_every_provider_and_whether_it_verifies() {
         )
     };
     let watch = |extra: &[&str]| {
-        let mut args = vec!["--watch", "--interval", "1", "--release-key", pubkey];
+        let mut args = vec!["--watch", "--interval", "1", "--release-key", &pubkey];
         args.extend_from_slice(extra);
         lookup_args(&node_addr, 5, &args)
     };

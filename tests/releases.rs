@@ -24,28 +24,6 @@ fn minisign(args: &[&str]) -> std::process::Output {
         .expect("minisign runs")
 }
 
-fn keygen(dir: &Path, name: &str) -> (String, String) {
-    let (p, s) = (
-        dir.join(format!("{name}.pub")),
-        dir.join(format!("{name}.key")),
-    );
-    let (p, s) = (
-        p.to_str().unwrap().to_string(),
-        s.to_str().unwrap().to_string(),
-    );
-    let out = plasmd(&["release", "keygen", "-p", &p, "-s", &s]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    (p, s)
-}
-
-fn sign(key: &str, dir: &Path, extra: &[&str]) {
-    let mut args = vec!["release", "sign", "-s", key];
-    args.extend_from_slice(extra);
-    args.push(dir.to_str().unwrap());
-    let out = plasmd(&args);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-}
-
 #[test]
 fn release_signatures_interoperate_with_the_minisign_cli() {
     let dir = TempDir::new("release-cli");

@@ -103,32 +103,12 @@ fn the_status_page_shows_a_provider_in_a_real_browser() {
         .unwrap()
         .set_len(256 << 20)
         .unwrap();
-    let (pubkey, seckey) = (dir.path().join("fleet.pub"), dir.path().join("fleet.key"));
-    let keygen = run(
-        PLASMD,
-        &[
-            "release",
-            "keygen",
-            "-p",
-            pubkey.to_str().unwrap(),
-            "-s",
-            seckey.to_str().unwrap(),
-        ],
+    let (_, seckey) = keygen(dir.path(), "fleet");
+    sign(
+        &seckey,
+        &root.join("stable/arm64"),
+        &["--version", "2026.11.25"],
     );
-    assert_eq!(keygen.code, 0, "{}", keygen.stderr);
-    let signed = run(
-        PLASMD,
-        &[
-            "release",
-            "sign",
-            "-s",
-            seckey.to_str().unwrap(),
-            "--version",
-            "2026.11.25",
-            root.join("stable/arm64").to_str().unwrap(),
-        ],
-    );
-    assert_eq!(signed.code, 0, "{}", signed.stderr);
 
     let (_node, node_addr) = node(dir.path(), "node", 60, None);
     // No minimum rate: the stalled board below must stay in the middle of

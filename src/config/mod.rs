@@ -1270,18 +1270,7 @@ mod tests {
 
     #[test]
     fn discover_timeout_is_bounded() {
-        let with = |t: &str| {
-            parse_discover([
-                "--channel",
-                "stable",
-                "--arch",
-                "arm64",
-                "--bootstrap",
-                "/ip4/127.0.0.1/tcp/1",
-                "--timeout",
-                t,
-            ])
-        };
+        let with = |t: &str| lookup(&["--timeout", t]);
         assert!(with(&MAX_DISCOVER_TIMEOUT.to_string()).is_ok());
         for bad in ["0", "86401", "18446744073709551615"] {
             let e = with(bad).unwrap_err();

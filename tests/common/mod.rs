@@ -495,3 +495,27 @@ pub fn artifacts(dir: &Path) -> PathBuf {
     std::fs::write(a.join("board.dtb"), b"dtb").unwrap();
     root
 }
+
+/// `plasmd release keygen`: `dir/name.pub` and `dir/name.key`, as paths.
+pub fn keygen(dir: &Path, name: &str) -> (String, String) {
+    let (p, s) = (
+        dir.join(format!("{name}.pub")),
+        dir.join(format!("{name}.key")),
+    );
+    let (p, s) = (
+        p.to_str().unwrap().to_string(),
+        s.to_str().unwrap().to_string(),
+    );
+    let out = run(PLASMD, &["release", "keygen", "-p", &p, "-s", &s]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    (p, s)
+}
+
+/// `plasmd release sign -s key [extra] dir`, which must work.
+pub fn sign(key: &str, dir: &Path, extra: &[&str]) {
+    let mut args = vec!["release", "sign", "-s", key];
+    args.extend_from_slice(extra);
+    args.push(dir.to_str().unwrap());
+    let out = run(PLASMD, &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
