@@ -141,7 +141,7 @@ pub fn parse_manifest(json: &[u8]) -> Result<Vec<Listed>, String> {
 /// be artifacts it lists; the command line must be printable.
 pub fn parse_manifest_and_boot(json: &[u8]) -> Result<(Vec<Listed>, Option<BootSpec>), String> {
     crate::manifest::shipped_version(json)?;
-    let mut unescape = vec![0u8; MAX_BOOT_CMDLINE + 512];
+    let mut unescape = vec![0u8; crate::manifest::UNESCAPE_BUFFER];
     let (m, _): (WireManifest, usize) = serde_json_core::from_slice_escaped(json, &mut unescape)
         .map_err(|e| {
             format!("{e} (expected \"artifacts\": [{{\"name\", \"size\", \"sha256\"}}, ...])")
@@ -691,6 +691,28 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_quoted_boot_cmdline_is_read_whole() {
+        // `dyndbg="..."` and the like: escaped quotes in a command line
+        // longer than a small unescape buffer, in a field every reader
+        // skips but still unescapes.
+        let cmdline = "console=ttyAMA0 dyndbg=\\\"file x +p\\\" ".repeat(12);
+        let json = format!(
+            "{{\"version\":\"v1\",\"artifacts\":[{{\"name\":\"k\",\"size\":1,\"sha256\":\"ab\"}}],\
+             \"boot\":{{\"kernel\":\"k\",\"cmdline\":\"{cmdline}\"}}}}"
+        );
+        assert!(json.len() > 400, "{json}");
+        assert_eq!(
+            crate::release::read_fields(json.as_bytes())
+                .unwrap()
+                .version,
+            "v1"
+        );
+        let (_, boot) = parse_manifest_and_boot(json.as_bytes()).unwrap();
+        let got = boot.unwrap().cmdline.unwrap();
+        assert_eq!(got.matches('"').count(), 24, "{got}");
+    }
 
     #[test]
     fn manifests_parse_into_bounded_artifact_lists() {

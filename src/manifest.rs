@@ -107,6 +107,11 @@ pub struct BootSpec {
 /// Longest `boot.cmdline` (the arm64 kernel's own limit is 2048 bytes).
 pub const MAX_BOOT_CMDLINE: usize = 2048;
 
+/// Room for unescaping a manifest's strings while parsing it: the parser
+/// unescapes every string it meets, the ones it skips too, so this must hold
+/// the longest (the boot command line) with its escapes.
+pub const UNESCAPE_BUFFER: usize = MAX_BOOT_CMDLINE + 512;
+
 /// A signed release as the DHT record advertises it: a hint for readers
 /// (they verify the manifest itself), covered by the record signature.
 #[derive(Debug, Clone, PartialEq, Eq)]

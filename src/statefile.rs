@@ -19,9 +19,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     if let Some(dir) = dir {
         fs::create_dir_all(dir)?;
     }
-    let mut tmp_name = path.as_os_str().to_owned();
+    // A dot name: every scan of an artifacts tree skips it, so a
+    // `manifest.json` being written is never listed as an artifact.
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(path.file_name().unwrap_or_default());
     tmp_name.push(".tmp");
-    let tmp = Path::new(&tmp_name);
+    let tmp_path = path.with_file_name(&tmp_name);
+    let tmp = tmp_path.as_path();
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)

@@ -102,7 +102,7 @@ pub fn read_fields(json: &[u8]) -> Result<ReleaseFields, String> {
         created: Option<heapless::String<40>>,
     }
     crate::manifest::check_depth(json)?;
-    let mut unescape = vec![0u8; 256];
+    let mut unescape = vec![0u8; crate::manifest::UNESCAPE_BUFFER];
     let (head, _): (Head, usize) = serde_json_core::from_slice_escaped(json, &mut unescape)
         .map_err(|e| {
             format!("{e} (it must be a JSON object with a string \"version\" of at most 128 bytes)")
