@@ -448,6 +448,17 @@ impl ManifestRecord {
         parse_rfc3339(&self.last_updated).unwrap_or(0)
     }
 
+    /// Whether the record's `expires_at` (with the clock skew allowed) has
+    /// passed at `now`; a record without a readable one counts as expired.
+    /// For records already checked when they were stored: the signature is
+    /// not checked again.
+    pub fn expired_at(&self, now: u64) -> bool {
+        self.expires_at
+            .as_deref()
+            .and_then(parse_rfc3339)
+            .is_none_or(|t| t.saturating_add(CLOCK_SKEW_SECS) < now)
+    }
+
     /// The record as a JSON object for `phase-discover --json`.
     pub fn to_json(&self) -> String {
         // `to_bytes` only fails for records larger than the wire limit,

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::hygiene;
 use super::{Command, DhtConfig, DhtError, Found, KAD_PROTOCOL};
-use crate::record::{self, RecordError, RefusalKind};
+use crate::record::{self, ManifestRecord, RecordError, RefusalKind};
 
 /// Idle connections are closed after this long; routing-table entries keep
 /// the addresses, so a later query simply dials again.
@@ -581,9 +581,12 @@ impl EventLoop {
         let Some(existing) = store.get(&record.key) else {
             return Ok(());
         };
-        // Only a record still valid now can stand in the way.
-        let Ok(old) = record::decode_for_key(record.key.as_ref(), &existing.value, now) else {
-            return Ok(());
+        // Only a record still valid now can stand in the way. It was
+        // checked, signature and all, when it was stored: only its expiry
+        // is news.
+        let old = match ManifestRecord::from_bytes(&existing.value) {
+            Ok(old) if !old.expired_at(record::unix_now()) => old,
+            _ => return Ok(()),
         };
         if old.peer_id == decoded.peer_id {
             let old_seq = old.seq.unwrap_or(0);

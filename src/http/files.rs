@@ -9,6 +9,8 @@
 //! does not touch sockets.
 
 use std::fs::File;
+
+use sha2::Digest;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -133,9 +135,11 @@ pub fn manifest_reply(catalog: &Catalog, ca: &ChannelArch, head: &Head) -> Reply
 pub fn signature_reply(catalog: &Catalog, ca: &ChannelArch, head: &Head) -> Reply {
     match catalog.manifest(ca) {
         Some(m) if m.signature.is_some() => {
-            // The signature goes with the manifest: same lifetime, and an
-            // ETag of its own bytes' position in that manifest's life.
-            let etag = format!("\"{}-sig\"", m.sha256);
+            // Its own bytes' hash: a release re-signed (another key, same
+            // manifest) must not be answered 304 from a cache. At most 4 KiB,
+            // asked for once per board boot.
+            let sig = m.signature.as_deref().unwrap_or_default();
+            let etag = format!("\"{}\"", crate::manifest::hex(&sha2::Sha256::digest(sig)));
             memory_reply(head, etag, "text/plain; charset=utf-8", Body::Signature(m))
         }
         _ => Reply::text(404, "not found\n"),

@@ -7,7 +7,7 @@ use super::minisign::{self, SecretKey};
 use super::sign::{sign_dir, SignError};
 use super::{ReleaseError, ReleaseKeys, SIGNATURE_NAME};
 use crate::config::ReleaseCommand;
-use crate::manifest::{Catalog, MANIFEST_NAME};
+use crate::manifest::MANIFEST_NAME;
 
 /// Errors of a `plasmd release` command, with the exit code each means.
 #[derive(Debug, thiserror::Error)]
@@ -97,11 +97,9 @@ fn verify_dir(public: &Path, dir: &Path) -> Result<String, CommandError> {
         .map_err(|e| bad(e.to_string()))?;
     let listed = crate::fetch::parse_manifest(&json).map_err(bad)?;
     // The files as the server would list them.
-    let catalog = Catalog::new(Some(root), vec![], vec![]);
-    catalog
-        .rescan()
-        .map_err(|e| CommandError::Dir(dir.to_path_buf(), e.to_string()))?;
-    let on_disk = catalog.manifest(&ca).map(|m| m.artifacts.clone());
+    let on_disk = super::scan_one(&root, &ca)
+        .map_err(|e| CommandError::Dir(dir.to_path_buf(), e))?
+        .map(|m| m.artifacts.clone());
     for a in &listed {
         let have = on_disk.as_ref().and_then(|d| d.get(&a.name));
         match have {

@@ -120,6 +120,22 @@ pub fn read_fields(json: &[u8]) -> Result<ReleaseFields, String> {
     })
 }
 
+/// Scans one channel/arch of `root` the way the server does (and only
+/// that one: the rest of the tree is not hashed); `None` when it cannot be
+/// served (the reason is logged).
+pub fn scan_one(
+    root: &std::path::Path,
+    ca: &crate::manifest::ChannelArch,
+) -> Result<Option<std::sync::Arc<crate::manifest::Manifest>>, String> {
+    let catalog = crate::manifest::Catalog::new(
+        Some(root.to_path_buf()),
+        vec![ca.channel.clone()],
+        vec![ca.arch.clone()],
+    );
+    catalog.rescan().map_err(|e| e.to_string())?;
+    Ok(catalog.manifest(ca))
+}
+
 /// Splits `<artifacts>/<channel>/<arch>` into the artifacts root and the
 /// channel/arch it names (checked against the naming rules).
 pub fn split_release_dir(

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::minisign::SecretKey;
 use super::{read_fields, split_release_dir, Release, ReleaseError, SIGNATURE_NAME};
-use crate::manifest::{render, trusted_comment, BootSpec, Catalog, MANIFEST_NAME};
+use crate::manifest::{render, trusted_comment, BootSpec, MANIFEST_NAME};
 use crate::record::unix_now;
 
 /// Errors of `plasmd release sign`.
@@ -50,15 +50,8 @@ pub fn sign_dir(key: &SecretKey, dir: &Path, opts: &SignOptions) -> Result<Relea
     let (root, ca) = split_release_dir(dir).map_err(|e| bad(&e))?;
     let dir = root.join(&ca.channel).join(&ca.arch);
 
-    // Scan the way the server does.
-    let catalog = Catalog::new(
-        Some(root.clone()),
-        vec![ca.channel.clone()],
-        vec![ca.arch.clone()],
-    );
-    catalog.rescan().map_err(|e| bad(&e.to_string()))?;
-    let current = catalog
-        .manifest(&ca)
+    let current = super::scan_one(&root, &ca)
+        .map_err(|e| bad(&e))?
         .ok_or_else(|| bad("cannot be scanned (see the error above)"))?;
     if current.artifacts.is_empty() {
         return Err(bad("holds no artifacts to sign"));

@@ -18,7 +18,7 @@ struct WireStatus {
     plasmd: heapless::String<32>,
     peer_id: heapless::String<128>,
     healthy: bool,
-    problems: heapless::Vec<heapless::String<256>, 64>,
+    problems: heapless::Vec<heapless::String<256>, { super::MAX_PROBLEMS }>,
     dht: WireDht,
     http: WireHttp,
     channels: Channels,
@@ -81,7 +81,9 @@ struct WireChannel {
 /// and returns the table to print and whether it is healthy.
 pub fn query(base: &str) -> Result<(String, bool), StatusError> {
     let url = format!("{}/status.json", base.trim_end_matches('/'));
-    let body = crate::fetch::get_text(&url, 1024 * 1024)?;
+    // Each file of each channel/arch is listed (about 150 bytes each): room
+    // for a large catalog.
+    let body = crate::fetch::get_text(&url, 64 * 1024 * 1024)?;
     let mut unescape = vec![0u8; 4096];
     let (s, _): (WireStatus, usize) = serde_json_core::from_slice_escaped(&body, &mut unescape)
         .map_err(|e| StatusError::Parse(url.clone(), e.to_string()))?;

@@ -23,6 +23,9 @@ use crate::metrics::{ChannelArchLabels, Metrics};
 pub use client::{query, StatusError};
 pub use page::refresh_from_query;
 
+/// At most this many problems are listed (the last one says how many more).
+pub const MAX_PROBLEMS: usize = 32;
+
 /// What `/status.json` and the page are made from.
 pub struct StatusSource {
     pub peer_id: String,
@@ -121,6 +124,12 @@ impl StatusSource {
                     .map(|a| (a.name.clone(), a.size, a.sha256.clone()))
                     .collect(),
             });
+        }
+        // A long list helps nobody and must fit `plasmd status`'s reader.
+        if problems.len() > MAX_PROBLEMS {
+            let more = problems.len() - (MAX_PROBLEMS - 1);
+            problems.truncate(MAX_PROBLEMS - 1);
+            problems.push(format!("and {more} more"));
         }
         Status {
             peer_id: self.peer_id.clone(),
