@@ -68,8 +68,8 @@ pub struct HttpMetrics {
     pub open_connections: Gauge,
     /// Responses being sent now: downloads in progress.
     pub responses_in_progress: Gauge,
-    /// Connections refused or dropped, by reason (`busy`, `evicted`,
-    /// `cut_off`, `bad_request`).
+    /// Connections refused or dropped, by reason (`budget_full`, `evicted`,
+    /// `cut_off`, `bad_request`, `out_of_descriptors`).
     pub dropped: Family<ReasonLabel, Counter>,
     pub response_seconds: Histogram,
 }
@@ -93,6 +93,29 @@ pub struct DhtMetrics {
 }
 
 impl DhtMetrics {
+    /// Counts one finished put of `ca`'s record: its result, its time, and
+    /// for a successful one the last publish (and a refresh, if it was one).
+    pub fn put_done(&self, ca: &crate::manifest::ChannelArch, ok: bool, refresh: bool) {
+        self.puts
+            .get_or_create(&ReasonLabel {
+                reason: if ok { "ok" } else { "error" }.into(),
+            })
+            .inc();
+        let labels = ChannelArchLabels {
+            channel: ca.channel.clone(),
+            arch: ca.arch.clone(),
+        };
+        let unix = crate::record::unix_now() as i64;
+        self.last_put_seconds.get_or_create(&labels).set(unix);
+        self.last_put_ok.get_or_create(&labels).set(ok as i64);
+        if ok {
+            if refresh {
+                self.refreshes.inc();
+            }
+            self.last_publish_seconds.get_or_create(&labels).set(unix);
+        }
+    }
+
     /// Drops a channel/arch that is no longer advertised, so its last
     /// publish does not linger on dashboards.
     pub fn forget(&self, ca: &crate::manifest::ChannelArch) {
@@ -156,7 +179,7 @@ impl Metrics {
         );
         h.register(
             "sent_bytes",
-            "HTTP response bytes sent (heads and bodies)",
+            "HTTP response body bytes sent",
             http.sent_bytes.clone(),
         );
         h.register(

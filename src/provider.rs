@@ -211,8 +211,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
             base_url.clone(),
             cfg.provider_name.clone(),
             cfg.dht,
-        )
-        .with_metrics(metrics.clone());
+            metrics.clone(),
+        );
         let pub_task = tokio::spawn(publisher.run(snap_rx, shutdown.clone()));
 
         print_advertised(&cfg, &catalog, &base_url, &addrs, peer_id);
@@ -349,9 +349,6 @@ fn flush_stdout() {
     let _ = std::io::stdout().flush();
 }
 
-/// `http://<host>:<port>` for the bound HTTP address: the address itself,
-/// or for an unspecified one (`0.0.0.0`, `::`) the first non-loopback
-/// interface address.
 /// `plasmd serve --check-config`: what would be advertised, from a scan
 /// of the artifacts tree as `serve` would make it, without binding or
 /// publishing anything.
@@ -396,6 +393,9 @@ pub fn describe(cfg: &ServeConfig) -> String {
     out
 }
 
+/// `http://<host>:<port>` for the bound HTTP address: the address itself,
+/// or for an unspecified one (`0.0.0.0`, `::`) the first non-loopback
+/// interface address.
 fn derived_base_url(addr: SocketAddr) -> String {
     let ip = if addr.ip().is_unspecified() {
         match first_interface_address() {

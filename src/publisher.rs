@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::config::DhtTiming;
 use crate::dht::{self, DhtError};
 use crate::manifest::ChannelArch;
-use crate::metrics::{AdvertLabels, ChannelArchLabels, Metrics, ReasonLabel};
+use crate::metrics::{AdvertLabels, Metrics};
 use crate::record::{manifest_dht_key, manifest_key, provider_key, ManifestRecord};
 use crate::shutdown::Shutdown;
 use libp2p::kad::RecordKey;
@@ -156,7 +156,8 @@ pub struct Publisher {
     entries: BTreeMap<ChannelArch, Entry>,
     done_tx: mpsc::Sender<PutDone>,
     done_rx: mpsc::Receiver<PutDone>,
-    metrics: Option<Arc<Metrics>>,
+    /// Puts, refreshes and what is advertised are recorded here.
+    metrics: Arc<Metrics>,
 }
 
 impl Publisher {
@@ -167,10 +168,11 @@ impl Publisher {
         base_url: String,
         provider_name: Option<String>,
         timing: DhtTiming,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::channel(64);
         Publisher {
-            metrics: None,
+            metrics,
             client,
             keypair,
             seq,
@@ -189,12 +191,6 @@ impl Publisher {
     }
 
     /// Runs until shutdown, then un-publishes everything.
-    /// Records puts, refreshes and what is advertised into `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = Some(metrics);
-        self
-    }
-
     pub async fn run(mut self, mut snapshots: watch::Receiver<Snapshot>, mut shutdown: Shutdown) {
         let mut peers = self.client.peers();
         let mut known_peers = *peers.borrow();
@@ -233,21 +229,20 @@ impl Publisher {
 
     /// Brings the entries in line with a new catalog snapshot.
     async fn apply(&mut self, snap: Snapshot) {
-        if let Some(m) = &self.metrics {
-            m.adverts.clear();
-            for (ca, a) in &snap {
-                m.adverts
-                    .get_or_create(&AdvertLabels {
-                        channel: ca.channel.clone(),
-                        arch: ca.arch.clone(),
-                        version: a.version.clone(),
-                        release_seq: a
-                            .release
-                            .as_ref()
-                            .map_or_else(String::new, |r| r.release_seq.to_string()),
-                    })
-                    .set(1);
-            }
+        let adverts = &self.metrics.adverts;
+        adverts.clear();
+        for (ca, a) in &snap {
+            adverts
+                .get_or_create(&AdvertLabels {
+                    channel: ca.channel.clone(),
+                    arch: ca.arch.clone(),
+                    version: a.version.clone(),
+                    release_seq: a
+                        .release
+                        .as_ref()
+                        .map_or_else(String::new, |r| r.release_seq.to_string()),
+                })
+                .set(1);
         }
         let gone: Vec<ChannelArch> = self
             .entries
@@ -257,9 +252,7 @@ impl Publisher {
             .collect();
         for ca in gone {
             self.entries.remove(&ca);
-            if let Some(m) = &self.metrics {
-                m.dht.forget(&ca);
-            }
+            self.metrics.dht.forget(&ca);
             self.unpublish(&ca).await;
         }
         let now = Instant::now();
@@ -394,31 +387,11 @@ impl Publisher {
         };
         let key = manifest_key(&done.ca.channel, &done.ca.arch);
         let now = Instant::now();
-        if let Some(m) = &self.metrics {
-            let result = if done.result.is_ok() { "ok" } else { "error" };
-            m.dht
-                .puts
-                .get_or_create(&ReasonLabel {
-                    reason: result.into(),
-                })
-                .inc();
-            let labels = ChannelArchLabels {
-                channel: done.ca.channel.clone(),
-                arch: done.ca.arch.clone(),
-            };
-            let unix = crate::record::unix_now() as i64;
-            m.dht.last_put_seconds.get_or_create(&labels).set(unix);
-            m.dht
-                .last_put_ok
-                .get_or_create(&labels)
-                .set(done.result.is_ok() as i64);
-            if done.result.is_ok() {
-                if entry.reason == Reason::Refresh {
-                    m.dht.refreshes.inc();
-                }
-                m.dht.last_publish_seconds.get_or_create(&labels).set(unix);
-            }
-        }
+        self.metrics.dht.put_done(
+            &done.ca,
+            done.result.is_ok(),
+            entry.reason == Reason::Refresh,
+        );
         match done.result {
             Ok(()) => {
                 log::info!("DHT record published: {key}");

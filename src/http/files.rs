@@ -148,17 +148,7 @@ pub fn signature_reply(catalog: &Catalog, ca: &ChannelArch, head: &Head) -> Repl
 
 /// The answer for `GET /metrics`.
 pub fn metrics_reply(metrics: &crate::metrics::Metrics) -> Reply {
-    Reply {
-        status: 200,
-        headers: vec![
-            (
-                "Content-Type",
-                "text/plain; version=0.0.4; charset=utf-8".into(),
-            ),
-            ("Cache-Control", "no-store".into()),
-        ],
-        body: Body::Owned(metrics.encode().into_bytes()),
-    }
+    owned_reply("text/plain; version=0.0.4; charset=utf-8", metrics.encode())
 }
 
 /// A document made for this response (`/status.json`, the status page).

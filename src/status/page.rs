@@ -9,7 +9,6 @@
 //! into markup on someone's screen.
 
 use std::fmt::Write;
-use std::time::{Duration, UNIX_EPOCH};
 
 use super::{ChannelStatus, Status};
 
@@ -186,8 +185,7 @@ fn ago(secs: i64) -> String {
 }
 
 fn utc(unix: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
-    crate::record::rfc3339(t)
+    crate::record::rfc3339_secs(unix.max(0) as u64)
         .replace('T', " ")
         .replace('Z', " UTC")
 }
