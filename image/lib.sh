@@ -4,6 +4,10 @@
 
 sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
 
+# One download cache for every image script (the kernel package is 60 MB):
+# relative to the repository root, where each script runs.
+image_deb_cache=${PLASMD_DEB_CACHE:-target/debs}
+
 # Installs the host tools the image scripts use and enables arm64 packages.
 image_host_tools() {
   local pkgs=() updated=

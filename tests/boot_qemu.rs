@@ -154,15 +154,8 @@ fn boards_find_verify_and_kexec_into_the_signed_release_and_refuse_anything_else
     println!("late provider: {}", line_with(&out, "marker seen"));
 
     // The images for real boards are packed from the same stage 1.
-    let out = std::process::Command::new("bash")
-        .args([
-            concat!(env!("CARGO_MANIFEST_DIR"), "/image/build-boards"),
-            "--channel",
-            "stable",
-            "--key",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/target/try-boot/fleet.pub"),
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+    let out = script("image/build-boards")
+        .args(["--channel", "stable", "--key", "target/try-boot/fleet.pub"])
         .output()
         .unwrap();
     assert!(

@@ -52,11 +52,7 @@ fn the_package_installs_runs_and_removes_cleanly() {
     assert!(is_root(), "run as root (bash tests/run does in CI)");
     ensure_tool("man", "man-db");
     let out = repo().join("target/deb");
-    let build = Command::new("bash")
-        .arg(repo().join("pkg/build-deb"))
-        .arg(&out)
-        .output()
-        .unwrap();
+    let build = script("pkg/build-deb").arg(&out).output().unwrap();
     let printed = String::from_utf8_lossy(&build.stdout).to_string();
     assert!(
         build.status.success(),

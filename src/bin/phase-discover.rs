@@ -229,19 +229,23 @@ Runs until it has kexec'd into a verified release; never gives up.
 
 /// `phase-boot`: the stage 1 (see `plasmd::boot`).
 fn phase_boot() -> ExitCode {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args_os().skip(1);
     let mut cmdline = None;
     while let Some(a) = args.next() {
-        match a.as_str() {
-            "-h" | "--help" => {
+        match a.to_str() {
+            Some("-h" | "--help") => {
                 print!("{PHASE_BOOT_HELP}");
                 return ExitCode::SUCCESS;
             }
-            "--cmdline" => cmdline = args.next(),
-            other => {
+            Some("--cmdline") => match args.next().map(|v| v.into_string()) {
+                Some(Ok(v)) => cmdline = Some(v),
+                Some(Err(_)) => return fail(2, "phase-boot: --cmdline is not UTF-8"),
+                None => return fail(2, "phase-boot: --cmdline needs a value"),
+            },
+            _ => {
                 return fail(
                     2,
-                    &format!("phase-boot: unknown argument {other:?} (see --help)"),
+                    &format!("phase-boot: unknown argument {a:?} (see --help)"),
                 )
             }
         }
@@ -254,6 +258,5 @@ fn phase_boot() -> ExitCode {
             Err(e) => return fail(1, &format!("/proc/cmdline: {e}")),
         },
     };
-    let why = plasmd::boot::run(&cmdline);
-    fail(1, &why)
+    plasmd::boot::run(&cmdline)
 }

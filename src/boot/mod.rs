@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::choose;
-use crate::config::{DiscoverConfig, FetchTarget};
+use crate::config::DiscoverConfig;
+use crate::discover::Session;
 use crate::fetch::{self, Checked};
 use crate::release::floor::Floor;
 use crate::release::minisign::PublicKey;
@@ -42,9 +43,9 @@ pub fn say(msg: &str) {
     println!("phase-boot: {msg}");
 }
 
-/// Runs the stage 1 with the kernel command line `cmdline`. Returns only
-/// when kexec itself cannot run at all; every other failure is retried.
-pub fn run(cmdline: &str) -> String {
+/// Runs the stage 1 with the kernel command line `cmdline`. Never returns:
+/// it boots a release or keeps trying, saying why on the console.
+pub fn run(cmdline: &str) -> ! {
     let settings = loop {
         match cmdline::parse(cmdline) {
             Ok(s) => break s,
@@ -67,8 +68,7 @@ pub fn run(cmdline: &str) -> String {
         }
         std::thread::sleep(Duration::from_secs(60));
     };
-    let state = settings.state_label.as_deref().and_then(mount_state);
-    let cfg = DiscoverConfig {
+    let mut cfg = DiscoverConfig {
         channel: settings.channel.clone(),
         arch: settings.arch.clone(),
         bootstrap: settings.bootstrap.clone(),
@@ -76,12 +76,12 @@ pub fn run(cmdline: &str) -> String {
         timeout: settings.round,
         json: false,
         trusted: Vec::new(),
-        fetch: Some(FetchTarget::All {
-            dir: PathBuf::from(WORK_DIR),
-        }),
-        all: true,
+        // The boot files are fetched by `fetch_boot_files`, not by a
+        // `--fetch` target.
+        fetch: None,
+        all: false,
         release_keys: keys,
-        state: state.clone(),
+        state: None,
         allow_downgrade: false,
         trusted_time: crate::record::BUILD_TIME,
         watch: None,
@@ -96,37 +96,80 @@ pub fn run(cmdline: &str) -> String {
     ));
     let mut pause = Duration::from_secs(1);
     let mut bad = BadReleases::default();
+    // One DHT session for every round: mDNS and the bootstrap peers are
+    // found once, not again each time.
+    let mut session: Option<Session> = None;
+    let mut state_said = false;
     loop {
-        match one_round(&cfg, &mut bad) {
-            Ok(never) => match never {},
-            Err(why) => say(&why),
+        // The state partition may show up late (USB, a slow card): look
+        // again each round until it is there.
+        if let (None, Some(label)) = (&cfg.state, &settings.state_label) {
+            cfg.state = mount_state(label, !state_said);
+            state_said = true;
+        }
+        if session.is_none() {
+            match Session::start(&cfg) {
+                Ok(s) => session = Some(s),
+                Err(e) => say(&format!("cannot join the DHT: {e}")),
+            }
+        }
+        if let Some(s) = &session {
+            match one_round(s, &cfg, &mut bad) {
+                Ok(never) => match never {},
+                Err(Round::NoBoot(why)) => say(&why),
+                Err(Round::SessionLost(why)) => {
+                    say(&why);
+                    if let Some(s) = session.take() {
+                        s.stop();
+                    }
+                }
+            }
         }
         say(&format!("trying again in {} s", pause.as_secs()));
-        std::thread::sleep(pause);
+        match &session {
+            Some(s) => s.pause(pause),
+            None => std::thread::sleep(pause),
+        }
         pause = (pause * 2).min(BACKOFF_MAX);
     }
 }
 
-/// One lookup and, if a good release turns up, the kexec into it (which
-/// does not return). The error says why this round did not boot.
+/// Why a round did not boot.
+enum Round {
+    /// Said on the console; the next round tries again.
+    NoBoot(String),
+    /// The DHT session failed: the next round starts a new one.
+    SessionLost(String),
+}
+
+/// One lookup on `session` and, if a good release turns up, the kexec into
+/// it (which does not return).
 fn one_round(
+    session: &Session,
     cfg: &DiscoverConfig,
     bad: &mut BadReleases,
-) -> Result<std::convert::Infallible, String> {
+) -> Result<std::convert::Infallible, Round> {
     let mut floor = match &cfg.state {
-        Some(dir) => Some(Floor::load(dir, false).map_err(|e| e.to_string())?),
+        Some(dir) => Some(Floor::load(dir, false).map_err(|e| {
+            Round::NoBoot(format!(
+                "{e} (a board cannot --allow-downgrade: replace or remove the state \
+                 partition's rollback-floor file)"
+            ))
+        })?),
         None => None,
     };
     let mut cfg = cfg.clone();
     if let Some(f) = &floor {
         cfg.trusted_time = cfg.trusted_time.max(f.trusted_time());
     }
-    let records = crate::discover::discover(&cfg).map_err(|e| e.to_string())?;
+    let records = session
+        .lookup(&cfg)
+        .map_err(|e| Round::SessionLost(e.to_string()))?;
     if records.is_empty() {
-        return Err(format!(
+        return Err(Round::NoBoot(format!(
             "no provider of {}/{} found yet",
             cfg.channel, cfg.arch
-        ));
+        )));
     }
     say(&format!("found {} provider(s)", records.len()));
     let choice = choose::releases(&records, &cfg, floor.as_ref());
@@ -169,7 +212,9 @@ fn one_round(
             }
         }
     }
-    Err("no provider delivered a bootable, verified release".into())
+    Err(Round::NoBoot(
+        "no provider delivered a bootable, verified release".into(),
+    ))
 }
 
 /// The kernel, initrd and DTB a release names, downloaded and verified.
@@ -253,9 +298,10 @@ fn load_keys(inline: &[PublicKey]) -> Result<ReleaseKeys, String> {
 }
 
 /// Finds the partition labelled `label` and mounts it read-write at
-/// `STATE_MOUNT`; `None` (said on the console) when it cannot be used:
-/// the board then boots without a floor rather than not at all.
-fn mount_state(label: &str) -> Option<PathBuf> {
+/// `STATE_MOUNT`; `None` when it cannot be used (said on the console when
+/// `say_missing`): the board then boots without a floor rather than not at
+/// all, and looks for it again next round.
+fn mount_state(label: &str, say_missing: bool) -> Option<PathBuf> {
     use crate::board::{partition, NetbootSpec};
     let spec = NetbootSpec {
         labels: vec![label.to_string()],
@@ -264,9 +310,11 @@ fn mount_state(label: &str) -> Option<PathBuf> {
         mount_point: PathBuf::from(STATE_MOUNT),
     };
     let Some(found) = partition::find(&spec) else {
-        say(&format!(
-            "no partition labelled {label}: no rollback floor this boot"
-        ));
+        if say_missing {
+            say(&format!(
+                "no partition labelled {label} (yet): no rollback floor until it appears"
+            ));
+        }
         return None;
     };
     use nix::mount::MsFlags;
@@ -289,7 +337,7 @@ fn mount_state(label: &str) -> Option<PathBuf> {
         }
         Err(e) => {
             say(&format!(
-                "cannot mount {} ({label}): {e}; no rollback floor this boot",
+                "cannot mount {} ({label}): {e}; no rollback floor for now",
                 found.device.display()
             ));
             None

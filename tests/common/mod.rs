@@ -420,9 +420,9 @@ pub fn discover_until(
     }
 }
 
-/// Runs one of the repository's scripts (e.g. `cross/build-aarch64`) as a
-/// user would from a shell, and fails the test if it fails.
-pub fn run_script(script: &str) {
+/// One of the repository's scripts (e.g. `cross/build-aarch64`), to be run
+/// as a user would from a shell at the repository's root.
+pub fn script(script: &str) -> Command {
     let mut cmd = Command::new("bash");
     cmd.arg(script).current_dir(env!("CARGO_MANIFEST_DIR"));
     // The variables cargo sets for a test (CARGO_PKG_*, CARGO_MANIFEST_*,
@@ -434,8 +434,13 @@ pub fn run_script(script: &str) {
             cmd.env_remove(&key);
         }
     }
-    let status = cmd.status().expect("bash runs");
-    assert!(status.success(), "{script} failed");
+    cmd
+}
+
+/// Runs `script` (see [`script`]) and fails the test if it fails.
+pub fn run_script(name: &str) {
+    let status = script(name).status().expect("bash runs");
+    assert!(status.success(), "{name} failed");
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
