@@ -32,7 +32,7 @@ use tokio::time::{timeout_at, Instant};
 use super::budget::Slot;
 use super::files::{self, Body, Reply};
 use super::parse::{self, clip, Head, HeadError, Method, Route, Scan, MAX_HEAD};
-use super::{Ctx, HttpLimits};
+use super::{Ctx, Generated, HttpLimits};
 use crate::manifest::MANIFEST_NAME;
 use crate::release::SIGNATURE_NAME;
 
@@ -296,21 +296,29 @@ fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> (Reply, &'static str) {
     );
     match route {
         Route::Health => (Reply::text(200, "ok\n"), "healthz"),
-        Route::Metrics => (files::metrics_reply(&ctx.metrics), "metrics"),
-        Route::Status => match ctx.status.get() {
-            Some(s) => (
-                files::owned_reply("application/json", s.status().json()),
-                "status",
+        Route::Metrics => (
+            files::owned_reply(
+                "text/plain; version=0.0.4; charset=utf-8",
+                ctx.generated(Generated::Metrics, || ctx.metrics.encode()),
             ),
-            None => (Reply::text(503, "starting\n"), "status"),
-        },
-        Route::Page(refresh) => match ctx.status.get() {
-            Some(s) => (
-                files::owned_reply("text/html; charset=utf-8", s.status().html(refresh)),
-                "status",
-            ),
-            None => (Reply::text(503, "starting\n"), "status"),
-        },
+            "metrics",
+        ),
+        Route::Status | Route::Page(_) => {
+            let Some(s) = ctx.status.get() else {
+                return (Reply::text(503, "starting\n"), "status");
+            };
+            let reply = match route {
+                Route::Page(refresh) => files::owned_reply(
+                    "text/html; charset=utf-8",
+                    ctx.generated(Generated::Page(refresh), || s.status().html(refresh)),
+                ),
+                _ => files::owned_reply(
+                    "application/json",
+                    ctx.generated(Generated::StatusJson, || s.status().json()),
+                ),
+            };
+            (reply, "status")
+        }
         Route::Refused(why) => {
             log::info!(
                 "refused request {:?} from {peer}: {why}",
@@ -599,6 +607,33 @@ pub async fn refuse(stream: TcpStream, limits: HttpLimits, date: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_documents_are_made_once_a_second_at_most() {
+        let ctx = Ctx::for_tests();
+        let made = std::cell::Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            format!("document {}", made.get())
+        };
+        // Two asks within one second (retried if a second ticks between).
+        loop {
+            made.set(0);
+            let start = std::time::SystemTime::now();
+            let a = ctx.generated(Generated::StatusJson, make);
+            let b = ctx.generated(Generated::StatusJson, make);
+            let page = ctx.generated(Generated::Page(Some(10)), make);
+            if start.elapsed().unwrap().as_millis() < 200 && made.get() == 2 {
+                assert_eq!(a, b);
+                assert_eq!(page, b"document 2");
+                break;
+            }
+        }
+        // Another second: made again.
+        std::thread::sleep(Duration::from_millis(1100));
+        let c = ctx.generated(Generated::StatusJson, make);
+        assert_eq!(c, format!("document {}", made.get()).into_bytes());
+    }
 
     #[test]
     fn an_idle_connection_task_is_small() {

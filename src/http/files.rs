@@ -146,20 +146,15 @@ pub fn signature_reply(catalog: &Catalog, ca: &ChannelArch, head: &Head) -> Repl
     }
 }
 
-/// The answer for `GET /metrics`.
-pub fn metrics_reply(metrics: &crate::metrics::Metrics) -> Reply {
-    owned_reply("text/plain; version=0.0.4; charset=utf-8", metrics.encode())
-}
-
 /// A document made for this response (`/status.json`, the status page).
-pub fn owned_reply(content_type: &str, body: String) -> Reply {
+pub fn owned_reply(content_type: &str, body: Vec<u8>) -> Reply {
     Reply {
         status: 200,
         headers: vec![
             ("Content-Type", content_type.into()),
             ("Cache-Control", "no-store".into()),
         ],
-        body: Body::Owned(body.into_bytes()),
+        body: Body::Owned(body),
     }
 }
 

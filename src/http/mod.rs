@@ -144,6 +144,20 @@ struct Ctx {
     /// shared family takes its lock and hashes the labels, which cost a
     /// measurable share of a small response's time.
     counters: RefCell<HashMap<(&'static str, u16), Counter>>,
+    /// The documents made for the asking (`/metrics`, `/status.json`, the
+    /// page), each made at most once a second: a client asking in a loop
+    /// costs copies, not rebuilds of the whole catalog or registry, on the
+    /// loop boards download from. Emptied every second, so bounded.
+    generated: RefCell<(u64, HashMap<Generated, Vec<u8>>)>,
+}
+
+/// A document made for the asking; see `Ctx::generated`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Generated {
+    Metrics,
+    StatusJson,
+    /// The status page, with its auto-refresh period.
+    Page(Option<u32>),
 }
 
 impl Ctx {
@@ -163,6 +177,7 @@ impl Ctx {
             stopping: Cell::new(false),
             date: RefCell::new((0, String::new())),
             counters: RefCell::default(),
+            generated: RefCell::default(),
         }
     }
 
@@ -190,6 +205,22 @@ impl Ctx {
                     .clone()
             })
             .inc();
+    }
+
+    /// `what`, made by `make` unless it was made this second.
+    fn generated(&self, what: Generated, make: impl FnOnce() -> String) -> Vec<u8> {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut cache = self.generated.borrow_mut();
+        if cache.0 != secs {
+            *cache = (secs, HashMap::new());
+        }
+        cache
+            .1
+            .entry(what)
+            .or_insert_with(|| make().into_bytes())
+            .clone()
     }
 
     fn date(&self) -> String {
