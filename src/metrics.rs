@@ -29,7 +29,9 @@ pub struct RequestLabels {
 /// A one-word label (`reason`, `kind`, `result`, `check`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    pub reason: String,
+    /// Always one of a fixed set of words: no allocation per event, and
+    /// nothing from the network can grow the family.
+    pub reason: &'static str,
 }
 
 /// A channel/arch.
@@ -98,7 +100,7 @@ impl DhtMetrics {
     pub fn put_done(&self, ca: &crate::manifest::ChannelArch, ok: bool, refresh: bool) {
         self.puts
             .get_or_create(&ReasonLabel {
-                reason: if ok { "ok" } else { "error" }.into(),
+                reason: if ok { "ok" } else { "error" },
             })
             .inc();
         let labels = ChannelArchLabels {
@@ -283,22 +285,20 @@ impl Metrics {
     }
 
     /// Counts one refused incoming record.
-    pub fn refused(&self, kind: impl ToString) {
+    pub fn refused(&self, kind: crate::record::RefusalKind) {
         self.dht
             .refused
             .get_or_create(&ReasonLabel {
-                reason: kind.to_string(),
+                reason: kind.as_str(),
             })
             .inc();
     }
 
     /// Counts a dropped or refused HTTP connection.
-    pub fn dropped(&self, reason: &str) {
+    pub fn dropped(&self, reason: &'static str) {
         self.http
             .dropped
-            .get_or_create(&ReasonLabel {
-                reason: reason.to_string(),
-            })
+            .get_or_create(&ReasonLabel { reason })
             .inc();
     }
 }
@@ -344,7 +344,7 @@ mod tests {
                 status: 200,
             })
             .inc();
-        m.refused("forged");
+        m.refused(crate::record::RefusalKind::Forged);
         let text = m.encode();
         for needle in [
             "plasmd_build_info{version=",

@@ -120,9 +120,10 @@ impl RecordError {
     }
 }
 
-impl fmt::Display for RefusalKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl RefusalKind {
+    /// The kind's one-word name (as in logs and metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
             RefusalKind::Oversized => "oversized",
             RefusalKind::Malformed => "malformed",
             RefusalKind::Rekeyed => "rekeyed",
@@ -134,7 +135,13 @@ impl fmt::Display for RefusalKind {
             RefusalKind::Older => "older",
             RefusalKind::Untrusted => "untrusted",
             RefusalKind::Quota => "quota",
-        })
+        }
+    }
+}
+
+impl fmt::Display for RefusalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -129,9 +129,7 @@ pub async fn supervise(
                 checks
                     .metrics
                     .health_failures
-                    .get_or_create(&crate::metrics::ReasonLabel {
-                        reason: check.into(),
-                    })
+                    .get_or_create(&crate::metrics::ReasonLabel { reason: check })
                     .inc();
                 log::warn!("unhealthy: {why}; not petting the watchdog");
                 was_healthy = false;
