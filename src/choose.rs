@@ -31,7 +31,13 @@ pub fn releases(records: &[ManifestRecord], cfg: &DiscoverConfig, floor: Option<
     let ca = format!("{}/{}", cfg.channel, cfg.arch);
     let least = floor.and_then(|f| f.seq(&ca));
     let mut choice = Choice::default();
+    // With release keys the record is only a location: records of several
+    // publishers pointing at one URL are one provider, downloaded once.
+    let mut seen = std::collections::HashSet::new();
     for r in records {
+        if !seen.insert(r.url.as_str()) {
+            continue;
+        }
         let checked = match fetch::check_provider(r, &cfg.release_keys, &cfg.channel, &cfg.arch) {
             Ok(c) => c,
             Err(e) => {

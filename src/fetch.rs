@@ -412,7 +412,9 @@ pub fn check_provider(
     let release = if keys.is_empty() {
         None
     } else {
-        let sig_url = format!("{}.minisig", record.url);
+        // Next to the manifest, whatever query the record's URL carries.
+        let manifest_url = record.url.split(['?', '#']).next().unwrap_or(&record.url);
+        let sig_url = format!("{manifest_url}.minisig");
         let sig = get_small(&sig_url, MAX_SIGNATURE)?;
         Some(
             keys.verify(&body, sig.as_deref(), channel, arch)

@@ -79,10 +79,10 @@ pub fn parse(cmdline: &str) -> Result<Settings, CmdlineError> {
         match name {
             "channel" => channel = Some(value.to_string()),
             "arch" => arch = Some(value.to_string()),
-            "bootstrap" => s.bootstrap.push(
-                value
-                    .parse()
-                    .map_err(|e| bad(format!("phase.bootstrap={value}: not a multiaddr: {e}")))?,
+            // The same rules as `--bootstrap` (a multiaddr with /tcp).
+            "bootstrap" => s.bootstrap.extend(
+                crate::config::parse_bootstrap(&[value.to_string()])
+                    .map_err(|e| bad(format!("phase.bootstrap={value}: {e}")))?,
             ),
             "mdns" => {
                 s.mdns = match value {
@@ -166,6 +166,10 @@ mod tests {
             ),
             ("phase.channel=s phase.release_key=abc", "phase.release_key"),
             ("phase.channel=s phase.bootstrap=nope", "phase.bootstrap"),
+            (
+                "phase.channel=s phase.bootstrap=/ip4/192.0.2.1",
+                "no /tcp/PORT",
+            ),
             ("phase.channel=s phase.state=a/b", "phase.state"),
             ("phase.channel", "expected"),
         ] {

@@ -858,7 +858,8 @@ fn parse_multiaddr(what: &str, s: &str) -> Result<Multiaddr, ConfigError> {
         .map_err(|e| ConfigError::Invalid(format!("{what}: {s:?} is not a valid multiaddr: {e}")))
 }
 
-fn parse_bootstrap(list: &[String]) -> Result<Vec<Multiaddr>, ConfigError> {
+/// Parses bootstrap multiaddrs (each must name a TCP port).
+pub(crate) fn parse_bootstrap(list: &[String]) -> Result<Vec<Multiaddr>, ConfigError> {
     list.iter()
         .map(|s| {
             let addr = parse_multiaddr("--bootstrap / [p2p] bootstrap", s)?;
