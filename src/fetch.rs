@@ -16,11 +16,10 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::de::{Deserializer, SeqAccess, Visitor};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{hex, is_safe_file_name, BootSpec, MAX_BOOT_CMDLINE};
+use crate::channel::is_safe_file_name;
+use crate::manifest::{parse_manifest_and_boot, Artifact, BootSpec};
 use crate::record::ManifestRecord;
 use crate::release::{Release, ReleaseError, ReleaseKeys};
 
@@ -28,8 +27,6 @@ use crate::release::{Release, ReleaseError, ReleaseKeys};
 const MAX_MANIFEST: u64 = 1024 * 1024;
 /// Largest `manifest.json.minisig` we download.
 const MAX_SIGNATURE: u64 = 4096;
-/// At most this many artifacts are read from a manifest.
-const MAX_ARTIFACTS: usize = 4096;
 /// Bounds on the response header block.
 const MAX_HEADER_LINE: usize = 8 * 1024;
 const MAX_HEADERS: usize = 100;
@@ -66,115 +63,6 @@ impl FetchError {
             FetchError::Mismatch(_) | FetchError::BadManifest(..) | FetchError::Release(..)
         )
     }
-}
-
-/// One artifact as a manifest lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    pub name: String,
-    pub size: u64,
-    pub sha256: String,
-}
-
-#[derive(Deserialize)]
-struct WireArtifact {
-    name: heapless::String<255>,
-    size: u64,
-    sha256: heapless::String<64>,
-}
-
-/// The artifact list, read one element at a time so memory stays bounded
-/// by `MAX_ARTIFACTS` small entries whatever the manifest holds.
-struct ArtifactList(Vec<Listed>);
-
-impl<'de> Deserialize<'de> for ArtifactList {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ArtifactList;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an array of {name, size, sha256}")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ArtifactList, A::Error> {
-                let mut out = Vec::new();
-                while let Some(a) = seq.next_element::<WireArtifact>()? {
-                    if out.len() == MAX_ARTIFACTS {
-                        return Err(serde::de::Error::custom("too many artifacts"));
-                    }
-                    out.push(Listed {
-                        name: a.name.as_str().to_string(),
-                        size: a.size,
-                        sha256: a.sha256.as_str().to_string(),
-                    });
-                }
-                Ok(ArtifactList(out))
-            }
-        }
-        d.deserialize_seq(V)
-    }
-}
-
-#[derive(Deserialize)]
-struct WireManifest {
-    artifacts: ArtifactList,
-    #[serde(default)]
-    boot: Option<WireBoot>,
-}
-
-#[derive(Deserialize)]
-struct WireBoot {
-    kernel: heapless::String<255>,
-    #[serde(default)]
-    initrd: Option<heapless::String<255>>,
-    #[serde(default)]
-    dtb: Option<heapless::String<255>>,
-    #[serde(default)]
-    cmdline: Option<heapless::String<MAX_BOOT_CMDLINE>>,
-}
-
-/// The artifacts a plasmd manifest lists (extra fields ignored).
-pub fn parse_manifest(json: &[u8]) -> Result<Vec<Listed>, String> {
-    parse_manifest_and_boot(json).map(|(list, _)| list)
-}
-
-/// The artifacts and the `boot` object of a manifest. Boot file names must
-/// be artifacts it lists; the command line must be printable.
-pub fn parse_manifest_and_boot(json: &[u8]) -> Result<(Vec<Listed>, Option<BootSpec>), String> {
-    crate::manifest::shipped_version(json)?;
-    let mut unescape = vec![0u8; crate::manifest::UNESCAPE_BUFFER];
-    let (m, _): (WireManifest, usize) = serde_json_core::from_slice_escaped(json, &mut unescape)
-        .map_err(|e| {
-            format!("{e} (expected \"artifacts\": [{{\"name\", \"size\", \"sha256\"}}, ...])")
-        })?;
-    let list = m.artifacts.0;
-    let boot = match m.boot {
-        None => None,
-        Some(b) => {
-            let named = |n: &str| -> Result<String, String> {
-                if list.iter().any(|a| a.name == n) {
-                    Ok(n.to_string())
-                } else {
-                    Err(format!(
-                        "boot file {n:?} is not one of the manifest's artifacts"
-                    ))
-                }
-            };
-            let cmdline = b.cmdline.map(|c| c.as_str().to_string());
-            if cmdline
-                .as_deref()
-                .is_some_and(|c| c.chars().any(char::is_control))
-            {
-                return Err("boot.cmdline has control characters".into());
-            }
-            Some(BootSpec {
-                kernel: named(&b.kernel)?,
-                initrd: b.initrd.as_deref().map(named).transpose()?,
-                dtb: b.dtb.as_deref().map(named).transpose()?,
-                cmdline,
-            })
-        }
-    };
-    Ok((list, boot))
 }
 
 /// A plain-HTTP URL split into what a request needs.
@@ -345,7 +233,7 @@ fn read_line(r: &mut BufReader<TcpStream>) -> io::Result<String> {
 #[derive(Debug, Clone)]
 pub struct Checked {
     pub record: ManifestRecord,
-    pub artifacts: Vec<Listed>,
+    pub artifacts: Vec<Artifact>,
     pub release: Option<Release>,
     /// What the manifest says to boot, if anything.
     pub boot: Option<BootSpec>,
@@ -395,7 +283,7 @@ pub fn check_provider(
 ) -> Result<Checked, FetchError> {
     let body = get_small(&record.url, MAX_MANIFEST)?
         .ok_or_else(|| FetchError::Http(record.url.clone(), "status 404".into()))?;
-    let got = hex(&Sha256::digest(&body));
+    let got = crate::text::sha256_hex(&body);
     let expected = record.manifest_sha256.as_deref().unwrap_or_default();
     // With release keys the record is only a location: the release
     // signature authenticates the manifest, and a provider re-publishing
@@ -453,7 +341,7 @@ fn artifact_url(manifest_url: &str, name: &str) -> String {
 /// Fetches artifact `name` (listed in `manifest`) to `out`, verified.
 pub fn fetch_artifact(
     record: &ManifestRecord,
-    manifest: &[Listed],
+    manifest: &[Artifact],
     name: &str,
     out: &Path,
 ) -> Result<(), FetchError> {
@@ -461,7 +349,7 @@ pub fn fetch_artifact(
         .iter()
         .find(|a| a.name == name)
         .ok_or_else(|| FetchError::NotListed(name.to_string(), record.url.clone()))?;
-    if !crate::manifest::is_sha256_hex(&listed.sha256) || !is_safe_file_name(name) {
+    if !crate::text::is_sha256_hex(&listed.sha256) || !is_safe_file_name(name) {
         return Err(FetchError::BadManifest(
             record.url.clone(),
             format!("bad sha256 for {name}"),
@@ -576,7 +464,7 @@ pub fn fetch_artifact(
             ),
         ));
     }
-    let hash = hex(&hasher.finalize());
+    let hash = hex::encode(hasher.finalize());
     if hash != listed.sha256 {
         drop(file);
         let _ = fs::remove_file(&part);
@@ -693,44 +581,6 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_long_quoted_boot_cmdline_is_read_whole() {
-        // `dyndbg="..."` and the like: escaped quotes in a command line
-        // longer than a small unescape buffer, in a field every reader
-        // skips but still unescapes.
-        let cmdline = "console=ttyAMA0 dyndbg=\\\"file x +p\\\" ".repeat(12);
-        let json = format!(
-            "{{\"version\":\"v1\",\"artifacts\":[{{\"name\":\"k\",\"size\":1,\"sha256\":\"ab\"}}],\
-             \"boot\":{{\"kernel\":\"k\",\"cmdline\":\"{cmdline}\"}}}}"
-        );
-        assert!(json.len() > 400, "{json}");
-        assert_eq!(
-            crate::release::read_fields(json.as_bytes())
-                .unwrap()
-                .version,
-            "v1"
-        );
-        let (_, boot) = parse_manifest_and_boot(json.as_bytes()).unwrap();
-        let got = boot.unwrap().cmdline.unwrap();
-        assert_eq!(got.matches('"').count(), 24, "{got}");
-    }
-
-    #[test]
-    fn manifests_parse_into_bounded_artifact_lists() {
-        let json = br#"{"channel":"stable","version":"v1","artifacts":[{"name":"vmlinuz","size":6,"sha256":"ab"},{"name":"a b","size":0,"sha256":"cd","extra":1}]}"#;
-        let list = parse_manifest(json).unwrap();
-        assert_eq!(list.len(), 2);
-        assert_eq!(list[1].name, "a b");
-        for bad in [
-            &b"{}"[..],
-            b"[]",
-            b"{\"version\":\"v\",\"artifacts\":3}",
-            b"{\"version\":\"v\",\"artifacts\":[{\"name\":1}]}",
-        ] {
-            assert!(parse_manifest(bad).is_err());
-        }
-    }
 
     #[test]
     fn urls() {

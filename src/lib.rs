@@ -29,6 +29,7 @@
 pub mod beneath;
 pub mod board;
 pub mod boot;
+pub mod channel;
 pub mod choose;
 pub mod config;
 pub mod dht;
@@ -38,6 +39,7 @@ pub mod http;
 pub mod identity;
 pub mod manifest;
 pub mod metrics;
+pub mod minisign;
 pub mod provider;
 pub mod publisher;
 pub mod record;
@@ -46,6 +48,8 @@ pub mod shutdown;
 pub mod statefile;
 pub mod status;
 pub mod tally;
+pub mod text;
+pub mod time;
 pub mod watch;
 
 /// Sets up `env_logger` on stderr, honouring `RUST_LOG`, with `default` as

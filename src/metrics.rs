@@ -97,7 +97,7 @@ pub struct DhtMetrics {
 impl DhtMetrics {
     /// Counts one finished put of `ca`'s record: its result, its time, and
     /// for a successful one the last publish (and a refresh, if it was one).
-    pub fn put_done(&self, ca: &crate::manifest::ChannelArch, ok: bool, refresh: bool) {
+    pub fn put_done(&self, ca: &crate::channel::ChannelArch, ok: bool, refresh: bool) {
         self.puts
             .get_or_create(&ReasonLabel {
                 reason: if ok { "ok" } else { "error" },
@@ -107,7 +107,7 @@ impl DhtMetrics {
             channel: ca.channel.clone(),
             arch: ca.arch.clone(),
         };
-        let unix = crate::record::unix_now() as i64;
+        let unix = crate::time::unix_now() as i64;
         self.last_put_seconds.get_or_create(&labels).set(unix);
         self.last_put_ok.get_or_create(&labels).set(ok as i64);
         if ok {
@@ -120,7 +120,7 @@ impl DhtMetrics {
 
     /// Drops a channel/arch that is no longer advertised, so its last
     /// publish does not linger on dashboards.
-    pub fn forget(&self, ca: &crate::manifest::ChannelArch) {
+    pub fn forget(&self, ca: &crate::channel::ChannelArch) {
         let labels = ChannelArchLabels {
             channel: ca.channel.clone(),
             arch: ca.arch.clone(),

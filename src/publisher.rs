@@ -16,9 +16,9 @@ use libp2p::identity::Keypair;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::channel::ChannelArch;
 use crate::config::DhtTiming;
 use crate::dht::{self, DhtError};
-use crate::manifest::ChannelArch;
 use crate::metrics::{AdvertLabels, Metrics};
 use crate::record::{manifest_dht_key, manifest_key, provider_key, ManifestRecord};
 use crate::shutdown::Shutdown;

@@ -11,9 +11,12 @@
 //! to publish (that is `publisher`).
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+
+use crate::channel::{check_name, NameError};
+use crate::time::{parse_rfc3339, rfc3339, Now, CLOCK_SKEW_SECS};
 
 /// Largest record value we write or accept, from the conventions.
 pub const MAX_RECORD_BYTES: usize = 2048;
@@ -32,11 +35,6 @@ const SHA256_HEX: usize = 64;
 /// Hex of a minisign key id (8 bytes).
 const KEY_ID_HEX: usize = 16;
 
-/// How far a reader's clock may be behind the publisher's before a record
-/// counts as expired: boards without a real-time clock run on NTP, which
-/// may be a few minutes off right after boot.
-pub const CLOCK_SKEW_SECS: u64 = 300;
-
 /// The longest a record may claim to live (7 days, also the largest
 /// `--record-ttl`): an `expires_at` further ahead is refused, so a record
 /// cannot squat on a key for years.
@@ -44,9 +42,6 @@ pub const MAX_RECORD_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// First line of the signed byte string; bump it if the form changes.
 const SIGNING_CONTEXT: &str = "plasmd-record-v1";
-
-/// Longest channel or architecture name (`[a-z0-9][a-z0-9._-]{0,31}`).
-pub const MAX_NAME: usize = 32;
 
 /// Everything that can be wrong with a record or a record key.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -98,6 +93,12 @@ pub enum RefusalKind {
     /// Valid, but the store is full and its sender already holds the most
     /// records (see `dht::hygiene`).
     Quota,
+}
+
+impl From<NameError> for RecordError {
+    fn from(e: NameError) -> Self {
+        RecordError::BadName(e.what, e.name)
+    }
 }
 
 impl RecordError {
@@ -276,7 +277,7 @@ impl ManifestRecord {
         let sig = keypair
             .sign(&self.signing_bytes(key))
             .map_err(|e| RecordError::Field("sig", e.to_string()))?;
-        self.sig = Some(crate::manifest::hex(&sig));
+        self.sig = Some(hex::encode(&sig));
         Ok(self)
     }
 
@@ -306,7 +307,7 @@ impl ManifestRecord {
             .as_deref()
             .ok_or(RecordError::Unsigned("manifest_sha256"))?;
         let sig = self.sig.as_deref().ok_or(RecordError::Unsigned("sig"))?;
-        if !crate::manifest::is_sha256_hex(sha) {
+        if !crate::text::is_sha256_hex(sha) {
             return Err(RecordError::Field(
                 "manifest_sha256",
                 "not 64 lower-case hex digits".into(),
@@ -513,27 +514,6 @@ fn printable(s: &str) -> bool {
     s.chars().all(|c| !c.is_control())
 }
 
-/// Checks a channel or architecture name against
-/// `[a-z0-9][a-z0-9._-]{0,31}`. `what` names it in the error.
-pub fn check_name(what: &'static str, name: &str) -> Result<(), RecordError> {
-    let mut bytes = name.bytes();
-    let ok = match bytes.next() {
-        Some(first) => {
-            (first.is_ascii_lowercase() || first.is_ascii_digit())
-                && name.len() <= MAX_NAME
-                && bytes.all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-                })
-        }
-        None => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(RecordError::BadName(what, name.to_string()))
-    }
-}
-
 /// The record key string for a channel/arch: `/phase/{channel}/{arch}/manifest`.
 pub fn manifest_key(channel: &str, arch: &str) -> String {
     format!("/phase/{channel}/{arch}/manifest")
@@ -590,43 +570,6 @@ pub fn parse_key(key: &[u8]) -> Result<ParsedKey, RecordError> {
     })
 }
 
-/// What a reader knows about the time, in seconds since the epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Now {
-    /// The clock is trusted.
-    At(u64),
-    /// The clock is known to be wrong (it reads earlier than something
-    /// already seen): only a lower bound is known.
-    NotBefore(u64),
-}
-
-impl Now {
-    /// The system clock `system_now`, judged against `trusted`, a time
-    /// known to have passed: a clock reading earlier (beyond the skew) is
-    /// wrong, e.g. a board without a real-time clock before NTP.
-    pub fn judge(system_now: u64, trusted: u64) -> Now {
-        if system_now.saturating_add(CLOCK_SKEW_SECS) < trusted {
-            Now::NotBefore(trusted)
-        } else {
-            Now::At(system_now)
-        }
-    }
-}
-
-/// When this binary was built (seconds since the epoch, stamped by
-/// `build.rs`): no honest clock reads earlier.
-pub const BUILD_TIME: u64 = parse_decimal(env!("PLASMD_BUILD_TIME"));
-
-const fn parse_decimal(s: &str) -> u64 {
-    let b = s.as_bytes();
-    let (mut i, mut n) = (0, 0u64);
-    while i < b.len() {
-        n = n * 10 + (b[i] - b'0') as u64;
-        i += 1;
-    }
-    n
-}
-
 /// Decodes and validates a record value found under `key` (the spec key or
 /// a per-provider key), signature and expiry included: the one check every
 /// reader (lookup client and storage node alike) runs.
@@ -643,13 +586,6 @@ pub fn decode_for_key(key: &[u8], value: &[u8], now: Now) -> Result<ManifestReco
     let key = std::str::from_utf8(key).map_err(|_| RecordError::BadKey)?;
     record.verify_signature_at(key, now)?;
     Ok(record)
-}
-
-/// Seconds since the epoch, now.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl fmt::Display for ManifestRecord {
@@ -671,108 +607,11 @@ impl fmt::Display for ManifestRecord {
     }
 }
 
-/// [`rfc3339`] of seconds since the epoch.
-pub fn rfc3339_secs(t: u64) -> String {
-    rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(t))
-}
-
-/// Formats a time as RFC 3339 UTC with second precision, e.g.
-/// `2026-11-22T10:00:00Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
-
-/// Parses the RFC 3339 forms we expect in records (UTC `Z` or a numeric
-/// offset, optional fraction) into seconds since the epoch.
-pub fn parse_rfc3339(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().ok()
-        } else {
-            None
-        }
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let ob = rest.as_bytes();
-            if ob.len() != 6 || !matches!(ob[0], b'+' | b'-') || ob[3] != b':' {
-                return None;
-            }
-            let oh = num(s.len() - 5..s.len() - 3)?;
-            let om = num(s.len() - 2..s.len())?;
-            let o = oh * 3600 + om * 60;
-            if ob[0] == b'+' {
-                o
-            } else {
-                -o
-            }
-        }
-    };
-    let days = days_from_civil(y, mo as u32, d as u32);
-    let t = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
-    u64::try_from(t).ok()
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// (year, month, day) to days since 1970-01-01; inverse of `civil_from_days`.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::unix_now;
+    use std::time::UNIX_EPOCH;
 
     const PEER: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
 
@@ -1092,24 +931,5 @@ mod tests {
         for bad in ["", "Stable", "-x", ".", "..", "a/b", &"x".repeat(33), "é"] {
             assert!(check_name("channel", bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn rfc3339_round_trips() {
-        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_795_345_200);
-        let s = rfc3339(t);
-        assert_eq!(s, "2026-11-22T11:00:00Z");
-        assert_eq!(parse_rfc3339(&s), Some(1_795_345_200));
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339("2026-11-22T12:00:00+01:00"),
-            Some(1_795_345_200)
-        );
-        assert_eq!(
-            parse_rfc3339("2026-11-22T11:00:00.123Z"),
-            Some(1_795_345_200)
-        );
-        assert_eq!(parse_rfc3339("2026-13-22T11:00:00Z"), None);
-        assert_eq!(parse_rfc3339("2026-11-22T11:00:00"), None);
     }
 }

@@ -82,7 +82,7 @@ fn a_hostile_peer_cannot_plant_records() {
             Some("hostile"),
             "evil",
         );
-        own.last_updated = plasmd::record::rfc3339(now - Duration::from_secs(7200));
+        own.last_updated = plasmd::time::rfc3339(now - Duration::from_secs(7200));
         let expired = own
             .clone()
             .sign(
@@ -98,7 +98,7 @@ fn a_hostile_peer_cannot_plant_records() {
         let year_2099 = SystemTime::UNIX_EPOCH + Duration::from_secs(4_070_908_800);
         let sign_own = |updated: SystemTime, expires: SystemTime| {
             let mut r = own.clone();
-            r.last_updated = plasmd::record::rfc3339(updated);
+            r.last_updated = plasmd::time::rfc3339(updated);
             r.sign(
                 "/phase/stable/arm64/manifest",
                 &keypair,
@@ -118,12 +118,12 @@ fn a_hostile_peer_cannot_plant_records() {
         // replay below does not meet the genuine record it is older than:
         // the node must remember the genuine publisher's seq anyway.
         let mut interleaved = own.clone();
-        interleaved.last_updated = plasmd::record::rfc3339(SystemTime::now());
+        interleaved.last_updated = plasmd::time::rfc3339(SystemTime::now());
         let interleaved = interleaved
             .sign(
                 "/phase/stable/arm64/manifest",
                 &keypair,
-                plasmd::record::unix_now() * 1000,
+                plasmd::time::unix_now() * 1000,
                 SystemTime::now() + ttl,
                 &"0".repeat(64),
             )
@@ -283,7 +283,7 @@ async fn newest(client: &dht::Client, key: &libp2p::kad::RecordKey) -> ManifestR
         let Ok(r) = plasmd::record::decode_for_key(
             key.as_ref(),
             &f.record.value,
-            plasmd::record::Now::At(plasmd::record::unix_now()),
+            plasmd::time::Now::At(plasmd::time::unix_now()),
         ) else {
             continue;
         };
@@ -422,7 +422,7 @@ fn a_closed_fleet_node_stores_only_trusted_publishers() {
         .sign(
             "/phase/stable/arm64/manifest",
             &keypair,
-            plasmd::record::unix_now() * 1000,
+            plasmd::time::unix_now() * 1000,
             SystemTime::now() + Duration::from_secs(60),
             &"0".repeat(64),
         )

@@ -6,9 +6,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = plasmd::manifest::shipped_version(data);
-    let _ = plasmd::release::read_fields(data);
-    let _ = plasmd::release::minisign::Signature::parse(data);
-    if let Ok(list) = plasmd::fetch::parse_manifest(data) {
+    let _ = plasmd::manifest::read_fields(data);
+    let _ = plasmd::minisign::Signature::parse(data);
+    if let Ok(list) = plasmd::manifest::parse_manifest(data) {
         assert!(list.len() <= 4096);
     }
 });

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let (key, value) = rest.split_at(split);
     for key in [key, b"/phase/stable/arm64/manifest".as_slice()] {
-        if let Ok(r) = decode_for_key(key, value, plasmd::record::Now::At(1_795_345_200)) {
+        if let Ok(r) = decode_for_key(key, value, plasmd::time::Now::At(1_795_345_200)) {
             let bytes = r.to_bytes().expect("a valid record re-encodes");
             assert_eq!(ManifestRecord::from_bytes(&bytes).expect("and decodes"), r);
         }

@@ -10,8 +10,9 @@ use std::process::ExitCode;
 
 use plasmd::config::{self, DiscoverCommand, DiscoverConfig};
 use plasmd::fetch::{self, Checked};
-use plasmd::record::{self, ManifestRecord, Now};
+use plasmd::record::ManifestRecord;
 use plasmd::release::floor::Floor;
+use plasmd::time::Now;
 use plasmd::{choose, discover};
 
 fn main() -> ExitCode {
@@ -39,13 +40,13 @@ fn main() -> ExitCode {
     if let Some(f) = &floor {
         cfg.trusted_time = cfg.trusted_time.max(f.trusted_time());
     }
-    if let Now::NotBefore(t) = Now::judge(record::unix_now(), cfg.trusted_time) {
+    if let Now::NotBefore(t) = Now::judge(plasmd::time::unix_now(), cfg.trusted_time) {
         eprintln!(
             "phase-discover: the clock reads {}, earlier than {} (already seen or built): \
              treating it as unknown; records are judged against {}, releases by release_seq only",
-            record::rfc3339_secs(record::unix_now()),
-            record::rfc3339_secs(t),
-            record::rfc3339_secs(t)
+            plasmd::time::rfc3339_secs(plasmd::time::unix_now()),
+            plasmd::time::rfc3339_secs(t),
+            plasmd::time::rfc3339_secs(t)
         );
     }
     if let Some(interval) = cfg.watch {

@@ -111,7 +111,7 @@ impl BoardProfile {
     pub fn parse(text: &str, origin: &str) -> Result<Self, BoardError> {
         let invalid = |m: String| BoardError::Invalid(origin.to_string(), m);
         let p: BoardProfile =
-            toml::from_str(text).map_err(|e| invalid(crate::config::one_line(&e.to_string())))?;
+            toml::from_str(text).map_err(|e| invalid(crate::text::one_line(&e.to_string())))?;
         if p.netboot.labels.is_empty()
             || p.netboot
                 .labels

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 
-use crate::record::check_name;
-use crate::release::minisign::PublicKey;
+use crate::channel::check_name;
+use crate::minisign::PublicKey;
 
 /// Longest command line we read (the kernel's own limit is a few KiB).
 const MAX_CMDLINE: usize = 64 * 1024;
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn a_board_command_line_gives_the_settings() {
-        let key = crate::release::minisign::SecretKey::generate();
+        let key = crate::minisign::SecretKey::generate();
         let line = key.public_file().lines().nth(1).unwrap().to_string();
         let s = parse(&format!(
             "console=ttyAMA0 quiet phase.channel=stable phase.mdns=0 \

@@ -25,8 +25,8 @@ use crate::choose;
 use crate::config::DiscoverConfig;
 use crate::discover::Session;
 use crate::fetch::{self, Checked};
+use crate::minisign::PublicKey;
 use crate::release::floor::Floor;
-use crate::release::minisign::PublicKey;
 use crate::release::ReleaseKeys;
 
 /// Where the boot files are kept: a tmpfs (RAM), never the board's disks.
@@ -83,7 +83,7 @@ pub fn run(cmdline: &str) -> ! {
         release_keys: keys,
         state: None,
         allow_downgrade: false,
-        trusted_time: crate::record::BUILD_TIME,
+        trusted_time: crate::time::BUILD_TIME,
         watch: None,
     };
     say(&format!(

@@ -16,9 +16,9 @@ use libp2p::Multiaddr;
 use serde::Deserialize;
 
 use crate::board::BoardProfile;
+use crate::channel::check_name;
 use crate::http::HttpLimits;
-use crate::record::check_name;
-use crate::release::minisign::SecretKey;
+use crate::minisign::SecretKey;
 use crate::release::ReleaseKeys;
 
 mod release;
@@ -1065,7 +1065,7 @@ where
             ))
         }
         (Some(name), None, out) => {
-            if !crate::manifest::is_safe_file_name(&name) {
+            if !crate::channel::is_safe_file_name(&name) {
                 return Err(ConfigError::Invalid(format!(
                     "--fetch {name:?}: not a file name"
                 )));
@@ -1124,7 +1124,7 @@ where
         release_keys,
         state,
         allow_downgrade,
-        trusted_time: crate::record::BUILD_TIME,
+        trusted_time: crate::time::BUILD_TIME,
         watch,
     })))
 }

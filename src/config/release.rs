@@ -96,7 +96,7 @@ pub fn parse(p: &mut lexopt::Parser) -> Result<ReleaseCommand, ConfigError> {
             Long(name @ ("kernel" | "initrd" | "dtb")) if sub == "sign" => {
                 let name = name.to_string();
                 let v = string(p, &format!("--{name}"))?;
-                if !crate::manifest::is_safe_file_name(&v) {
+                if !crate::channel::is_safe_file_name(&v) {
                     return Err(ConfigError::Invalid(format!(
                         "--{name} {v:?}: not a file name"
                     )));

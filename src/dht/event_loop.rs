@@ -561,7 +561,7 @@ impl EventLoop {
     }
 
     fn check_incoming(&mut self, record: &kad::Record) -> Result<(), RecordError> {
-        let now = record::Now::At(record::unix_now());
+        let now = crate::time::Now::At(crate::time::unix_now());
         let decoded = record::decode_for_key(record.key.as_ref(), &record.value, now)?;
         if !self.trusted_publishers.is_empty()
             && !self
@@ -585,7 +585,7 @@ impl EventLoop {
         // checked, signature and all, when it was stored: only its expiry
         // is news.
         let old = match ManifestRecord::from_bytes(&existing.value) {
-            Ok(old) if !old.expired_at(record::unix_now()) => old,
+            Ok(old) if !old.expired_at(crate::time::unix_now()) => old,
             _ => return Ok(()),
         };
         if old.peer_id == decoded.peer_id {

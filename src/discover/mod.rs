@@ -213,7 +213,7 @@ async fn records_at(
         let from = f
             .from
             .map_or_else(|| "local store".to_string(), |p| p.to_string());
-        let now = record::Now::judge(record::unix_now(), cfg.trusted_time);
+        let now = crate::time::Now::judge(crate::time::unix_now(), cfg.trusted_time);
         match record::decode_for_key(key.as_bytes(), &f.record.value, now) {
             Ok(r) => {
                 if !cfg.trusted.is_empty()

@@ -11,8 +11,8 @@ use std::io::{IsTerminal, Write};
 
 use crate::config::DiscoverConfig;
 use crate::fetch;
-use crate::manifest::{json_string, printable};
-use crate::record::{self, ManifestRecord};
+use crate::record::ManifestRecord;
+use crate::text::{json_string, printable};
 
 use super::{DiscoverError, Session};
 
@@ -66,7 +66,7 @@ pub fn run(cfg: &DiscoverConfig, interval: std::time::Duration) -> Result<(), Di
 /// One record at a time: two publishers may advertise the same URL, and
 /// each gets its own verdict.
 fn verify(records: Vec<ManifestRecord>, cfg: &DiscoverConfig) -> Vec<Row> {
-    let now = record::unix_now();
+    let now = crate::time::unix_now();
     records
         .into_iter()
         .map(|r| {
@@ -109,7 +109,7 @@ fn table(cfg: &DiscoverConfig, rows: &[Row], interval: std::time::Duration) -> S
         cfg.arch,
         rows.len(),
         rows.iter().filter(|r| r.ok).count(),
-        record::rfc3339_secs(record::unix_now()),
+        crate::time::rfc3339_secs(crate::time::unix_now()),
         interval.as_secs()
     );
     let cells: Vec<[String; 6]> = rows
@@ -161,7 +161,7 @@ fn table(cfg: &DiscoverConfig, rows: &[Row], interval: std::time::Duration) -> S
 /// Plain lines, one per provider, each starting with the round's time;
 /// `none` when a round found nobody.
 fn lines(rows: &[Row]) -> String {
-    let at = record::rfc3339_secs(record::unix_now());
+    let at = crate::time::rfc3339_secs(crate::time::unix_now());
     if rows.is_empty() {
         return format!("{at} none\n");
     }

@@ -34,7 +34,7 @@ use super::files::{self, Body, Reply};
 use super::parse::{self, clip, Head, HeadError, Method, Route, Scan, MAX_HEAD};
 use super::{Ctx, Generated, HttpLimits};
 use crate::manifest::MANIFEST_NAME;
-use crate::release::SIGNATURE_NAME;
+use crate::manifest::SIGNATURE_NAME;
 
 /// The whole request head must arrive within this long (a deadline, not a
 /// per-read timeout, so trickling one byte at a time does not extend it).

@@ -10,12 +10,11 @@
 
 use std::fs::File;
 
-use sha2::Digest;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::parse::{parse_range, Head, RangeSpec};
-use crate::manifest::{Catalog, ChannelArch, Manifest, OpenError};
+use crate::channel::ChannelArch;
+use crate::manifest::{Catalog, Manifest, OpenError};
 
 /// How long clients may cache a manifest: short, it changes with the files.
 const MANIFEST_CACHE: &str = "max-age=10";
@@ -139,7 +138,7 @@ pub fn signature_reply(catalog: &Catalog, ca: &ChannelArch, head: &Head) -> Repl
             // manifest) must not be answered 304 from a cache. At most 4 KiB,
             // asked for once per board boot.
             let sig = m.signature.as_deref().unwrap_or_default();
-            let etag = format!("\"{}\"", crate::manifest::hex(&sha2::Sha256::digest(sig)));
+            let etag = format!("\"{}\"", crate::text::sha256_hex(sig));
             memory_reply(head, etag, "text/plain; charset=utf-8", Body::Signature(m))
         }
         _ => Reply::text(404, "not found\n"),
@@ -199,7 +198,7 @@ pub fn artifact_reply(catalog: &Catalog, ca: &ChannelArch, name: &str, head: &He
         ("Accept-Ranges", "bytes".to_string()),
     ];
     if let Some(t) = open.modified {
-        headers.push(("Last-Modified", http_date(t)));
+        headers.push(("Last-Modified", crate::time::http_date(t)));
     }
     let etag = open.sha256.as_ref().map(|sha| format!("\"{sha}\""));
     if let (Some(sha), Some(etag)) = (&open.sha256, &etag) {
@@ -290,21 +289,6 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) for HTTP headers.
-pub fn http_date(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    // Reuse the RFC 3339 formatter for the calendar arithmetic.
-    let iso = crate::record::rfc3339(t);
-    let (y, mo, d) = (&iso[0..4], &iso[5..7], &iso[8..10]);
-    let month = MONTHS[mo.parse::<usize>().unwrap_or(1).clamp(1, 12) - 1];
-    let weekday = DAYS[((secs / 86_400) % 7) as usize];
-    format!("{weekday}, {d} {month} {y} {} GMT", &iso[11..19])
-}
-
 fn content_type(name: &str) -> &'static str {
     match name.rsplit_once('.').map(|(_, ext)| ext) {
         Some("json") => "application/json",
@@ -320,16 +304,11 @@ fn content_type(name: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
-    fn etags_and_dates() {
+    fn etags() {
         assert!(etag_matches(Some("W/\"a\", \"b\""), "\"a\""));
         assert!(!etag_matches(Some("\"c\""), "\"a\""));
-        assert_eq!(
-            http_date(UNIX_EPOCH + Duration::from_secs(784_111_777)),
-            "Sun, 06 Nov 1994 08:49:37 GMT"
-        );
     }
 
     #[test]

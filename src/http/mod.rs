@@ -228,7 +228,7 @@ impl Ctx {
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut cached = self.date.borrow_mut();
         if cached.0 != secs || cached.1.is_empty() {
-            *cached = (secs, files::http_date(now));
+            *cached = (secs, crate::time::http_date(now));
         }
         cached.1.clone()
     }

@@ -10,8 +10,8 @@
 //! disagree on where a request ends (request smuggling), so each is a `400`
 //! and the end of the connection. This module does no I/O.
 
-use crate::manifest::{is_safe_file_name, ChannelArch};
-use crate::record::check_name;
+use crate::channel::check_name;
+use crate::channel::{is_safe_file_name, ChannelArch};
 
 /// The request line and headers together, like common servers' 8 KiB.
 pub const MAX_HEAD: usize = 8 * 1024;

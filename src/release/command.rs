@@ -95,7 +95,7 @@ fn verify_dir(public: &Path, dir: &Path) -> Result<String, CommandError> {
     let release = keys
         .verify(&json, sig.as_deref(), &ca.channel, &ca.arch)
         .map_err(|e| bad(e.to_string()))?;
-    let listed = crate::fetch::parse_manifest(&json).map_err(bad)?;
+    let listed = crate::manifest::parse_manifest(&json).map_err(bad)?;
     // The files as the server would list them.
     let on_disk = super::scan_one(&root, &ca)
         .map_err(|e| CommandError::Dir(dir.to_path_buf(), e))?

@@ -17,7 +17,8 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::record::{check_name, Now, BUILD_TIME};
+use crate::channel::check_name;
+use crate::time::{Now, BUILD_TIME};
 
 /// The state file's name inside `--state DIR`.
 pub const FLOOR_FILE: &str = "rollback-floor";

@@ -12,23 +12,21 @@
 //!
 //! This module owns what a signed manifest must say and how it is checked
 //! ([`ReleaseKeys::verify`]), making one for a directory ([`sign`]), and the
-//! rollback floor ([`floor`]). The file formats are [`minisign`]'s; finding
+//! rollback floor ([`floor`]). The file formats are `minisign`'s and
+//! `manifest`'s; finding
 //! providers and downloading is `discover` and `fetch`'s.
 
 pub mod command;
 pub mod floor;
-pub mod minisign;
 pub mod sign;
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
-
-use crate::record::{check_name, parse_rfc3339};
-use minisign::{PublicKey, Signature};
-
-/// Name of the signature served next to `manifest.json`.
-pub const SIGNATURE_NAME: &str = "manifest.json.minisig";
+use crate::channel::check_name;
+use crate::channel::ChannelArch;
+use crate::manifest::{read_fields, Catalog, Manifest, SIGNATURE_NAME};
+use crate::minisign::{self, PublicKey, Signature};
+use crate::time::parse_rfc3339;
 
 /// At most this many release keys (old and new during a rotation, a few spare).
 pub const MAX_RELEASE_KEYS: usize = 16;
@@ -76,58 +74,14 @@ impl std::fmt::Display for Release {
     }
 }
 
-/// The release fields of a manifest, as far as they are there.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReleaseFields {
-    pub channel: Option<String>,
-    pub arch: Option<String>,
-    pub version: String,
-    pub release_seq: Option<u64>,
-    pub created: Option<String>,
-}
-
-/// Reads the top-level release fields of a manifest (untrusted bytes:
-/// bounded strings, no panics). Unknown fields are ignored.
-pub fn read_fields(json: &[u8]) -> Result<ReleaseFields, String> {
-    #[derive(Deserialize)]
-    struct Head {
-        version: heapless::String<128>,
-        #[serde(default)]
-        channel: Option<heapless::String<64>>,
-        #[serde(default)]
-        arch: Option<heapless::String<64>>,
-        #[serde(default)]
-        release_seq: Option<u64>,
-        #[serde(default)]
-        created: Option<heapless::String<40>>,
-    }
-    crate::manifest::check_depth(json)?;
-    let mut unescape = vec![0u8; crate::manifest::UNESCAPE_BUFFER];
-    let (head, _): (Head, usize) = serde_json_core::from_slice_escaped(json, &mut unescape)
-        .map_err(|e| {
-            format!("{e} (it must be a JSON object with a string \"version\" of at most 128 bytes)")
-        })?;
-    let version = head.version.as_str();
-    if version.is_empty() || version.chars().any(char::is_control) {
-        return Err("\"version\" is empty or not printable".into());
-    }
-    Ok(ReleaseFields {
-        channel: head.channel.map(|s| s.as_str().to_string()),
-        arch: head.arch.map(|s| s.as_str().to_string()),
-        version: version.to_string(),
-        release_seq: head.release_seq,
-        created: head.created.map(|s| s.as_str().to_string()),
-    })
-}
-
 /// Scans one channel/arch of `root` the way the server does (and only
 /// that one: the rest of the tree is not hashed); `None` when it cannot be
 /// served (the reason is logged).
 pub fn scan_one(
     root: &std::path::Path,
-    ca: &crate::manifest::ChannelArch,
-) -> Result<Option<std::sync::Arc<crate::manifest::Manifest>>, String> {
-    let catalog = crate::manifest::Catalog::new(
+    ca: &ChannelArch,
+) -> Result<Option<std::sync::Arc<Manifest>>, String> {
+    let catalog = Catalog::new(
         Some(root.to_path_buf()),
         vec![ca.channel.clone()],
         vec![ca.arch.clone()],
@@ -138,9 +92,7 @@ pub fn scan_one(
 
 /// Splits `<artifacts>/<channel>/<arch>` into the artifacts root and the
 /// channel/arch it names (checked against the naming rules).
-pub fn split_release_dir(
-    dir: &std::path::Path,
-) -> Result<(PathBuf, crate::manifest::ChannelArch), String> {
+pub fn split_release_dir(dir: &std::path::Path) -> Result<(PathBuf, ChannelArch), String> {
     use std::path::Path;
     let abs = dir.canonicalize().map_err(|e| e.to_string())?;
     let name = |p: Option<&Path>| {
@@ -157,10 +109,7 @@ pub fn split_release_dir(
     };
     check_name("channel", &channel).map_err(|e| e.to_string())?;
     check_name("arch", &arch).map_err(|e| e.to_string())?;
-    Ok((
-        root.to_path_buf(),
-        crate::manifest::ChannelArch { channel, arch },
-    ))
+    Ok((root.to_path_buf(), ChannelArch { channel, arch }))
 }
 
 /// The release keys a board trusts (`--release-key`, `[discover] release_keys`).

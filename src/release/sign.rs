@@ -15,7 +15,7 @@ use std::sync::Arc;
 use super::minisign::SecretKey;
 use super::{read_fields, split_release_dir, Release, ReleaseError, SIGNATURE_NAME};
 use crate::manifest::{render, trusted_comment, BootSpec, MANIFEST_NAME};
-use crate::record::unix_now;
+use crate::time::unix_now;
 
 /// Errors of `plasmd release sign`.
 #[derive(Debug, thiserror::Error)]

@@ -87,7 +87,7 @@ pub fn query(base: &str) -> Result<(String, bool), StatusError> {
     let mut unescape = vec![0u8; 4096];
     let (s, _): (WireStatus, usize) = serde_json_core::from_slice_escaped(&body, &mut unescape)
         .map_err(|e| StatusError::Parse(url.clone(), e.to_string()))?;
-    let now = crate::record::unix_now() as i64;
+    let now = crate::time::unix_now() as i64;
     let mut out = format!(
         "plasmd {} at {base}, peer {}: {}\nDHT: {} peer(s) in the routing table, {} record(s) stored; \
          HTTP: {} connection(s) open, {} download(s) in progress\n",
@@ -125,7 +125,7 @@ pub fn query(base: &str) -> Result<(String, bool), StatusError> {
     // terminal.
     let out = out
         .lines()
-        .map(|l| crate::manifest::printable(l) + "\n")
+        .map(|l| crate::text::printable(l) + "\n")
         .collect();
     Ok((out, s.healthy))
 }

@@ -17,8 +17,9 @@ mod page;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::manifest::{json_string, Catalog};
+use crate::manifest::Catalog;
 use crate::metrics::{ChannelArchLabels, Metrics};
+use crate::text::json_string;
 
 pub use client::{query, StatusError};
 pub use page::refresh_from_query;
@@ -79,7 +80,7 @@ impl StatusSource {
     /// Reads the status now. Runs on the HTTP loop: it reads the catalog's
     /// cache and atomics only, never the disk.
     pub fn status(&self) -> Status {
-        let now = crate::record::unix_now() as i64;
+        let now = crate::time::unix_now() as i64;
         let late = (self.refresh_interval.as_secs() * 2 + 60) as i64;
         let d = &self.metrics.dht;
         let mut problems = Vec::new();
@@ -107,7 +108,7 @@ impl StatusSource {
                 Some(_) => {}
             }
             channels.push(ChannelStatus {
-                url: crate::publisher::Publisher::url(&self.base_url, &ca),
+                url: crate::manifest::url(&self.base_url, &ca),
                 channel: ca.channel,
                 arch: ca.arch,
                 version: m.version.clone(),

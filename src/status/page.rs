@@ -185,7 +185,7 @@ fn ago(secs: i64) -> String {
 }
 
 fn utc(unix: i64) -> String {
-    crate::record::rfc3339_secs(unix.max(0) as u64)
+    crate::time::rfc3339_secs(unix.max(0) as u64)
         .replace('T', " ")
         .replace('Z', " UTC")
 }

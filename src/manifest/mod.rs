@@ -1,0 +1,118 @@
+//! The manifest: the one home of the `manifest.json` format a provider
+//! serves and a board reads, and of the directories it describes.
+//!
+//! - [`read`]: untrusted bytes → release fields, artifacts, boot object
+//!   (bounded, no panics); used by the server for shipped manifests, by
+//!   clients for downloaded ones and by `release verify`;
+//! - [`write`]: artifacts → the canonical bytes (`render`), the content
+//!   version, hashing files;
+//! - [`catalog`]: scanning `<channel>/<arch>` trees under the artifacts
+//!   root into manifests, cached, and opening the files they list.
+//!
+//! Adding a field to the manifest touches these files only. Checking a
+//! release signature is `release`'s; serving is `http`'s; watching the tree
+//! for changes is the provider's.
+
+pub mod catalog;
+pub mod read;
+pub mod write;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+
+use crate::channel::ChannelArch;
+
+pub use catalog::{Catalog, OpenArtifact, OpenError};
+pub use read::{
+    parse_manifest, parse_manifest_and_boot, read_fields, shipped_version, ReleaseFields,
+};
+pub use write::{content_version, render, trusted_comment};
+
+/// Name of the manifest file, generated or shipped in a channel/arch dir.
+pub const MANIFEST_NAME: &str = "manifest.json";
+
+/// Errors while scanning the artifacts tree.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("no artifacts root yet (netboot partition not found)")]
+    NoRoot,
+    #[error("artifacts directory {0}: {1}")]
+    Root(PathBuf, io::Error),
+    #[error("{0}: {1}")]
+    Io(PathBuf, io::Error),
+    #[error("{0}: shipped manifest.json is invalid: {1}")]
+    BadManifest(PathBuf, String),
+}
+
+/// One artifact in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The manifest of one channel/arch, ready to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// The version advertised in the DHT record.
+    pub version: String,
+    /// The exact bytes served as `manifest.json`.
+    pub json: Vec<u8>,
+    /// Hex sha256 of `json`, signed into the DHT record.
+    pub sha256: String,
+    /// Files that may be served from this channel/arch, by name.
+    pub artifacts: BTreeMap<String, Artifact>,
+    /// The release signature served as `manifest.json.minisig`, if any.
+    pub signature: Option<Vec<u8>>,
+    /// What the record says about the release (from the signed manifest).
+    pub release: Option<ReleaseTag>,
+}
+
+/// What a release boots: the manifest's optional `boot` object, covered by
+/// the release signature. Names are artifacts of the same manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootSpec {
+    pub kernel: String,
+    pub initrd: Option<String>,
+    pub dtb: Option<String>,
+    /// The booted kernel's command line.
+    pub cmdline: Option<String>,
+}
+
+/// Largest `manifest.json` we load from disk. A shipped manifest lists files,
+/// it is not one: anything bigger is a mistake, not something to serve.
+pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
+/// At most this many artifacts per channel/arch, so a directory flooded with
+/// files cannot make the manifest (held in memory) grow without bound.
+pub const MAX_FILES: usize = 4096;
+
+/// Longest `boot.cmdline` (the arm64 kernel's own limit is 2048 bytes).
+pub const MAX_BOOT_CMDLINE: usize = 2048;
+
+/// Room for unescaping a manifest's strings while parsing it: the parser
+/// unescapes every string it meets, the ones it skips too, so this must hold
+/// the longest (the boot command line) with its escapes.
+pub const UNESCAPE_BUFFER: usize = MAX_BOOT_CMDLINE + 512;
+
+/// Name of the signature served next to `manifest.json`.
+pub const SIGNATURE_NAME: &str = "manifest.json.minisig";
+
+/// A signed release as the DHT record advertises it: a hint for readers
+/// (they verify the manifest itself), covered by the record signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseTag {
+    pub release_seq: u64,
+    /// Id of the minisign key that signed the manifest (16 hex digits).
+    pub key_id: String,
+}
+
+/// The manifest URL a provider at `base_url` advertises for `ca`.
+pub fn url(base_url: &str, ca: &ChannelArch) -> String {
+    format!("{base_url}/{}/{}/{MANIFEST_NAME}", ca.channel, ca.arch)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,109 @@
+//! Writing a manifest: the canonical bytes of a generated manifest
+//! ([`render`]: the same inputs always give the same bytes), its content
+//! version, and hashing the files it lists.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+use sha2::{Digest, Sha256};
+
+use super::{Artifact, BootSpec, Manifest, MANIFEST_NAME};
+use crate::channel::ChannelArch;
+use crate::text::{json_string, sha256_hex};
+use crate::time::rfc3339_secs;
+
+/// Hashing reads this much at a time.
+const HASH_CHUNK: usize = 64 * 1024;
+
+/// Hex sha256 of everything `file` yields, read in chunks.
+pub fn sha256_reader(file: &mut impl Read) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; HASH_CHUNK];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// The version of a generated manifest: derived from names, sizes and
+/// hashes only, so the same files always give the same version.
+pub fn content_version(artifacts: &BTreeMap<String, Artifact>) -> String {
+    let mut h = Sha256::new();
+    for a in artifacts.values() {
+        h.update(a.name.as_bytes());
+        h.update([0]);
+        h.update(a.size.to_string().as_bytes());
+        h.update([0]);
+        h.update(a.sha256.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+/// Writes the canonical manifest of `artifacts`: `version` (default: the
+/// content version) and, for a release, `release_seq` and `created`
+/// (seconds since the epoch). The same inputs always give the same bytes.
+pub fn render(
+    ca: &ChannelArch,
+    version: Option<&str>,
+    release: Option<(u64, u64)>,
+    boot: Option<&BootSpec>,
+    artifacts: BTreeMap<String, Artifact>,
+) -> Manifest {
+    let version = version.map_or_else(|| content_version(&artifacts), str::to_string);
+    let mut json = format!(
+        "{{\n  \"channel\": \"{}\",\n  \"arch\": \"{}\",\n  \"version\": {},\n",
+        ca.channel,
+        ca.arch,
+        json_string(&version)
+    );
+    if let Some((seq, created)) = release {
+        json.push_str(&format!(
+            "  \"release_seq\": {seq},\n  \"created\": \"{}\",\n",
+            rfc3339_secs(created)
+        ));
+    }
+    if let Some(b) = boot {
+        let mut fields = vec![format!("\"kernel\": {}", json_string(&b.kernel))];
+        for (name, value) in [
+            ("initrd", &b.initrd),
+            ("dtb", &b.dtb),
+            ("cmdline", &b.cmdline),
+        ] {
+            if let Some(v) = value {
+                fields.push(format!("\"{name}\": {}", json_string(v)));
+            }
+        }
+        json.push_str(&format!("  \"boot\": {{{}}},\n", fields.join(", ")));
+    }
+    json.push_str("  \"artifacts\": [");
+    for (i, a) in artifacts.values().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&format!(
+            "\n    {{\"name\": {}, \"size\": {}, \"sha256\": \"{}\"}}",
+            json_string(&a.name),
+            a.size,
+            a.sha256
+        ));
+    }
+    json.push_str("\n  ]\n}\n");
+    Manifest {
+        version,
+        sha256: sha256_hex(json.as_bytes()),
+        json: json.into_bytes(),
+        artifacts,
+        signature: None,
+        release: None,
+    }
+}
+
+/// The trusted comment of a release signature, in minisign's own style.
+pub fn trusted_comment(created: u64) -> String {
+    format!("timestamp:{created}\tfile:{MANIFEST_NAME}\thashed")
+}
