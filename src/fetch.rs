@@ -36,6 +36,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const CHUNK: usize = 64 * 1024;
 
+/// What `--fetch` / `--fetch-all` download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchTarget {
+    /// One artifact, to `out` (default: its name in the current directory).
+    One { name: String, out: Option<PathBuf> },
+    /// Every artifact of the manifest, into a directory.
+    All { dir: PathBuf },
+}
+
 /// What can go wrong fetching. `Mismatch` means the bytes did not verify:
 /// nothing was written.
 #[derive(Debug, thiserror::Error)]
@@ -480,11 +489,7 @@ pub fn fetch_artifact(
 
 /// Runs `--fetch` / `--fetch-all` for a checked provider: downloads and
 /// verifies each artifact against its manifest. Returns the files written.
-pub fn run(
-    checked: &Checked,
-    target: &crate::config::FetchTarget,
-) -> Result<Vec<PathBuf>, FetchError> {
-    use crate::config::FetchTarget;
+pub fn run(checked: &Checked, target: &FetchTarget) -> Result<Vec<PathBuf>, FetchError> {
     let (record, manifest) = (&checked.record, &checked.artifacts);
     match target {
         FetchTarget::One { name, out } => {

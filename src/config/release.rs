@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use super::{string, version_line, ConfigError};
+use crate::release::command::ReleaseCommand;
 use crate::release::sign::SignOptions;
 
 const RELEASE_HELP: &str = "\
@@ -29,26 +30,6 @@ manifest.json` verifies what plasmd signs; `minisign -S -s KEY -m manifest.json`
 a manifest boards accept (it must carry channel, arch, release_seq and created).
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input, 3 verification failed.
 ";
-
-/// What `plasmd release` was asked to do.
-#[derive(Debug, Clone)]
-pub enum ReleaseCommand {
-    Keygen {
-        public: PathBuf,
-        secret: PathBuf,
-    },
-    Sign {
-        secret: PathBuf,
-        dir: PathBuf,
-        opts: SignOptions,
-    },
-    Verify {
-        public: PathBuf,
-        dir: PathBuf,
-    },
-    /// Print this text and exit 0.
-    Print(String),
-}
 
 /// Parses what follows `plasmd release`.
 pub fn parse(p: &mut lexopt::Parser) -> Result<ReleaseCommand, ConfigError> {

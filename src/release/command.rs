@@ -1,13 +1,13 @@
 //! Runs `plasmd release keygen|sign|verify` and says what it did in words
 //! an operator can paste into a runbook.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::minisign::{self, SecretKey};
+use super::sign::SignOptions;
 use super::sign::{sign_dir, SignError};
 use super::{ReleaseError, ReleaseKeys, SIGNATURE_NAME};
-use crate::config::ReleaseCommand;
 use crate::manifest::MANIFEST_NAME;
+use crate::minisign::{self, SecretKey};
 
 /// Errors of a `plasmd release` command, with the exit code each means.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,26 @@ impl CommandError {
             _ => 2,
         }
     }
+}
+
+/// What `plasmd release` was asked to do.
+#[derive(Debug, Clone)]
+pub enum ReleaseCommand {
+    Keygen {
+        public: PathBuf,
+        secret: PathBuf,
+    },
+    Sign {
+        secret: PathBuf,
+        dir: PathBuf,
+        opts: SignOptions,
+    },
+    Verify {
+        public: PathBuf,
+        dir: PathBuf,
+    },
+    /// Print this text and exit 0.
+    Print(String),
 }
 
 /// Runs the command; returns what to print on stdout.

@@ -1,0 +1,259 @@
+//! `phase-discover`: its flags and the `[discover]` section of the file,
+//! checked and merged (flags win) into a [`DiscoverConfig`].
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+use super::file::{load_file, DiscoverSection};
+use super::{
+    in_range, parse_bootstrap, parse_peer_ids, secs, string, version_line, ConfigError,
+    DEFAULT_DISCOVER_TIMEOUT, DEFAULT_WATCH_INTERVAL, MAX_DISCOVER_TIMEOUT,
+};
+use crate::channel::check_name;
+pub use crate::fetch::FetchTarget;
+use crate::release::ReleaseKeys;
+
+/// Everything `phase-discover` needs.
+#[derive(Debug, Clone)]
+pub struct DiscoverConfig {
+    pub channel: String,
+    pub arch: String,
+    pub bootstrap: Vec<Multiaddr>,
+    /// Find DHT peers on the LAN with mDNS (no --bootstrap needed).
+    pub mdns: bool,
+    pub timeout: Duration,
+    pub json: bool,
+    /// Accept records only from these publishers (`--trust`); empty: any
+    /// validly signed record.
+    pub trusted: Vec<libp2p::PeerId>,
+    /// Download and verify artifacts after finding the record.
+    pub fetch: Option<FetchTarget>,
+    /// List every valid provider instead of picking one.
+    pub all: bool,
+    /// Release keys (`--release-key`): when set, only providers serving a
+    /// release signed by one of them are accepted.
+    pub release_keys: ReleaseKeys,
+    /// `--state DIR`: where the rollback floor is kept.
+    pub state: Option<PathBuf>,
+    /// `--allow-downgrade`: accept a release below the floor (and lower it).
+    pub allow_downgrade: bool,
+    /// A time known to have passed (the build, or the newest time the
+    /// rollback floor saw): a clock reading earlier is treated as unknown.
+    pub trusted_time: u64,
+    /// `--watch`: keep looking, and print every provider again after each
+    /// pause of this long.
+    pub watch: Option<Duration>,
+}
+
+/// What `phase-discover` was asked to do.
+#[derive(Debug)]
+pub enum DiscoverCommand {
+    Run(Box<DiscoverConfig>),
+    Print(String),
+}
+
+const DISCOVER_HELP: &str = "\
+phase-discover: find a netboot provider for a channel/arch through the DHT
+
+Usage: phase-discover --channel C --arch A (--bootstrap MULTIADDR... | --mdns) [OPTIONS]
+
+Options:
+  --channel C            channel to look up, e.g. stable
+  --arch A               architecture to look up, e.g. arm64
+  --config FILE          TOML file; its [discover] section sets bootstrap, mdns, timeout,
+                         trusted_providers (flags win)
+  --bootstrap MULTIADDR  a DHT peer to ask, repeatable (/ip4/ADDR/tcp/PORT/p2p/PEER_ID)
+  --trust PEER_ID        accept records only from this publisher, repeatable (default: any
+                         validly signed record; its publisher is then printed on stderr)
+  --mdns                 find DHT peers on the local network with mDNS (no --bootstrap needed)
+  --timeout SECS         give up after this long (default 30, at most 86400)
+  --json                 print the whole record as JSON instead of the URL
+  --all                  list every valid provider (one URL per line; a JSON array with --json)
+                         instead of picking one (newest last_updated, ties at random)
+  --fetch NAME           download artifact NAME, verified against the signed record and the
+                         manifest, to ./NAME or -o FILE|DIR (resumes a partial .NAME.part)
+  -o, --output FILE      where --fetch writes
+  --fetch-all DIR        download and verify every artifact of the manifest into DIR
+  --release-key PUBFILE  accept only providers whose manifest is a release signed by this
+                         minisign public key, for this channel/arch; repeatable (key rotation);
+                         then any provider will do, pinned or not   [discover] release_keys
+  --state DIR            keep the rollback floor in DIR (highest release_seq accepted per
+                         channel/arch, newest time seen) and refuse older releases; needs
+                         --release-key                                  [discover] state
+  --allow-downgrade      accept a release older than the floor (and lower the floor to it)
+  --watch                keep looking and show every provider (implies --all) with its
+                         publisher, version, release_seq, record age and whether its manifest
+                         verifies (against --release-key when given); a live table on a
+                         terminal, plain lines otherwise (a JSON array per round with --json);
+                         runs until interrupted
+  --interval SECS        pause between --watch rounds (default 5, 1 to 3600)
+  -h, --help             print this help
+  -V, --version          print the version
+
+Prints the manifest URL of the newest valid record on stdout.
+Exit codes: 0 found (and fetched), 2 nothing found before the timeout (or bad usage),
+3 a download or release did not verify, or is older than the floor (nothing written),
+1 other errors.
+";
+
+/// Parses `phase-discover`'s arguments (without the program name).
+pub fn parse_discover<I>(args: I) -> Result<DiscoverCommand, ConfigError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let (mut channel, mut arch, mut bootstrap) = (None, None, Vec::new());
+    let (mut timeout, mut json, mut mdns, mut all) = (None, false, false, false);
+    let (mut config, mut trust) = (None::<PathBuf>, Vec::new());
+    let (mut release_keys, mut state, mut allow_downgrade) =
+        (Vec::<PathBuf>::new(), None::<PathBuf>, false);
+    let (mut fetch, mut output, mut fetch_all) = (None, None::<PathBuf>, None::<PathBuf>);
+    let (mut watch, mut interval) = (false, None);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(DiscoverCommand::Print(DISCOVER_HELP.into())),
+            Short('V') | Long("version") => {
+                return Ok(DiscoverCommand::Print(version_line("phase-discover")))
+            }
+            Long("channel") => channel = Some(string(&mut p, "--channel")?),
+            Long("arch") => arch = Some(string(&mut p, "--arch")?),
+            Long("bootstrap") => bootstrap.push(string(&mut p, "--bootstrap")?),
+            Long("timeout") => timeout = Some(secs(&mut p, "--timeout")?),
+            Long("config") => config = Some(p.value()?.into()),
+            Long("trust") => trust.push(string(&mut p, "--trust")?),
+            Long("fetch") => fetch = Some(string(&mut p, "--fetch")?),
+            Short('o') | Long("output") => output = Some(p.value()?.into()),
+            Long("fetch-all") => fetch_all = Some(p.value()?.into()),
+            Long("json") => json = true,
+            Long("mdns") => mdns = true,
+            Long("all") => all = true,
+            Long("release-key") => release_keys.push(p.value()?.into()),
+            Long("state") => state = Some(p.value()?.into()),
+            Long("allow-downgrade") => allow_downgrade = true,
+            Long("watch") => watch = true,
+            Long("interval") => interval = Some(secs(&mut p, "--interval")?),
+            other => {
+                return Err(ConfigError::Args(format!(
+                    "{} (see phase-discover --help)",
+                    other.unexpected()
+                )))
+            }
+        }
+    }
+    let file = match &config {
+        Some(path) => load_file(path)?.discover,
+        None => DiscoverSection::default(),
+    };
+    if bootstrap.is_empty() {
+        bootstrap = file.bootstrap.unwrap_or_default();
+    }
+    let mdns = mdns || file.mdns.unwrap_or(false);
+    let timeout = timeout.or(file.timeout).unwrap_or(DEFAULT_DISCOVER_TIMEOUT);
+    if trust.is_empty() {
+        trust = file.trusted_providers.unwrap_or_default();
+    }
+    if release_keys.is_empty() {
+        release_keys = file.release_keys.unwrap_or_default();
+    }
+    let release_keys = ReleaseKeys::load(&release_keys).map_err(|e| {
+        ConfigError::Invalid(format!("--release-key / [discover] release_keys: {e}"))
+    })?;
+    // --watch only looks: a board's config file may name its state
+    // directory, which a watch leaves alone (an explicit --state is refused
+    // below).
+    let state = match (watch, state) {
+        (true, None) => None,
+        (_, state) => state.or(file.state),
+    };
+    if state.is_some() && release_keys.is_empty() {
+        return Err(ConfigError::Args(
+            "--state keeps a floor of signed release numbers: it needs --release-key PUBFILE"
+                .into(),
+        ));
+    }
+    if allow_downgrade && state.is_none() {
+        return Err(ConfigError::Args(
+            "--allow-downgrade only means something with --state DIR".into(),
+        ));
+    }
+    let trusted = parse_peer_ids("--trust / [discover] trusted_providers", trust)?;
+    let fetch = match (fetch, fetch_all, output) {
+        (Some(_), Some(_), _) => {
+            return Err(ConfigError::Args(
+                "give either --fetch NAME or --fetch-all DIR, not both".into(),
+            ))
+        }
+        (None, _, Some(_)) => {
+            return Err(ConfigError::Args(
+                "-o/--output goes with --fetch NAME".into(),
+            ))
+        }
+        (Some(name), None, out) => {
+            if !crate::channel::is_safe_file_name(&name) {
+                return Err(ConfigError::Invalid(format!(
+                    "--fetch {name:?}: not a file name"
+                )));
+            }
+            Some(FetchTarget::One { name, out })
+        }
+        (None, Some(dir), None) => Some(FetchTarget::All { dir }),
+        (None, None, None) => None,
+    };
+    let watch = match (watch, interval) {
+        (false, Some(_)) => {
+            return Err(ConfigError::Args("--interval goes with --watch".into()));
+        }
+        (false, None) => None,
+        (true, _) if fetch.is_some() || state.is_some() => {
+            return Err(ConfigError::Args(
+                "--watch only looks: it cannot be combined with --fetch, --fetch-all or --state"
+                    .into(),
+            ));
+        }
+        (true, i) => Some(Duration::from_secs(in_range(
+            "--interval",
+            i.unwrap_or(DEFAULT_WATCH_INTERVAL),
+            1,
+            3600,
+            "seconds",
+        )?)),
+    };
+    let all = all || watch.is_some();
+    let channel = channel.ok_or_else(|| ConfigError::Args("missing --channel C".into()))?;
+    let arch = arch.ok_or_else(|| ConfigError::Args("missing --arch A".into()))?;
+    check_name("channel", &channel).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    check_name("arch", &arch).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    if bootstrap.is_empty() && !mdns {
+        return Err(ConfigError::Args(
+            "no DHT peer to ask: give --bootstrap MULTIADDR (the address `plasmd serve` or `plasmd node` prints), or --mdns to find peers on the LAN".into(),
+        ));
+    }
+    let timeout = in_range(
+        "--timeout / [discover] timeout",
+        timeout,
+        1,
+        MAX_DISCOVER_TIMEOUT,
+        "seconds",
+    )?;
+    Ok(DiscoverCommand::Run(Box::new(DiscoverConfig {
+        channel,
+        arch,
+        bootstrap: parse_bootstrap(&bootstrap)?,
+        mdns,
+        timeout: Duration::from_secs(timeout),
+        json,
+        trusted,
+        fetch,
+        all,
+        release_keys,
+        state,
+        allow_downgrade,
+        trusted_time: crate::time::BUILD_TIME,
+        watch,
+    })))
+}

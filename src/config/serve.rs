@@ -1,0 +1,612 @@
+//! `plasmd serve`, `plasmd node` and `plasmd id`: their flags and the
+//! `[provider]`, `[http]`, `[p2p]` and `[board]` sections of the file,
+//! checked and merged (flags win) into a [`ServeConfig`] or [`NodeConfig`].
+//! `plasmd release` and `plasmd status` are handed to their own files.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+use super::file::{load_file, FileConfig};
+use super::{
+    in_range, parse_bootstrap, parse_multiaddr, parse_peer_ids, release, secs, status, string,
+    version_line, Command, ConfigError, DEFAULT_HTTP_LISTEN, DEFAULT_P2P_LISTEN,
+    DEFAULT_RECORD_TTL, MAX_MIN_RATE, MAX_RATE_WINDOW, MAX_RECORD_TTL,
+};
+use crate::board::BoardProfile;
+use crate::channel::check_name;
+use crate::http::HttpLimits;
+use crate::minisign::SecretKey;
+
+/// Record lifetime settings (`[provider.dht]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DhtTiming {
+    /// How long a record lives in the DHT after each put.
+    pub record_ttl: Duration,
+    /// How often the provider puts its records again; always < `record_ttl`.
+    pub refresh_interval: Duration,
+}
+
+/// Everything `plasmd serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The artifacts root; `None` when the board layer finds it on the
+    /// netboot partition.
+    pub artifacts: Option<PathBuf>,
+    /// The board profile (`--board`), if running on a board.
+    pub board: Option<BoardProfile>,
+    pub channels: Vec<String>,
+    pub archs: Vec<String>,
+    pub http_listen: SocketAddr,
+    /// How slow a download may be before it is cut off.
+    pub http_limits: HttpLimits,
+    pub p2p: P2pConfig,
+    /// Base URL advertised instead of one derived from the HTTP address.
+    pub external_url: Option<String>,
+    pub provider_name: Option<String>,
+    pub dht: DhtTiming,
+    /// `--sign-key`: sign generated manifests as releases (a one-provider lab).
+    pub sign_key: Option<std::sync::Arc<SecretKey>>,
+}
+
+/// The libp2p side, shared by `serve` and `node`.
+#[derive(Debug, Clone)]
+pub struct P2pConfig {
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    /// Addresses announced to peers instead of the listen addresses.
+    pub announce: Vec<Multiaddr>,
+    /// Find and be found by peers on the LAN with mDNS.
+    pub mdns: bool,
+    pub identity: PathBuf,
+    /// Cap on how long this node keeps any record, its own or received.
+    pub record_ttl: Duration,
+    /// `--trust` / `[p2p] trusted_publishers`: store only their records.
+    pub trusted_publishers: Vec<libp2p::PeerId>,
+}
+
+/// Everything `plasmd node` needs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub p2p: P2pConfig,
+    /// `--metrics-listen`: serve `/metrics` here (off by default).
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+const PLASMD_HELP: &str = "\
+plasmd: serve netboot artifacts over HTTP and advertise them in a Kademlia DHT
+
+Usage:
+  plasmd serve [OPTIONS]     serve an artifacts tree and advertise each channel/arch
+  plasmd node [OPTIONS]      run a DHT-only storage/bootstrap node
+  plasmd id --identity FILE  print the peer id of a key file (created if missing)
+  plasmd release keygen|sign|verify   make a fleet key, sign a release offline, check one
+  plasmd status [--url URL]  ask a running plasmd what it advertises and whether it is healthy
+
+Run `plasmd <command> --help` for the options of each command.
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input.
+";
+
+const SERVE_HELP: &str = "\
+plasmd serve: serve boot artifacts over HTTP and advertise every channel/arch in the DHT
+
+Usage: plasmd serve [OPTIONS]
+
+Options (each also settable in the --config file; flags win):
+  --config FILE            TOML config file ([provider], [provider.dht], [http], [p2p])
+  --artifacts DIR          artifacts root holding <channel>/<arch>/<files>   [provider] artifacts
+                           (with --board: default is the board's netboot partition)
+  --board NAME|FILE        board profile (built in: qemu-virt, raspberrypi4, rock5b; or
+                           /etc/plasmd/boards/NAME.toml, or a path): netboot partition, watchdog
+  --channel C              serve only this channel (repeatable; default: every directory)
+  --arch A                 serve only this architecture (repeatable; default: every directory)
+  --http-listen ADDR:PORT  HTTP listen address (default 0.0.0.0:8080)          [http] listen
+  --http-min-rate BYTES    a response slower than this many bytes/s, averaged over the
+                           window, is cut off (default 4096; 0 turns it off)  [http] min_rate
+  --http-rate-window SECS  the window the minimum rate is averaged over (default 30,
+                           at most 3600)                                     [http] rate_window
+  --p2p-listen MULTIADDR   libp2p listen address, repeatable (default /ip4/0.0.0.0/tcp/4001)
+  --bootstrap MULTIADDR    a DHT peer to join through, repeatable (/ip4/.../tcp/.../p2p/<id>)
+  --p2p-announce MULTIADDR address peers should dial, repeatable (e.g. a port forward); when
+                           set, the listen addresses are not announced
+  --mdns                   find and be found by peers on the LAN with mDNS (default off)
+  --external-url URL       base URL to advertise, e.g. http://boot.lab:8080 (default: derived
+                           from --http-listen, or the first non-loopback address for 0.0.0.0)
+  --identity FILE          ed25519 key file, created with mode 0600 if missing (default
+                           /var/lib/plasmd/identity.key, else $XDG_STATE_HOME/plasmd/identity.key)
+  --provider-name NAME     human-readable name put in the records
+  --record-ttl SECS        lifetime of each DHT record (default 3600, at most 604800 = 7 days)
+  --refresh-interval SECS  how often records are put again (default 2/3 of the TTL; < TTL)
+  --sign-key SECFILE       sign the manifests plasmd generates with this release key (minisign
+                           secret key; a one-provider lab: weaker than signing offline with
+                           `plasmd release sign`, see the README)            [provider] sign_key
+  --check-config           check the flags and config file (and board profile), print OK and
+                           what would be advertised (channel/arch, version, signature, URL), exit
+  -h, --help               print this help
+  -V, --version            print the version
+";
+
+const NODE_HELP: &str = "\
+plasmd node: a DHT-only peer that stores records and lets others join the DHT
+
+Usage: plasmd node [OPTIONS]
+
+Options (each also settable in the --config file; flags win):
+  --config FILE            TOML config file ([p2p], [provider.dht] record_ttl)
+  --p2p-listen MULTIADDR   libp2p listen address, repeatable (default /ip4/0.0.0.0/tcp/4001)
+  --bootstrap MULTIADDR    another DHT peer to join through, repeatable
+  --p2p-announce MULTIADDR address peers should dial, repeatable (replaces the listen addresses)
+  --mdns                   find and be found by peers on the LAN with mDNS (default off)
+  --identity FILE          ed25519 key file, created with mode 0600 if missing
+  --record-ttl SECS        longest time any record is kept (default 3600, at most 604800)
+  --metrics-listen ADDR:PORT  serve Prometheus metrics at http://ADDR:PORT/metrics (default off)
+  --trust PEER_ID          a closed fleet: store only records published by these peers
+                           (repeatable; default: any validly signed record)
+                                                             [p2p] trusted_publishers
+  -h, --help               print this help
+  -V, --version            print the version
+";
+
+const ID_HELP: &str = "\
+plasmd id: print the peer id of an identity key file
+
+Usage: plasmd id --identity FILE
+
+Creates FILE (an ed25519 key, mode 0600) if it does not exist.
+";
+
+/// `plasmd <version>`.
+/// Flags collected from the command line, before merging with the file.
+#[derive(Default)]
+struct Flags {
+    config: Option<PathBuf>,
+    artifacts: Option<PathBuf>,
+    channels: Vec<String>,
+    archs: Vec<String>,
+    http_listen: Option<String>,
+    http_min_rate: Option<u64>,
+    http_rate_window: Option<u64>,
+    p2p_listen: Vec<String>,
+    bootstrap: Vec<String>,
+    announce: Vec<String>,
+    mdns: bool,
+    board: Option<String>,
+    check_config: bool,
+    external_url: Option<String>,
+    identity: Option<PathBuf>,
+    provider_name: Option<String>,
+    record_ttl: Option<u64>,
+    refresh_interval: Option<u64>,
+    sign_key: Option<PathBuf>,
+    trust: Vec<String>,
+    metrics_listen: Option<String>,
+}
+
+/// Which flags a subcommand accepts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sub {
+    Serve,
+    Node,
+    Id,
+}
+
+/// Parses `plasmd`'s arguments (without the program name).
+pub fn parse_plasmd<I>(args: I) -> Result<Command, ConfigError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let sub = match p.next()? {
+        Some(Value(v)) => match v.to_str() {
+            Some("serve") => Sub::Serve,
+            Some("node") => Sub::Node,
+            Some("id") => Sub::Id,
+            Some("release") => return release::parse(&mut p).map(Command::Release),
+            Some("status") => return status::parse(&mut p),
+            _ => {
+                return Err(ConfigError::Args(format!(
+                    "unknown command {:?}; expected serve, node, id or release (see plasmd --help)",
+                    v
+                )))
+            }
+        },
+        Some(Short('h') | Long("help")) => return Ok(Command::Print(PLASMD_HELP.into())),
+        Some(Short('V') | Long("version")) => return Ok(Command::Print(version_line("plasmd"))),
+        Some(other) => return Err(other.unexpected().into()),
+        None => {
+            return Err(ConfigError::Args(
+                "missing command: serve, node or id (see plasmd --help)".into(),
+            ))
+        }
+    };
+    let mut f = Flags::default();
+    while let Some(arg) = p.next()? {
+        let name = match &arg {
+            Long(n) => *n,
+            Short(_) => "",
+            Value(_) => "",
+        };
+        let allowed = match name {
+            "config" | "p2p-listen" | "bootstrap" | "p2p-announce" | "mdns" | "record-ttl"
+            | "trust" => sub != Sub::Id,
+            "identity" => true,
+            "metrics-listen" => sub == Sub::Node,
+            "artifacts" | "board" | "channel" | "arch" | "http-listen" | "http-min-rate"
+            | "http-rate-window" | "external-url" | "provider-name" | "refresh-interval"
+            | "check-config" | "sign-key" => sub == Sub::Serve,
+            _ => true,
+        };
+        if !allowed {
+            return Err(ConfigError::Args(format!(
+                "--{name} is not an option of `plasmd {}` (see its --help)",
+                sub_name(sub)
+            )));
+        }
+        match arg {
+            Short('h') | Long("help") => {
+                return Ok(Command::Print(
+                    match sub {
+                        Sub::Serve => SERVE_HELP,
+                        Sub::Node => NODE_HELP,
+                        Sub::Id => ID_HELP,
+                    }
+                    .into(),
+                ))
+            }
+            Short('V') | Long("version") => return Ok(Command::Print(version_line("plasmd"))),
+            Long("config") => f.config = Some(p.value()?.into()),
+            Long("artifacts") => f.artifacts = Some(p.value()?.into()),
+            Long("channel") => f.channels.push(string(&mut p, "--channel")?),
+            Long("arch") => f.archs.push(string(&mut p, "--arch")?),
+            Long("http-listen") => f.http_listen = Some(string(&mut p, "--http-listen")?),
+            Long("http-min-rate") => {
+                let v = string(&mut p, "--http-min-rate")?;
+                f.http_min_rate = Some(v.parse().map_err(|_| {
+                    ConfigError::Args(format!(
+                        "--http-min-rate: {v:?} is not a whole number of bytes per second"
+                    ))
+                })?)
+            }
+            Long("http-rate-window") => {
+                f.http_rate_window = Some(secs(&mut p, "--http-rate-window")?)
+            }
+            Long("p2p-listen") => f.p2p_listen.push(string(&mut p, "--p2p-listen")?),
+            Long("bootstrap") => f.bootstrap.push(string(&mut p, "--bootstrap")?),
+            Long("p2p-announce") => f.announce.push(string(&mut p, "--p2p-announce")?),
+            Long("board") => f.board = Some(string(&mut p, "--board")?),
+            Long("mdns") => f.mdns = true,
+            Long("check-config") => f.check_config = true,
+            Long("external-url") => f.external_url = Some(string(&mut p, "--external-url")?),
+            Long("identity") => f.identity = Some(p.value()?.into()),
+            Long("sign-key") => f.sign_key = Some(p.value()?.into()),
+            Long("trust") => f.trust.push(string(&mut p, "--trust")?),
+            Long("metrics-listen") => f.metrics_listen = Some(string(&mut p, "--metrics-listen")?),
+            Long("provider-name") => f.provider_name = Some(string(&mut p, "--provider-name")?),
+            Long("record-ttl") => f.record_ttl = Some(secs(&mut p, "--record-ttl")?),
+            Long("refresh-interval") => {
+                f.refresh_interval = Some(secs(&mut p, "--refresh-interval")?)
+            }
+            other => {
+                return Err(ConfigError::Args(format!(
+                    "{} (see plasmd {} --help)",
+                    other.unexpected(),
+                    sub_name(sub)
+                )))
+            }
+        }
+    }
+    match sub {
+        Sub::Id => {
+            let identity = f
+                .identity
+                .ok_or_else(|| ConfigError::Args("plasmd id needs --identity FILE".into()))?;
+            Ok(Command::Id { identity })
+        }
+        Sub::Node => build_node(f).map(Command::Node),
+        Sub::Serve if f.check_config => {
+            let what = f
+                .config
+                .as_ref()
+                .map_or_else(|| "flags".to_string(), |p| p.display().to_string());
+            build_serve(f).map(|c| Command::CheckServe(Box::new(c), format!("{what}: OK\n")))
+        }
+        Sub::Serve => build_serve(f).map(|c| Command::Serve(Box::new(c))),
+    }
+}
+
+fn sub_name(sub: Sub) -> &'static str {
+    match sub {
+        Sub::Serve => "serve",
+        Sub::Node => "node",
+        Sub::Id => "id",
+    }
+}
+
+fn build_p2p(f: &Flags, file: &FileConfig) -> Result<P2pConfig, ConfigError> {
+    let listen_src: Vec<String> = if !f.p2p_listen.is_empty() {
+        f.p2p_listen.clone()
+    } else {
+        file.p2p
+            .listen
+            .clone()
+            .unwrap_or_else(|| vec![DEFAULT_P2P_LISTEN.to_string()])
+    };
+    if listen_src.is_empty() {
+        return Err(ConfigError::Invalid(
+            "[p2p] listen is empty: give at least one address".into(),
+        ));
+    }
+    let listen = listen_src
+        .iter()
+        .map(|s| parse_multiaddr("--p2p-listen / [p2p] listen", s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bootstrap_src = if !f.bootstrap.is_empty() {
+        f.bootstrap.clone()
+    } else {
+        file.p2p.bootstrap.clone().unwrap_or_default()
+    };
+    let bootstrap = parse_bootstrap(&bootstrap_src)?;
+    let announce_src = if !f.announce.is_empty() {
+        f.announce.clone()
+    } else {
+        file.p2p.announce.clone().unwrap_or_default()
+    };
+    let announce = announce_src
+        .iter()
+        .map(|s| parse_multiaddr("--p2p-announce / [p2p] announce", s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let identity = match f.identity.clone().or_else(|| file.p2p.identity.clone()) {
+        Some(p) => p,
+        None => default_identity_path()?,
+    };
+    let ttl = in_range(
+        "record TTL (--record-ttl / [provider.dht] record_ttl)",
+        f.record_ttl
+            .or(file.provider.dht.record_ttl)
+            .unwrap_or(DEFAULT_RECORD_TTL),
+        1,
+        MAX_RECORD_TTL,
+        "seconds",
+    )?;
+    Ok(P2pConfig {
+        listen,
+        bootstrap,
+        announce,
+        mdns: f.mdns || file.p2p.mdns.unwrap_or(false),
+        identity,
+        record_ttl: Duration::from_secs(ttl),
+        trusted_publishers: parse_peer_ids(
+            "--trust / [p2p] trusted_publishers",
+            if f.trust.is_empty() {
+                file.p2p.trusted_publishers.clone().unwrap_or_default()
+            } else {
+                f.trust.clone()
+            },
+        )?,
+    })
+}
+
+fn load_flags_file(f: &Flags) -> Result<FileConfig, ConfigError> {
+    match &f.config {
+        Some(path) => load_file(path),
+        None => Ok(FileConfig::default()),
+    }
+}
+
+fn build_node(f: Flags) -> Result<NodeConfig, ConfigError> {
+    let file = load_flags_file(&f)?;
+    let metrics_listen = match &f.metrics_listen {
+        Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::Invalid(format!("--metrics-listen {a:?}: not an ADDR:PORT"))
+        })?),
+        None => None,
+    };
+    Ok(NodeConfig {
+        p2p: build_p2p(&f, &file)?,
+        metrics_listen,
+    })
+}
+
+fn build_serve(f: Flags) -> Result<ServeConfig, ConfigError> {
+    let file = load_flags_file(&f)?;
+    let p2p = build_p2p(&f, &file)?;
+
+    let board = match f.board.clone().or_else(|| file.board.profile.clone()) {
+        Some(name) => {
+            Some(BoardProfile::load(&name).map_err(|e| ConfigError::Invalid(e.to_string()))?)
+        }
+        None => None,
+    };
+    let artifacts = f
+        .artifacts
+        .clone()
+        .or_else(|| file.provider.artifacts.clone());
+    match &artifacts {
+        None if board.is_none() => {
+            return Err(ConfigError::Invalid(
+                "no artifacts directory: give --artifacts DIR, [provider] artifacts, or a --board whose netboot partition holds them".into(),
+            ))
+        }
+        None => {}
+        Some(dir) => match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(ConfigError::Invalid(format!(
+                    "artifacts directory {}: not a directory",
+                    dir.display()
+                )))
+            }
+            Err(e) => {
+                return Err(ConfigError::Invalid(format!(
+                    "artifacts directory {}: {e}",
+                    dir.display()
+                )))
+            }
+        },
+    }
+
+    let pick = |flags: &Vec<String>, file: &Option<Vec<String>>| {
+        if flags.is_empty() {
+            file.clone().unwrap_or_default()
+        } else {
+            flags.clone()
+        }
+    };
+    let channels = pick(&f.channels, &file.provider.channels);
+    let archs = pick(&f.archs, &file.provider.archs);
+    for c in &channels {
+        check_name("channel", c).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    }
+    for a in &archs {
+        check_name("arch", a).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    }
+
+    let http_src = f
+        .http_listen
+        .clone()
+        .or_else(|| file.http.listen.clone())
+        .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_string());
+    let http_listen: SocketAddr = http_src.parse().map_err(|_| {
+        ConfigError::Invalid(format!(
+            "--http-listen / [http] listen: {http_src:?} is not an IP:PORT address (e.g. 0.0.0.0:8080)"
+        ))
+    })?;
+
+    let defaults = HttpLimits::default();
+    let min_rate = in_range(
+        "--http-min-rate / [http] min_rate",
+        f.http_min_rate
+            .or(file.http.min_rate)
+            .unwrap_or(defaults.min_rate),
+        0,
+        MAX_MIN_RATE,
+        "bytes per second",
+    )?;
+    let rate_window = Duration::from_secs(in_range(
+        "--http-rate-window / [http] rate_window",
+        f.http_rate_window
+            .or(file.http.rate_window)
+            .unwrap_or(defaults.rate_window.as_secs()),
+        1,
+        MAX_RATE_WINDOW,
+        "seconds",
+    )?);
+    let http_limits = HttpLimits {
+        min_rate,
+        rate_window,
+    };
+
+    let external_url = match f
+        .external_url
+        .clone()
+        .or_else(|| file.provider.external_url.clone())
+    {
+        Some(u) => Some(check_base_url(&u)?),
+        None => None,
+    };
+
+    let provider_name = f
+        .provider_name
+        .clone()
+        .or_else(|| file.provider.name.clone());
+    if let Some(name) = &provider_name {
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            return Err(ConfigError::Invalid(format!(
+                "provider name {name:?}: use 1-64 printable characters"
+            )));
+        }
+    }
+
+    let ttl = p2p.record_ttl.as_secs();
+    let refresh = f
+        .refresh_interval
+        .or(file.provider.dht.refresh_interval)
+        .unwrap_or(ttl * 2 / 3);
+    if refresh == 0 {
+        return Err(ConfigError::Invalid(format!(
+            "refresh interval (--refresh-interval / [provider.dht] refresh_interval) must be at least 1 second (record TTL is {ttl} s)"
+        )));
+    }
+    if refresh >= ttl {
+        return Err(ConfigError::Invalid(format!(
+            "refresh interval {refresh} s must be shorter than the record TTL {ttl} s, or records lapse between refreshes"
+        )));
+    }
+
+    let sign_key =
+        match f.sign_key.clone().or(file.provider.sign_key.clone()) {
+            Some(path) => Some(crate::release::sign::load_key(&path).map_err(|e| {
+                ConfigError::Invalid(format!("--sign-key / [provider] sign_key: {e}"))
+            })?),
+            None => None,
+        };
+
+    Ok(ServeConfig {
+        sign_key,
+        artifacts,
+        board,
+        channels,
+        archs,
+        http_listen,
+        http_limits,
+        dht: DhtTiming {
+            record_ttl: p2p.record_ttl,
+            refresh_interval: Duration::from_secs(refresh),
+        },
+        p2p,
+        external_url,
+        provider_name,
+    })
+}
+
+/// Checks an `--external-url` and returns it without a trailing slash.
+fn check_base_url(u: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| {
+        ConfigError::Invalid(format!(
+            "--external-url / [provider] external_url {u:?}: {why} (expected e.g. http://boot.lab:8080)"
+        ))
+    };
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(|| bad("must start with http:// or https://"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    if u.chars().any(|c| c.is_whitespace() || c.is_control()) || u.contains(['?', '#']) {
+        return Err(bad("must not contain spaces, a query or a fragment"));
+    }
+    if u.len() > 512 {
+        return Err(bad("longer than 512 bytes"));
+    }
+    Ok(u.trim_end_matches('/').to_string())
+}
+
+/// `/var/lib/plasmd/identity.key` when that directory is (or can be made)
+/// writable, else under `$XDG_STATE_HOME` or `~/.local/state`.
+fn default_identity_path() -> Result<PathBuf, ConfigError> {
+    let system = Path::new("/var/lib/plasmd");
+    if std::fs::create_dir_all(system).is_ok() && dir_writable(system) {
+        return Ok(system.join("identity.key"));
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .ok_or_else(|| {
+            ConfigError::Invalid(
+                "no place for the identity key: /var/lib/plasmd is not writable and neither XDG_STATE_HOME nor HOME is set; give --identity FILE".into(),
+            )
+        })?;
+    Ok(state.join("plasmd").join("identity.key"))
+}
+
+fn dir_writable(dir: &Path) -> bool {
+    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+}

@@ -1,0 +1,194 @@
+//! Flags, files and their checks, as a user would get them wrong.
+use super::*;
+use crate::http::HttpLimits;
+use std::time::Duration;
+
+fn serve(args: &[&str]) -> Result<ServeConfig, ConfigError> {
+    let mut all = vec!["serve", "--identity", "/tmp/x.key"];
+    all.extend_from_slice(args);
+    match parse_plasmd(all)? {
+        Command::Serve(c) => Ok(*c),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn defaults_follow_the_conventions() {
+    let c = serve(&["--artifacts", "/"]).unwrap();
+    assert_eq!(c.http_listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(c.p2p.listen[0].to_string(), "/ip4/0.0.0.0/tcp/4001");
+    assert_eq!(c.dht.record_ttl, Duration::from_secs(3600));
+    assert_eq!(c.dht.refresh_interval, Duration::from_secs(2400));
+    assert_eq!(c.http_limits, HttpLimits::default());
+}
+
+#[test]
+fn http_limits_from_flags_and_file() {
+    let c = serve(&[
+        "--artifacts",
+        "/",
+        "--http-min-rate",
+        "65536",
+        "--http-rate-window",
+        "2",
+    ])
+    .unwrap();
+    assert_eq!(c.http_limits.min_rate, 65536);
+    assert_eq!(c.http_limits.rate_window, Duration::from_secs(2));
+    for bad in [
+        &["--http-min-rate", "fast"][..],
+        &["--http-min-rate", "-1"],
+        &["--http-rate-window", "0"],
+        &["--http-rate-window", "3601"],
+    ] {
+        let mut args = vec!["--artifacts", "/"];
+        args.extend_from_slice(bad);
+        assert!(serve(&args).is_err(), "{bad:?}");
+    }
+    let path = std::env::temp_dir().join(format!("plasmd-http-{}.toml", std::process::id()));
+    std::fs::write(&path, "[http]\nmin_rate = 1000\nrate_window = 10\n").unwrap();
+    let c = serve(&["--artifacts", "/", "--config", path.to_str().unwrap()]).unwrap();
+    assert_eq!(c.http_limits.min_rate, 1000);
+    assert_eq!(c.http_limits.rate_window, Duration::from_secs(10));
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn bad_timing_is_refused() {
+    assert!(serve(&["--artifacts", "/", "--record-ttl", "0"]).is_err());
+    let e = serve(&[
+        "--artifacts",
+        "/",
+        "--record-ttl",
+        "6",
+        "--refresh-interval",
+        "6",
+    ])
+    .unwrap_err();
+    assert!(e.to_string().contains("shorter than the record TTL"), "{e}");
+    assert!(serve(&["--artifacts", "/", "--record-ttl", "1"]).is_err());
+    assert!(serve(&["--artifacts", "/", "--record-ttl", "x"]).is_err());
+}
+
+#[test]
+fn every_duration_has_a_maximum() {
+    let max_ttl = MAX_RECORD_TTL.to_string();
+    let c = serve(&["--artifacts", "/", "--record-ttl", &max_ttl]).unwrap();
+    assert_eq!(c.dht.record_ttl, Duration::from_secs(MAX_RECORD_TTL));
+    for (flag, beyond) in [
+        ("--record-ttl", (MAX_RECORD_TTL + 1).to_string()),
+        ("--record-ttl", u64::MAX.to_string()),
+        ("--refresh-interval", u64::MAX.to_string()),
+        ("--http-rate-window", (MAX_RATE_WINDOW + 1).to_string()),
+        ("--http-min-rate", (MAX_MIN_RATE + 1).to_string()),
+    ] {
+        let e = serve(&["--artifacts", "/", flag, &beyond]).unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid(_)), "{flag} {beyond}: {e}");
+    }
+    let e = serve(&["--artifacts", "/", "--record-ttl", &u64::MAX.to_string()]).unwrap_err();
+    assert!(e.to_string().contains("use 1 to 604800 seconds"), "{e}");
+    let node = |ttl: &str| parse_plasmd(["node", "--identity", "/tmp/x.key", "--record-ttl", ttl]);
+    assert!(node(&max_ttl).is_ok());
+    assert!(node(&u64::MAX.to_string()).is_err());
+}
+
+#[test]
+fn bad_values_name_the_culprit() {
+    let e = serve(&["--artifacts", "/nonexistent-dir"]).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent-dir"));
+    let e = serve(&["--artifacts", "/", "--channel", "Bad"]).unwrap_err();
+    assert!(e.to_string().contains("\"Bad\""));
+    let e = serve(&["--artifacts", "/", "--bootstrap", "nope"]).unwrap_err();
+    assert!(e.to_string().contains("nope"));
+    let e = serve(&["--artifacts", "/", "--external-url", "ftp://x"]).unwrap_err();
+    assert!(e.to_string().contains("http://"));
+    let e = serve(&["--artifacts", "/", "--http-listen", "8080"]).unwrap_err();
+    assert!(e.to_string().contains("IP:PORT"));
+    let e = serve(&["--frobnicate"]).unwrap_err();
+    assert!(e.to_string().contains("frobnicate"));
+    assert!(parse_plasmd(["id", "--artifacts", "/"]).is_err());
+}
+
+#[test]
+fn flags_win_over_the_file() {
+    let dir = std::env::temp_dir().join(format!("plasmd-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("plasmd.toml");
+    std::fs::write(
+        &file,
+        "[provider]\nartifacts = \"/\"\nname = \"rack\"\nchannels = [\"stable\"]\n\
+         [provider.dht]\nrecord_ttl = 60\nrefresh_interval = 30\n[http]\nlisten = \"127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let c = serve(&["--config", path]).unwrap();
+    assert_eq!(c.provider_name.as_deref(), Some("rack"));
+    assert_eq!(c.channels, vec!["stable"]);
+    assert_eq!(c.dht.refresh_interval, Duration::from_secs(30));
+    assert_eq!(c.http_listen.to_string(), "127.0.0.1:9");
+    let c = serve(&["--config", path, "--http-listen", "127.0.0.1:10"]).unwrap();
+    assert_eq!(c.http_listen.to_string(), "127.0.0.1:10");
+
+    std::fs::write(&file, "[provider]\nartifacts = \"/\"\nbogus = 1\n").unwrap();
+    let e = serve(&["--config", path]).unwrap_err().to_string();
+    assert!(e.contains("bogus") && !e.contains('\n'), "{e}");
+    std::fs::write(&file, "[provider.dht]\nrecord_ttl = \"long\"\n").unwrap();
+    let e = serve(&["--config", path]).unwrap_err().to_string();
+    assert!(e.contains("record_ttl"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn discover_timeout_is_bounded() {
+    let with = |t: &str| lookup(&["--timeout", t]);
+    assert!(with(&MAX_DISCOVER_TIMEOUT.to_string()).is_ok());
+    for bad in ["0", "86401", "18446744073709551615"] {
+        let e = with(bad).unwrap_err();
+        assert!(
+            e.to_string().contains("use 1 to 86400 seconds"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
+fn discover_needs_channel_arch_and_a_peer() {
+    assert!(parse_discover(["--arch", "arm64", "--bootstrap", "/ip4/127.0.0.1/tcp/1"]).is_err());
+    assert!(parse_discover(["--channel", "stable", "--arch", "arm64"]).is_err());
+    let ok = lookup(&["--timeout", "5"]).unwrap();
+    assert!(matches!(ok, DiscoverCommand::Run(c) if c.timeout == Duration::from_secs(5)));
+}
+
+/// `phase-discover` of stable/arm64 through one peer, and `extra`.
+fn lookup(extra: &[&str]) -> Result<DiscoverCommand, ConfigError> {
+    let mut a = vec![
+        "--channel",
+        "stable",
+        "--arch",
+        "arm64",
+        "--bootstrap",
+        "/ip4/127.0.0.1/tcp/4001",
+    ];
+    a.extend_from_slice(extra);
+    parse_discover(a)
+}
+
+#[test]
+fn watch_leaves_a_config_files_state_alone() {
+    // A board's config names its state directory (and would need a
+    // release key for it); a watch with that config only looks.
+    let path = std::env::temp_dir().join(format!("plasmd-watch-{}.toml", std::process::id()));
+    std::fs::write(&path, "[discover]\nstate = \"/var/lib/phase\"\n").unwrap();
+    let config = ["--config", path.to_str().unwrap()];
+    let watch = lookup(&[&config[..], &["--watch"]].concat());
+    let plain = lookup(&config);
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        matches!(watch, Ok(DiscoverCommand::Run(ref c)) if c.state.is_none() && c.watch.is_some()),
+        "{watch:?}"
+    );
+    assert!(plain
+        .unwrap_err()
+        .to_string()
+        .contains("needs --release-key"));
+}
