@@ -11,12 +11,16 @@
 //! and the bounded manifest parser; it does not look records up.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+mod client;
+
+pub use client::get_text;
+use client::{get, get_small};
 
 use crate::channel::is_safe_file_name;
 use crate::manifest::{parse_manifest_and_boot, Artifact, BootSpec};
@@ -27,13 +31,6 @@ use crate::release::{Release, ReleaseError, ReleaseKeys};
 const MAX_MANIFEST: u64 = 1024 * 1024;
 /// Largest `manifest.json.minisig` we download.
 const MAX_SIGNATURE: u64 = 4096;
-/// Bounds on the response header block.
-const MAX_HEADER_LINE: usize = 8 * 1024;
-const MAX_HEADERS: usize = 100;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A server silent for this long mid-download is given up on (the partial
-/// file stays for a resume).
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const CHUNK: usize = 64 * 1024;
 
 /// What `--fetch` / `--fetch-all` download.
@@ -74,169 +71,6 @@ impl FetchError {
     }
 }
 
-/// A plain-HTTP URL split into what a request needs.
-struct Url {
-    host_port: String,
-    path: String,
-}
-
-fn parse_url(url: &str) -> Result<Url, FetchError> {
-    let bad = |m: &str| FetchError::Http(url.to_string(), m.to_string());
-    if url.starts_with("https://") {
-        return Err(bad(
-            "https is not supported: providers serve plain HTTP and every byte is verified instead",
-        ));
-    }
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| bad("not an http:// URL"))?;
-    let (host_port, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if host_port.is_empty() || url.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(bad("malformed URL"));
-    }
-    let has_port = if host_port.starts_with('[') {
-        host_port.contains("]:")
-    } else {
-        host_port
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    };
-    let host_port = if has_port {
-        host_port.to_string()
-    } else {
-        format!("{host_port}:80")
-    };
-    Ok(Url {
-        host_port,
-        path: path.to_string(),
-    })
-}
-
-/// A response whose headers have been read; the body follows in `reader`.
-struct Response {
-    status: u16,
-    content_length: Option<u64>,
-    /// Start offset from `Content-Range: bytes START-END/TOTAL`.
-    range_start: Option<u64>,
-    reader: BufReader<TcpStream>,
-}
-
-fn get(url: &str, range_from: Option<u64>) -> Result<Response, FetchError> {
-    let u = parse_url(url)?;
-    let err = |m: String| FetchError::Http(url.to_string(), m);
-    let addr = u
-        .host_port
-        .to_socket_addrs()
-        .map_err(|e| err(e.to_string()))?
-        .next()
-        .ok_or_else(|| err("no address for host".into()))?;
-    let mut stream =
-        TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| err(e.to_string()))?;
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .map_err(|e| err(e.to_string()))?;
-    stream
-        .set_write_timeout(Some(IO_TIMEOUT))
-        .map_err(|e| err(e.to_string()))?;
-    let mut req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: phase-discover/{}\r\n",
-        u.path,
-        u.host_port,
-        env!("CARGO_PKG_VERSION")
-    );
-    if let Some(from) = range_from {
-        req.push_str(&format!("Range: bytes={from}-\r\n"));
-    }
-    req.push_str("\r\n");
-    stream
-        .write_all(req.as_bytes())
-        .map_err(|e| err(e.to_string()))?;
-
-    let mut reader = BufReader::new(stream);
-    let status_line = read_line(&mut reader).map_err(|e| err(e.to_string()))?;
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| status_line.starts_with("HTTP/1."))
-        .ok_or_else(|| {
-            err(format!(
-                "not an HTTP response: {:?}",
-                truncate(&status_line)
-            ))
-        })?;
-    let (mut content_length, mut range_start, mut chunked) = (None, None, false);
-    for _ in 0..=MAX_HEADERS {
-        let line = read_line(&mut reader).map_err(|e| err(e.to_string()))?;
-        if line.is_empty() {
-            if chunked {
-                return Err(err("chunked responses are not supported".into()));
-            }
-            return Ok(Response {
-                status,
-                content_length,
-                range_start,
-                reader,
-            });
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(err(format!("malformed header {:?}", truncate(&line))));
-        };
-        let value = value.trim();
-        match name.trim().to_ascii_lowercase().as_str() {
-            "content-length" => {
-                content_length = Some(
-                    value
-                        .parse()
-                        .map_err(|_| err("bad Content-Length".into()))?,
-                )
-            }
-            "content-range" => {
-                range_start = value
-                    .strip_prefix("bytes ")
-                    .and_then(|r| r.split('-').next())
-                    .and_then(|s| s.parse().ok());
-            }
-            "transfer-encoding" => chunked = !value.eq_ignore_ascii_case("identity"),
-            _ => {}
-        }
-    }
-    Err(err(format!("more than {MAX_HEADERS} headers")))
-}
-
-fn truncate(s: &str) -> &str {
-    s.get(..80).unwrap_or(s)
-}
-
-/// One header line without its CRLF, bounded in length.
-fn read_line(r: &mut BufReader<TcpStream>) -> io::Result<String> {
-    let mut buf = Vec::new();
-    let n = r
-        .by_ref()
-        .take(MAX_HEADER_LINE as u64 + 1)
-        .read_until(b'\n', &mut buf)?;
-    if n == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed",
-        ));
-    }
-    if buf.len() > MAX_HEADER_LINE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "header line too long",
-        ));
-    }
-    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        buf.pop();
-    }
-    String::from_utf8(buf)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "header not UTF-8"))
-}
-
 /// A provider whose manifest checked out: the record, the artifacts its
 /// manifest lists and, with release keys, the release it is.
 #[derive(Debug, Clone)]
@@ -246,38 +80,6 @@ pub struct Checked {
     pub release: Option<Release>,
     /// What the manifest says to boot, if anything.
     pub boot: Option<BootSpec>,
-}
-
-/// Downloads a small body (a manifest, a signature) whole, at most `max`
-/// bytes. `Ok(None)` on 404.
-fn get_small(url: &str, max: u64) -> Result<Option<Vec<u8>>, FetchError> {
-    let mut resp = get(url, None)?;
-    match resp.status {
-        200 => {}
-        404 => return Ok(None),
-        status => {
-            return Err(FetchError::Http(
-                url.to_string(),
-                format!("status {status}"),
-            ))
-        }
-    }
-    let mut body = Vec::new();
-    (&mut resp.reader)
-        .take(max + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| FetchError::Http(url.to_string(), e.to_string()))?;
-    if body.len() as u64 > max {
-        return Err(FetchError::Mismatch(format!(
-            "{url} is larger than the {max} bytes it can be"
-        )));
-    }
-    Ok(Some(body))
-}
-
-/// GETs a small text body (e.g. `/status.json`), at most `max` bytes.
-pub fn get_text(url: &str, max: u64) -> Result<Vec<u8>, FetchError> {
-    get_small(url, max)?.ok_or_else(|| FetchError::Http(url.to_string(), "status 404".into()))
 }
 
 /// Downloads the manifest the record points at and checks it: against the
@@ -586,6 +388,7 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use client::parse_url;
 
     #[test]
     fn urls() {
