@@ -16,6 +16,7 @@ use libp2p::Multiaddr;
 
 mod discover;
 mod file;
+mod p2p;
 mod release;
 mod serve;
 mod status;

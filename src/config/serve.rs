@@ -5,16 +5,15 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use libp2p::Multiaddr;
-
 use super::file::{load_file, FileConfig};
+use super::p2p::build_p2p;
+pub use super::p2p::P2pConfig;
 use super::{
-    in_range, parse_bootstrap, parse_multiaddr, parse_peer_ids, release, secs, status, string,
-    version_line, Command, ConfigError, DEFAULT_HTTP_LISTEN, DEFAULT_P2P_LISTEN,
-    DEFAULT_RECORD_TTL, MAX_MIN_RATE, MAX_RATE_WINDOW, MAX_RECORD_TTL,
+    in_range, release, secs, status, string, version_line, Command, ConfigError,
+    DEFAULT_HTTP_LISTEN, MAX_MIN_RATE, MAX_RATE_WINDOW,
 };
 use crate::board::BoardProfile;
 use crate::channel::check_name;
@@ -50,22 +49,6 @@ pub struct ServeConfig {
     pub dht: DhtTiming,
     /// `--sign-key`: sign generated manifests as releases (a one-provider lab).
     pub sign_key: Option<std::sync::Arc<SecretKey>>,
-}
-
-/// The libp2p side, shared by `serve` and `node`.
-#[derive(Debug, Clone)]
-pub struct P2pConfig {
-    pub listen: Vec<Multiaddr>,
-    pub bootstrap: Vec<Multiaddr>,
-    /// Addresses announced to peers instead of the listen addresses.
-    pub announce: Vec<Multiaddr>,
-    /// Find and be found by peers on the LAN with mDNS.
-    pub mdns: bool,
-    pub identity: PathBuf,
-    /// Cap on how long this node keeps any record, its own or received.
-    pub record_ttl: Duration,
-    /// `--trust` / `[p2p] trusted_publishers`: store only their records.
-    pub trusted_publishers: Vec<libp2p::PeerId>,
 }
 
 /// Everything `plasmd node` needs.
@@ -161,28 +144,28 @@ Creates FILE (an ed25519 key, mode 0600) if it does not exist.
 /// `plasmd <version>`.
 /// Flags collected from the command line, before merging with the file.
 #[derive(Default)]
-struct Flags {
-    config: Option<PathBuf>,
-    artifacts: Option<PathBuf>,
-    channels: Vec<String>,
-    archs: Vec<String>,
-    http_listen: Option<String>,
-    http_min_rate: Option<u64>,
-    http_rate_window: Option<u64>,
-    p2p_listen: Vec<String>,
-    bootstrap: Vec<String>,
-    announce: Vec<String>,
-    mdns: bool,
-    board: Option<String>,
-    check_config: bool,
-    external_url: Option<String>,
-    identity: Option<PathBuf>,
-    provider_name: Option<String>,
-    record_ttl: Option<u64>,
-    refresh_interval: Option<u64>,
-    sign_key: Option<PathBuf>,
-    trust: Vec<String>,
-    metrics_listen: Option<String>,
+pub(super) struct Flags {
+    pub(super) config: Option<PathBuf>,
+    pub(super) artifacts: Option<PathBuf>,
+    pub(super) channels: Vec<String>,
+    pub(super) archs: Vec<String>,
+    pub(super) http_listen: Option<String>,
+    pub(super) http_min_rate: Option<u64>,
+    pub(super) http_rate_window: Option<u64>,
+    pub(super) p2p_listen: Vec<String>,
+    pub(super) bootstrap: Vec<String>,
+    pub(super) announce: Vec<String>,
+    pub(super) mdns: bool,
+    pub(super) board: Option<String>,
+    pub(super) check_config: bool,
+    pub(super) external_url: Option<String>,
+    pub(super) identity: Option<PathBuf>,
+    pub(super) provider_name: Option<String>,
+    pub(super) record_ttl: Option<u64>,
+    pub(super) refresh_interval: Option<u64>,
+    pub(super) sign_key: Option<PathBuf>,
+    pub(super) trust: Vec<String>,
+    pub(super) metrics_listen: Option<String>,
 }
 
 /// Which flags a subcommand accepts.
@@ -325,70 +308,6 @@ fn sub_name(sub: Sub) -> &'static str {
         Sub::Node => "node",
         Sub::Id => "id",
     }
-}
-
-fn build_p2p(f: &Flags, file: &FileConfig) -> Result<P2pConfig, ConfigError> {
-    let listen_src: Vec<String> = if !f.p2p_listen.is_empty() {
-        f.p2p_listen.clone()
-    } else {
-        file.p2p
-            .listen
-            .clone()
-            .unwrap_or_else(|| vec![DEFAULT_P2P_LISTEN.to_string()])
-    };
-    if listen_src.is_empty() {
-        return Err(ConfigError::Invalid(
-            "[p2p] listen is empty: give at least one address".into(),
-        ));
-    }
-    let listen = listen_src
-        .iter()
-        .map(|s| parse_multiaddr("--p2p-listen / [p2p] listen", s))
-        .collect::<Result<Vec<_>, _>>()?;
-    let bootstrap_src = if !f.bootstrap.is_empty() {
-        f.bootstrap.clone()
-    } else {
-        file.p2p.bootstrap.clone().unwrap_or_default()
-    };
-    let bootstrap = parse_bootstrap(&bootstrap_src)?;
-    let announce_src = if !f.announce.is_empty() {
-        f.announce.clone()
-    } else {
-        file.p2p.announce.clone().unwrap_or_default()
-    };
-    let announce = announce_src
-        .iter()
-        .map(|s| parse_multiaddr("--p2p-announce / [p2p] announce", s))
-        .collect::<Result<Vec<_>, _>>()?;
-    let identity = match f.identity.clone().or_else(|| file.p2p.identity.clone()) {
-        Some(p) => p,
-        None => default_identity_path()?,
-    };
-    let ttl = in_range(
-        "record TTL (--record-ttl / [provider.dht] record_ttl)",
-        f.record_ttl
-            .or(file.provider.dht.record_ttl)
-            .unwrap_or(DEFAULT_RECORD_TTL),
-        1,
-        MAX_RECORD_TTL,
-        "seconds",
-    )?;
-    Ok(P2pConfig {
-        listen,
-        bootstrap,
-        announce,
-        mdns: f.mdns || file.p2p.mdns.unwrap_or(false),
-        identity,
-        record_ttl: Duration::from_secs(ttl),
-        trusted_publishers: parse_peer_ids(
-            "--trust / [p2p] trusted_publishers",
-            if f.trust.is_empty() {
-                file.p2p.trusted_publishers.clone().unwrap_or_default()
-            } else {
-                f.trust.clone()
-            },
-        )?,
-    })
 }
 
 fn load_flags_file(f: &Flags) -> Result<FileConfig, ConfigError> {
@@ -586,27 +505,4 @@ fn check_base_url(u: &str) -> Result<String, ConfigError> {
         return Err(bad("longer than 512 bytes"));
     }
     Ok(u.trim_end_matches('/').to_string())
-}
-
-/// `/var/lib/plasmd/identity.key` when that directory is (or can be made)
-/// writable, else under `$XDG_STATE_HOME` or `~/.local/state`.
-fn default_identity_path() -> Result<PathBuf, ConfigError> {
-    let system = Path::new("/var/lib/plasmd");
-    if std::fs::create_dir_all(system).is_ok() && dir_writable(system) {
-        return Ok(system.join("identity.key"));
-    }
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .ok_or_else(|| {
-            ConfigError::Invalid(
-                "no place for the identity key: /var/lib/plasmd is not writable and neither XDG_STATE_HOME nor HOME is set; give --identity FILE".into(),
-            )
-        })?;
-    Ok(state.join("plasmd").join("identity.key"))
-}
-
-fn dir_writable(dir: &Path) -> bool {
-    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
 }

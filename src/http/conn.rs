@@ -29,12 +29,12 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
+use super::answer::answer;
 use super::budget::Slot;
-use super::files::{self, Body, Reply};
-use super::parse::{self, clip, Head, HeadError, Method, Route, Scan, MAX_HEAD};
-use super::{Ctx, Generated, HttpLimits};
-use crate::manifest::MANIFEST_NAME;
-use crate::manifest::SIGNATURE_NAME;
+use super::files::{Body, Reply};
+use super::pace::{Pacer, TURN_BYTES};
+use super::parse::{self, Head, HeadError, Method, Scan, MAX_HEAD};
+use super::{Ctx, HttpLimits};
 
 /// The whole request head must arrive within this long (a deadline, not a
 /// per-read timeout, so trickling one byte at a time does not extend it).
@@ -61,10 +61,6 @@ const READ_CHUNK: usize = 2048;
 const FIRST_READ: i64 = 256 * 1024;
 /// How far ahead of `sendfile` the kernel is asked to read.
 const READAHEAD: i64 = 2 * 1024 * 1024;
-/// Bytes one connection may send before letting the others have a turn: a
-/// fast client cannot hog the loop, and `/healthz` waits for at most one
-/// turn of each busy connection.
-const TURN_BYTES: usize = 256 * 1024;
 
 /// Serves one accepted connection until it closes, times out, or is told
 /// to give way (its slot in the budget).
@@ -280,66 +276,6 @@ fn read_some(stream: &TcpStream, into: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// What to answer: routing, then the file or manifest reply; with the
-/// route class the request is counted under.
-fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> (Reply, &'static str) {
-    if head.method == Method::Other {
-        let mut r = Reply::text(405, "method not allowed\n");
-        r.headers.push(("Allow", "GET, HEAD".into()));
-        return (r, "other");
-    }
-    let route = parse::route(&head.target);
-    log::debug!(
-        "{:?} {} from {peer}: {route:?}",
-        head.method,
-        clip(&head.target, 200)
-    );
-    match route {
-        Route::Health => (Reply::text(200, "ok\n"), "healthz"),
-        Route::Metrics => (
-            files::owned_reply(
-                "text/plain; version=0.0.4; charset=utf-8",
-                ctx.generated(Generated::Metrics, || ctx.metrics.encode()),
-            ),
-            "metrics",
-        ),
-        Route::Status | Route::Page(_) => {
-            let Some(s) = ctx.status.get() else {
-                return (Reply::text(503, "starting\n"), "status");
-            };
-            let reply = match route {
-                Route::Page(refresh) => files::owned_reply(
-                    "text/html; charset=utf-8",
-                    ctx.generated(Generated::Page(refresh), || s.status().html(refresh)),
-                ),
-                _ => files::owned_reply(
-                    "application/json",
-                    ctx.generated(Generated::StatusJson, || s.status().json()),
-                ),
-            };
-            (reply, "status")
-        }
-        Route::Refused(why) => {
-            log::info!(
-                "refused request {:?} from {peer}: {why}",
-                clip(&head.target, 200)
-            );
-            (Reply::text(400, "bad request path\n"), "other")
-        }
-        Route::NotFound => (Reply::text(404, "not found\n"), "other"),
-        Route::File(ca, name) if name == MANIFEST_NAME => {
-            (files::manifest_reply(&ctx.catalog, &ca, head), "manifest")
-        }
-        Route::File(ca, name) if name == SIGNATURE_NAME => {
-            (files::signature_reply(&ctx.catalog, &ca, head), "signature")
-        }
-        Route::File(ca, name) => (
-            files::artifact_reply(&ctx.catalog, &ca, &name, head),
-            "artifact",
-        ),
-    }
-}
-
 /// Writes a whole response under the minimum-rate rule.
 pub async fn send(
     stream: &TcpStream,
@@ -369,73 +305,6 @@ pub async fn send(
     write_all(stream, &head, &[], &mut pacer).await?;
     send_file(stream, Arc::new(file), start, len, &mut pacer).await?;
     stream.set_nodelay(true)
-}
-
-/// The minimum-rate rule: in every window of `rate_window` a response must
-/// move at least `min_rate × rate_window` bytes into the socket, or the
-/// connection is closed. A reader that drains a segment now and then keeps
-/// nothing for long.
-struct Pacer {
-    window: Duration,
-    min_bytes: u64,
-    window_end: Instant,
-    sent: u64,
-    /// Bytes sent since this connection last let others have a turn.
-    turn: usize,
-}
-
-impl Pacer {
-    fn new(limits: &HttpLimits) -> Self {
-        Pacer {
-            window: limits.rate_window,
-            min_bytes: (limits.min_rate as f64 * limits.rate_window.as_secs_f64()) as u64,
-            window_end: Instant::now() + limits.rate_window,
-            sent: 0,
-            turn: 0,
-        }
-    }
-
-    fn sent(&mut self, n: usize) {
-        self.sent += n as u64;
-        self.turn += n;
-    }
-
-    /// Fails once a window ends with too little sent; starts the next one.
-    fn check(&mut self) -> io::Result<()> {
-        let now = Instant::now();
-        if now < self.window_end {
-            return Ok(());
-        }
-        if self.sent < self.min_bytes {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "client read {} bytes in {:.0?}, under the minimum rate",
-                    self.sent, self.window
-                ),
-            ));
-        }
-        self.sent = 0;
-        self.window_end = now + self.window;
-        Ok(())
-    }
-
-    /// Waits for the socket to take more, at most until the window ends.
-    async fn writable(&mut self, stream: &TcpStream) -> io::Result<()> {
-        self.turn = 0;
-        match timeout_at(self.window_end, stream.writable()).await {
-            Ok(r) => r,
-            Err(_) => Ok(()),
-        }
-    }
-
-    /// After a turn's worth of bytes, lets the other connections run.
-    async fn take_turns(&mut self) {
-        if self.turn >= TURN_BYTES {
-            self.turn = 0;
-            tokio::task::yield_now().await;
-        }
-    }
 }
 
 /// Writes `head` then `body`, in one vectored write when the socket takes
@@ -607,33 +476,6 @@ pub async fn refuse(stream: TcpStream, limits: HttpLimits, date: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn generated_documents_are_made_once_a_second_at_most() {
-        let ctx = Ctx::for_tests();
-        let made = std::cell::Cell::new(0);
-        let make = || {
-            made.set(made.get() + 1);
-            format!("document {}", made.get())
-        };
-        // Two asks within one second (retried if a second ticks between).
-        loop {
-            made.set(0);
-            let start = std::time::SystemTime::now();
-            let a = ctx.generated(Generated::StatusJson, make);
-            let b = ctx.generated(Generated::StatusJson, make);
-            let page = ctx.generated(Generated::Page(Some(10)), make);
-            if start.elapsed().unwrap().as_millis() < 200 && made.get() == 2 {
-                assert_eq!(a, b);
-                assert_eq!(page, b"document 2");
-                break;
-            }
-        }
-        // Another second: made again.
-        std::thread::sleep(Duration::from_millis(1100));
-        let c = ctx.generated(Generated::StatusJson, make);
-        assert_eq!(c, format!("document {}", made.get()).into_bytes());
-    }
 
     #[test]
     fn an_idle_connection_task_is_small() {

@@ -27,9 +27,11 @@
 //! deadlines, so these limits need control of the connection itself.) This
 //! module does not scan or hash files; `manifest` does.
 
+mod answer;
 mod budget;
 mod conn;
 mod files;
+mod pace;
 mod parse;
 
 pub use parse::fuzz_request;
