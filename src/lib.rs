@@ -30,7 +30,6 @@ pub mod beneath;
 pub mod board;
 pub mod boot;
 pub mod channel;
-pub mod choose;
 pub mod config;
 pub mod dht;
 pub mod discover;
@@ -41,7 +40,6 @@ pub mod manifest;
 pub mod metrics;
 pub mod minisign;
 pub mod provider;
-pub mod publisher;
 pub mod record;
 pub mod release;
 pub mod shutdown;
@@ -50,7 +48,6 @@ pub mod status;
 pub mod tally;
 pub mod text;
 pub mod time;
-pub mod watch;
 
 /// Sets up `env_logger` on stderr, honouring `RUST_LOG`, with `default` as
 /// the level when it is unset.

@@ -10,16 +10,33 @@
 //! check or never gets to run one, stops petting, and the board resets. A
 //! missing netboot partition is not a failure: plasmd keeps serving
 //! `/healthz` and looks for it again (see `partition`).
+//!
+//! The board layer sits below the DHT and the HTTP server: it asks them
+//! through [`Probe`], which the provider implements for each.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::notify::Notifier;
 use super::watchdog::Watchdog;
-use crate::dht;
-use crate::http::LoopProbe;
 use crate::manifest::Catalog;
 use crate::shutdown::Shutdown;
+
+/// One task of plasmd the health check asks whether it is alive, defined
+/// here and implemented by the provider (for the DHT task and the HTTP
+/// loop), so the board layer needs neither.
+pub trait Probe: Send + Sync {
+    /// The check's name in metrics and logs (`dht`, `http`).
+    fn check(&self) -> &'static str;
+    /// What it asks, for messages (`the DHT task`).
+    fn what(&self) -> &'static str;
+    /// Resolves `Ok` once the task answered, `Err(why)` (a sentence naming
+    /// the task) if it cannot; may
+    /// never resolve if the task is wedged (the caller bounds the wait).
+    fn ask(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+}
 
 /// Each check must answer within this long. Well under any watchdog
 /// timeout, so a slow check is a failed check, not a reset.
@@ -27,8 +44,8 @@ const CHECK_DEADLINE: Duration = Duration::from_secs(2);
 
 /// What the health checks look at.
 pub struct HealthChecks {
-    pub dht: dht::Client,
-    pub http: LoopProbe,
+    /// The tasks asked, in order (the DHT task, the HTTP loop).
+    pub probes: Vec<Box<dyn Probe>>,
     pub catalog: Arc<Catalog>,
     /// Pets and failures are counted here.
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -38,15 +55,14 @@ impl HealthChecks {
     /// `Ok` when every part answered in time; otherwise which check
     /// (`dht`, `http`, `storage`) failed, and why.
     pub async fn check(&self) -> Result<(), (&'static str, String)> {
-        tokio::time::timeout(CHECK_DEADLINE, self.dht.health())
-            .await
-            .map_err(|_| ("dht", "the DHT task did not answer".to_string()))?
-            .map_err(|e| ("dht", format!("the DHT task: {e}")))?;
-
-        match tokio::time::timeout(CHECK_DEADLINE, self.http.turns()).await {
-            Ok(true) => {}
-            Ok(false) => return Err(("http", "the HTTP loop has stopped".into())),
-            Err(_) => return Err(("http", "the HTTP loop did not answer".into())),
+        for probe in &self.probes {
+            match tokio::time::timeout(CHECK_DEADLINE, probe.ask()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => return Err((probe.check(), why)),
+                Err(_) => {
+                    return Err((probe.check(), format!("{} did not answer", probe.what())));
+                }
+            }
         }
 
         if let Some(root) = self.catalog.root() {

@@ -21,12 +21,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::choose;
-use crate::config::DiscoverConfig;
-use crate::discover::Session;
+use crate::discover::client::{self, ClientError, Failure, Note};
+use crate::discover::{Query, Session};
 use crate::fetch::{self, Checked};
 use crate::minisign::PublicKey;
-use crate::release::floor::Floor;
 use crate::release::ReleaseKeys;
 
 /// Where the boot files are kept: a tmpfs (RAM), never the board's disks.
@@ -68,31 +66,26 @@ pub fn run(cmdline: &str) -> ! {
         }
         std::thread::sleep(Duration::from_secs(60));
     };
-    let mut cfg = DiscoverConfig {
+    let mut query = Query {
         channel: settings.channel.clone(),
         arch: settings.arch.clone(),
         bootstrap: settings.bootstrap.clone(),
         mdns: settings.mdns,
         timeout: settings.round,
-        json: false,
         trusted: Vec::new(),
-        // The boot files are fetched by `fetch_boot_files`, not by a
-        // `--fetch` target.
-        fetch: None,
-        all: false,
         release_keys: keys,
         state: None,
+        // A board never goes back: an operator replaces the floor file.
         allow_downgrade: false,
         trusted_time: crate::time::BUILD_TIME,
-        watch: None,
     };
     say(&format!(
         "looking for {}/{} (mDNS {}, {} bootstrap peer(s), release keys {})",
-        cfg.channel,
-        cfg.arch,
-        if cfg.mdns { "on" } else { "off" },
-        cfg.bootstrap.len(),
-        cfg.release_keys.ids()
+        query.channel,
+        query.arch,
+        if query.mdns { "on" } else { "off" },
+        query.bootstrap.len(),
+        query.release_keys.ids()
     ));
     let mut pause = Duration::from_secs(1);
     let mut bad = BadReleases::default();
@@ -103,18 +96,18 @@ pub fn run(cmdline: &str) -> ! {
     loop {
         // The state partition may show up late (USB, a slow card): look
         // again each round until it is there.
-        if let (None, Some(label)) = (&cfg.state, &settings.state_label) {
-            cfg.state = mount_state(label, !state_said);
+        if let (None, Some(label)) = (&query.state, &settings.state_label) {
+            query.state = mount_state(label, !state_said);
             state_said = true;
         }
         if session.is_none() {
-            match Session::start(&cfg) {
+            match Session::start(&query) {
                 Ok(s) => session = Some(s),
                 Err(e) => say(&format!("cannot join the DHT: {e}")),
             }
         }
         if let Some(s) = &session {
-            match one_round(s, &cfg, &mut bad) {
+            match one_round(s, &query, &mut bad) {
                 Ok(never) => match never {},
                 Err(Round::NoBoot(why)) => say(&why),
                 Err(Round::SessionLost(why)) => {
@@ -142,79 +135,60 @@ enum Round {
     SessionLost(String),
 }
 
-/// One lookup on `session` and, if a good release turns up, the kexec into
-/// it (which does not return).
+/// One walk of the client path on `session` and, if a release's boot files
+/// verified, the kexec into them (which does not return).
 fn one_round(
     session: &Session,
-    cfg: &DiscoverConfig,
+    query: &Query,
     bad: &mut BadReleases,
 ) -> Result<std::convert::Infallible, Round> {
-    let mut floor = match &cfg.state {
-        Some(dir) => Some(Floor::load(dir, false).map_err(|e| {
-            Round::NoBoot(format!(
-                "{e} (a board cannot --allow-downgrade: replace or remove the state \
-                 partition's rollback-floor file)"
-            ))
-        })?),
-        None => None,
+    let mut note = |n: Note| match n {
+        Note::ClockBehind { .. } => {}
+        Note::Found(records) => say(&format!("found {} provider(s)", records.len())),
+        Note::Refused { url, why } => say(&format!("refusing {url}: {why}")),
+        Note::Failed { url, why } => say(&format!("from {url}: {why}")),
+        Note::Skipped { url, why } => say(&format!("skipping {url} for now: {why}")),
     };
-    let mut cfg = cfg.clone();
-    if let Some(f) = &floor {
-        cfg.trusted_time = cfg.trusted_time.max(f.trusted_time());
-    }
-    let records = session
-        .lookup(&cfg)
-        .map_err(|e| Round::SessionLost(e.to_string()))?;
-    if records.is_empty() {
-        return Err(Round::NoBoot(format!(
-            "no provider of {}/{} found yet",
-            cfg.channel, cfg.arch
-        )));
-    }
-    say(&format!("found {} provider(s)", records.len()));
-    let choice = choose::releases(&records, &cfg, floor.as_ref());
-    for (url, why) in &choice.refused {
-        say(&format!("refusing {url}: {why}"));
-    }
-    for provider in &choice.accepted {
+    let take = |provider: &Checked| {
         let id = BadReleases::id(provider);
         if bad.skips(&id) {
-            say(&format!(
-                "skipping {} for now: it served bytes that did not verify for this release",
-                provider.record.url
+            return Err(Failure::skip(
+                "it served bytes that did not verify for this release".into(),
             ));
-            continue;
         }
-        match fetch_boot_files(provider) {
-            Ok(files) => {
-                if let Some(f) = floor.as_mut() {
-                    choose::remember(f, &cfg, provider);
-                    if let Err(e) = f.save() {
-                        say(&format!("cannot save the rollback floor: {e}"));
-                    }
-                }
-                let release = provider.release.as_ref().map_or_else(String::new, |r| {
-                    format!("version {} (release_seq {})", r.version, r.release_seq)
-                });
-                say(&format!(
-                    "kexec into {}/{} {release}",
-                    cfg.channel, cfg.arch
-                ));
-                // Only returns on failure.
-                let e = kexec::boot(&files);
-                say(&format!("kexec failed: {e}"));
+        fetch_boot_files(provider).inspect_err(|f| {
+            if f.mismatch {
+                bad.remember(id);
             }
-            Err((mismatch, e)) => {
-                say(&format!("from {}: {e}", provider.record.url));
-                if mismatch {
-                    bad.remember(id);
-                }
-            }
+        })
+    };
+    let (provider, files) = client::run(session, query, take, &mut note).map_err(|e| match e {
+        ClientError::Lookup(e) => Round::SessionLost(e.to_string()),
+        ClientError::Floor(e) => Round::NoBoot(format!(
+            "{e} (a board cannot --allow-downgrade: replace or remove the state \
+             partition's rollback-floor file)"
+        )),
+        ClientError::NotFound(..) => Round::NoBoot(format!(
+            "no provider of {}/{} found yet",
+            query.channel, query.arch
+        )),
+        ClientError::NoneDelivered { .. } => {
+            Round::NoBoot("no provider delivered a bootable, verified release".into())
         }
-    }
-    Err(Round::NoBoot(
-        "no provider delivered a bootable, verified release".into(),
-    ))
+        // The floor was raised but not written: boot anyway (it is saved
+        // again on the next boot), as before.
+        e => Round::NoBoot(e.to_string()),
+    })?;
+    let release = provider.release.as_ref().map_or_else(String::new, |r| {
+        format!("version {} (release_seq {})", r.version, r.release_seq)
+    });
+    say(&format!(
+        "kexec into {}/{} {release}",
+        query.channel, query.arch
+    ));
+    // Only returns on failure.
+    let e = kexec::boot(&files);
+    Err(Round::NoBoot(format!("kexec failed: {e}")))
 }
 
 /// The kernel, initrd and DTB a release names, downloaded and verified.
@@ -253,21 +227,22 @@ impl BadReleases {
     }
 }
 
-/// Downloads the release's `boot` files into the work directory. The error
-/// says whether the bytes were wrong (`true`) or the download failed.
-fn fetch_boot_files(p: &Checked) -> Result<BootFiles, (bool, String)> {
-    let boot = p.boot.as_ref().ok_or((
-        true,
-        "its manifest names nothing to boot (no \"boot\" object)".to_string(),
-    ))?;
+/// Downloads the release's `boot` files into the work directory. The
+/// failure says whether the bytes were wrong or the download failed.
+fn fetch_boot_files(p: &Checked) -> Result<BootFiles, Failure> {
+    let boot = p.boot.as_ref().ok_or_else(|| {
+        Failure::failed(
+            true,
+            "its manifest names nothing to boot (no \"boot\" object)".to_string(),
+        )
+    })?;
     let dir = Path::new(WORK_DIR);
     // Nothing from an earlier attempt is trusted or kept.
     let _ = fs::remove_dir_all(dir);
-    fs::create_dir_all(dir).map_err(|e| (false, format!("{WORK_DIR}: {e}")))?;
-    let get = |name: &str| -> Result<PathBuf, (bool, String)> {
+    fs::create_dir_all(dir).map_err(|e| Failure::failed(false, format!("{WORK_DIR}: {e}")))?;
+    let get = |name: &str| -> Result<PathBuf, Failure> {
         let out = dir.join(name);
-        fetch::fetch_artifact(&p.record, &p.artifacts, name, &out)
-            .map_err(|e| (e.is_mismatch(), e.to_string()))?;
+        fetch::fetch_artifact(&p.record, &p.artifacts, name, &out)?;
         Ok(out)
     };
     let files = BootFiles {

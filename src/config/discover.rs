@@ -5,44 +5,27 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use libp2p::Multiaddr;
-
 use super::file::{load_file, DiscoverSection};
 use super::{
     in_range, parse_bootstrap, parse_peer_ids, secs, string, version_line, ConfigError,
     DEFAULT_DISCOVER_TIMEOUT, DEFAULT_WATCH_INTERVAL, MAX_DISCOVER_TIMEOUT,
 };
 use crate::channel::check_name;
+use crate::discover::Query;
 pub use crate::fetch::FetchTarget;
 use crate::release::ReleaseKeys;
 
-/// Everything `phase-discover` needs.
+/// Everything `phase-discover` needs: what to look for (the [`Query`])
+/// and what to do with what is found.
 #[derive(Debug, Clone)]
 pub struct DiscoverConfig {
-    pub channel: String,
-    pub arch: String,
-    pub bootstrap: Vec<Multiaddr>,
-    /// Find DHT peers on the LAN with mDNS (no --bootstrap needed).
-    pub mdns: bool,
-    pub timeout: Duration,
+    pub query: Query,
+    /// Print whole records as JSON instead of URLs.
     pub json: bool,
-    /// Accept records only from these publishers (`--trust`); empty: any
-    /// validly signed record.
-    pub trusted: Vec<libp2p::PeerId>,
     /// Download and verify artifacts after finding the record.
     pub fetch: Option<FetchTarget>,
     /// List every valid provider instead of picking one.
     pub all: bool,
-    /// Release keys (`--release-key`): when set, only providers serving a
-    /// release signed by one of them are accepted.
-    pub release_keys: ReleaseKeys,
-    /// `--state DIR`: where the rollback floor is kept.
-    pub state: Option<PathBuf>,
-    /// `--allow-downgrade`: accept a release below the floor (and lower it).
-    pub allow_downgrade: bool,
-    /// A time known to have passed (the build, or the newest time the
-    /// rollback floor saw): a clock reading earlier is treated as unknown.
-    pub trusted_time: u64,
     /// `--watch`: keep looking, and print every provider again after each
     /// pause of this long.
     pub watch: Option<Duration>,
@@ -241,19 +224,72 @@ where
         "seconds",
     )?;
     Ok(DiscoverCommand::Run(Box::new(DiscoverConfig {
-        channel,
-        arch,
-        bootstrap: parse_bootstrap(&bootstrap)?,
-        mdns,
-        timeout: Duration::from_secs(timeout),
+        query: Query {
+            channel,
+            arch,
+            bootstrap: parse_bootstrap(&bootstrap)?,
+            mdns,
+            timeout: Duration::from_secs(timeout),
+            trusted,
+            release_keys,
+            state,
+            allow_downgrade,
+            trusted_time: crate::time::BUILD_TIME,
+        },
         json,
-        trusted,
         fetch,
         all,
-        release_keys,
-        state,
-        allow_downgrade,
-        trusted_time: crate::time::BUILD_TIME,
         watch,
     })))
 }
+
+/// What `phase-boot` was asked to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BootCommand {
+    /// Boot with this kernel command line (`--cmdline`), or the running
+    /// kernel's (`/proc/cmdline`) when `None`.
+    Run(Option<String>),
+    Print(String),
+}
+
+/// Parses `phase-boot`'s arguments (without the program name). Its
+/// settings come from the kernel command line (see `boot::cmdline`).
+pub fn parse_boot<I>(args: I) -> Result<BootCommand, ConfigError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let mut cmdline = None;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(BootCommand::Print(PHASE_BOOT_HELP.into())),
+            Long("cmdline") => cmdline = Some(string(&mut p, "--cmdline")?),
+            other => {
+                return Err(ConfigError::Args(format!(
+                    "{} (see phase-boot --help)",
+                    other.unexpected()
+                )))
+            }
+        }
+    }
+    Ok(BootCommand::Run(cmdline))
+}
+
+const PHASE_BOOT_HELP: &str = "\
+phase-boot: the stage 1 of a netbooting board: find a provider, verify the release, kexec into it
+
+Usage: phase-boot [--cmdline STRING]
+
+Reads its settings from the kernel command line (/proc/cmdline, or --cmdline):
+  phase.channel=C           the channel to boot (required)
+  phase.arch=A              the architecture (default: the running one)
+  phase.release_key=BASE64  a release key (the second line of a minisign .pub file),
+                            repeatable; keys in /etc/phase/release-keys/*.pub count too
+  phase.mdns=0|1            find providers on the LAN by mDNS (default 1)
+  phase.bootstrap=MULTIADDR a DHT peer to ask, repeatable
+  phase.state=LABEL         a partition holding the rollback floor
+  phase.timeout=SECS        one lookup round (default 15)
+Runs until it has kexec'd into a verified release; never gives up.
+";

@@ -22,7 +22,7 @@ mod serve;
 mod status;
 
 pub use crate::release::command::ReleaseCommand;
-pub use discover::{parse_discover, DiscoverCommand, DiscoverConfig};
+pub use discover::{parse_boot, parse_discover, BootCommand, DiscoverCommand, DiscoverConfig};
 pub use serve::{parse_plasmd, DhtTiming, NodeConfig, P2pConfig, ServeConfig};
 
 /// Default HTTP listen address.

@@ -156,7 +156,7 @@ fn discover_needs_channel_arch_and_a_peer() {
     assert!(parse_discover(["--arch", "arm64", "--bootstrap", "/ip4/127.0.0.1/tcp/1"]).is_err());
     assert!(parse_discover(["--channel", "stable", "--arch", "arm64"]).is_err());
     let ok = lookup(&["--timeout", "5"]).unwrap();
-    assert!(matches!(ok, DiscoverCommand::Run(c) if c.timeout == Duration::from_secs(5)));
+    assert!(matches!(ok, DiscoverCommand::Run(c) if c.query.timeout == Duration::from_secs(5)));
 }
 
 /// `phase-discover` of stable/arm64 through one peer, and `extra`.
@@ -184,7 +184,7 @@ fn watch_leaves_a_config_files_state_alone() {
     let plain = lookup(&config);
     std::fs::remove_file(&path).unwrap();
     assert!(
-        matches!(watch, Ok(DiscoverCommand::Run(ref c)) if c.state.is_none() && c.watch.is_some()),
+        matches!(watch, Ok(DiscoverCommand::Run(ref c)) if c.query.state.is_none() && c.watch.is_some()),
         "{watch:?}"
     );
     assert!(plain

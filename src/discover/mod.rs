@@ -1,34 +1,55 @@
-//! `phase-discover`: find the manifest URL of a channel/arch through the DHT.
+//! The client side: what a board (or `phase-discover`, or a mirror) looks
+//! for ([`Query`]), and the one path from there to verified files
+//! ([`client`]: rollback floor → lookup → choose → fetch → remember).
 //!
-//! Joins the DHT as a client (it stores and routes nothing) with a
-//! throw-away identity, reads the spec key and every announced provider's
-//! own key, validates every copy that comes back (JSON shape, sizes, key ↔
-//! channel/arch, signature, expiry, trust pins), keeps the best per
-//! publisher and ranks them. Lookups repeat until one succeeds or the
-//! timeout passes, so it also works while a provider is still starting.
-//! Fetching what a record points at is `fetch`'s job.
+//! - [`session`]: a DHT client joined once and asked as often as needed;
+//! - [`choose`]: with release keys, which found providers may be used;
+//! - [`client`]: the path itself, used by `phase-discover` and `phase-boot`;
+//! - [`watch`]: `phase-discover --watch`, the live table of every provider.
 //!
-//! - `watch`: `--watch`, the live table of every provider.
+//! Downloading and verifying bytes is `fetch`'s job, the floor file
+//! `release::floor`'s; parsing flags into a [`Query`] is `config`'s.
 
+pub mod choose;
+pub mod client;
+pub mod session;
 pub mod watch;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use libp2p::identity::Keypair;
-use tokio::time::Instant;
+use libp2p::{Multiaddr, PeerId};
 
-use crate::config::DiscoverConfig;
-use crate::dht::{self, DhtConfig, DhtError, Role};
-use std::collections::HashMap;
+use crate::dht::DhtError;
+use crate::release::ReleaseKeys;
 
-use crate::record::{self, manifest_dht_key, manifest_key, provider_key, ManifestRecord};
+pub use session::Session;
 
-/// Pause between lookups that found nothing.
-const RETRY_PAUSE: Duration = Duration::from_millis(500);
-
-/// Once one valid record is in hand, wait at most this long for the rest of
-/// the query (other copies may be newer).
-const GRACE_AFTER_FIRST: Duration = Duration::from_secs(2);
+/// What a client looks for, which keys it trusts and where it looks.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub channel: String,
+    pub arch: String,
+    /// DHT peers to ask.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Find DHT peers on the LAN with mDNS (no bootstrap peer needed).
+    pub mdns: bool,
+    /// One lookup gives up after this long.
+    pub timeout: Duration,
+    /// Accept records only from these publishers (`--trust`); empty: any
+    /// validly signed record.
+    pub trusted: Vec<PeerId>,
+    /// Release keys: when set, only providers serving a release signed by
+    /// one of them are used, whoever published the record.
+    pub release_keys: ReleaseKeys,
+    /// Where the rollback floor is kept (`--state`), if anywhere.
+    pub state: Option<PathBuf>,
+    /// Accept a release below the floor (and lower it).
+    pub allow_downgrade: bool,
+    /// A time known to have passed (the build, or the newest time the
+    /// rollback floor saw): a clock reading earlier is treated as unknown.
+    pub trusted_time: u64,
+}
 
 /// Errors of a lookup (not finding anything is not an error: `Ok(None)`).
 #[derive(Debug, thiserror::Error)]
@@ -37,200 +58,4 @@ pub enum DiscoverError {
     Dht(#[from] DhtError),
     #[error("cannot start: {0}")]
     Runtime(std::io::Error),
-}
-
-/// Looks the channel/arch up: every valid record found (one per
-/// provider), best first: newest `last_updated`, ties in random order so
-/// boards spread over equal providers. Empty when nothing valid turned up
-/// before the timeout.
-pub fn discover(cfg: &DiscoverConfig) -> Result<Vec<ManifestRecord>, DiscoverError> {
-    let session = Session::start(cfg)?;
-    let found = session.lookup(cfg);
-    session.stop();
-    found
-}
-
-/// At most this many providers are asked for their own record.
-const MAX_PROVIDERS: usize = 32;
-
-/// A DHT client joined once and asked as often as needed (`--watch`). Its
-/// runtime only runs while a method is called: between calls the
-/// connections are not served, so callers pause through [`Session::pause`].
-pub struct Session {
-    rt: tokio::runtime::Runtime,
-    client: dht::Client,
-    dht_task: tokio::task::JoinHandle<()>,
-}
-
-impl Session {
-    /// Joins the DHT as a client with a throw-away identity.
-    pub fn start(cfg: &DiscoverConfig) -> Result<Session, DiscoverError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(DiscoverError::Runtime)?;
-        let (client, event_loop, _) = rt.block_on(dht::start(DhtConfig {
-            keypair: Keypair::generate_ed25519(),
-            listen: Vec::new(),
-            bootstrap: cfg.bootstrap.clone(),
-            announce: Vec::new(),
-            // A client stores nothing of its own; this only bounds the store.
-            record_ttl: Duration::from_secs(60),
-            mdns: cfg.mdns,
-            role: Role::Client,
-            agent: format!("phase-discover/{}", env!("CARGO_PKG_VERSION")),
-            trusted_publishers: Vec::new(),
-            metrics: None,
-        }))?;
-        let dht_task = rt.spawn(event_loop.run());
-        Ok(Session {
-            rt,
-            client,
-            dht_task,
-        })
-    }
-
-    /// Asks until something valid is found or `cfg.timeout` passes; ranked
-    /// best first.
-    pub fn lookup(&self, cfg: &DiscoverConfig) -> Result<Vec<ManifestRecord>, DiscoverError> {
-        self.rt.block_on(lookup(&self.client, cfg))
-    }
-
-    /// Runs blocking work (downloads) on another thread while the DHT
-    /// connections keep being served.
-    pub fn run_blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let task = self.rt.spawn_blocking(f);
-        match self.rt.block_on(task) {
-            Ok(v) => v,
-            // The closure panicked: carry it on here, as a direct call would.
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-
-    /// Keeps serving the DHT connections for `d`.
-    pub fn pause(&self, d: Duration) {
-        // The timer is made inside the runtime: it needs its clock.
-        self.rt.block_on(async { tokio::time::sleep(d).await });
-    }
-
-    /// Leaves the DHT.
-    pub fn stop(self) {
-        self.rt.block_on(async {
-            self.client.stop().await;
-            let _ = self.dht_task.await;
-        });
-    }
-}
-
-async fn lookup(
-    client: &dht::Client,
-    cfg: &DiscoverConfig,
-) -> Result<Vec<ManifestRecord>, DiscoverError> {
-    let deadline = Instant::now() + cfg.timeout;
-    let mut peers = client.peers();
-    let mut found = Vec::new();
-    while found.is_empty() && Instant::now() < deadline {
-        // Asking before any peer is known ends at once with nothing.
-        if *peers.borrow() == 0 {
-            let _ = tokio::time::timeout_at(deadline, peers.wait_for(|n| *n > 0)).await;
-        }
-        found = one_round(client, cfg, deadline).await?;
-        if found.is_empty() {
-            tokio::time::sleep_until(deadline.min(Instant::now() + RETRY_PAUSE)).await;
-        }
-    }
-    Ok(rank(found))
-}
-
-/// One pass: the spec key's record(s), then each announced provider's own
-/// record; the best valid record per publisher.
-async fn one_round(
-    client: &dht::Client,
-    cfg: &DiscoverConfig,
-    deadline: Instant,
-) -> Result<Vec<ManifestRecord>, DiscoverError> {
-    let spec = manifest_key(&cfg.channel, &cfg.arch);
-    let mut by_publisher: HashMap<String, ManifestRecord> = HashMap::new();
-    for r in records_at(client, cfg, &spec, deadline).await? {
-        keep_best(&mut by_publisher, r);
-    }
-    let mut providers = client
-        .get_providers(manifest_dht_key(&cfg.channel, &cfg.arch))
-        .await?;
-    let mut announced = Vec::new();
-    let until = deadline.min(Instant::now() + GRACE_AFTER_FIRST);
-    while let Ok(Some(p)) = tokio::time::timeout_at(until, providers.recv()).await {
-        if !announced.contains(&p) && announced.len() < MAX_PROVIDERS {
-            announced.push(p);
-        }
-    }
-    for p in announced {
-        let key = provider_key(&cfg.channel, &cfg.arch, &p.to_string());
-        for r in records_at(client, cfg, &key, deadline).await? {
-            keep_best(&mut by_publisher, r);
-        }
-    }
-    Ok(by_publisher.into_values().collect())
-}
-
-fn keep_best(map: &mut HashMap<String, ManifestRecord>, r: ManifestRecord) {
-    match map.get(&r.peer_id) {
-        Some(old) if old.seq >= r.seq => {}
-        _ => {
-            map.insert(r.peer_id.clone(), r);
-        }
-    }
-}
-
-/// Newest `last_updated` first; equal ones shuffled.
-fn rank(mut records: Vec<ManifestRecord>) -> Vec<ManifestRecord> {
-    use std::hash::{BuildHasher, Hasher};
-    // A random tie-breaker per record, from std's randomly keyed hasher.
-    let state = std::collections::hash_map::RandomState::new();
-    let mut keyed: Vec<(u64, u64, ManifestRecord)> = records
-        .drain(..)
-        .map(|r| {
-            let mut h = state.build_hasher();
-            h.write(r.peer_id.as_bytes());
-            (r.updated_at(), h.finish(), r)
-        })
-        .collect();
-    keyed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    keyed.into_iter().map(|(_, _, r)| r).collect()
-}
-
-/// The valid, trusted records found under one key (best per publisher).
-async fn records_at(
-    client: &dht::Client,
-    cfg: &DiscoverConfig,
-    key: &str,
-    deadline: Instant,
-) -> Result<Vec<ManifestRecord>, DiscoverError> {
-    let mut found = client.get(libp2p::kad::RecordKey::new(&key)).await?;
-    let mut best: HashMap<String, ManifestRecord> = HashMap::new();
-    let mut until = deadline;
-    while let Ok(Some(f)) = tokio::time::timeout_at(until, found.recv()).await {
-        let from = f
-            .from
-            .map_or_else(|| "local store".to_string(), |p| p.to_string());
-        let now = crate::time::Now::judge(crate::time::unix_now(), cfg.trusted_time);
-        match record::decode_for_key(key.as_bytes(), &f.record.value, now) {
-            Ok(r) => {
-                if !cfg.trusted.is_empty()
-                    && !cfg.trusted.iter().any(|t| t.to_string() == r.peer_id)
-                {
-                    log::warn!(
-                        "ignoring record from untrusted publisher {} (not in --trust)",
-                        r.peer_id
-                    );
-                    continue;
-                }
-                log::debug!("valid record from {from}: {r}");
-                keep_best(&mut best, r);
-                until = until.min(Instant::now() + GRACE_AFTER_FIRST);
-            }
-            Err(e) => log::warn!("ignoring invalid record from {from}: {e}"),
-        }
-    }
-    Ok(best.into_values().collect())
 }

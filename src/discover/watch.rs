@@ -3,18 +3,17 @@
 //! verifies. On a terminal the table is redrawn in place; otherwise each
 //! round is printed as plain lines (or one JSON array) for logs and scripts.
 //!
-//! Finding records is `discover`'s job and deciding about releases
+//! Finding records is the session's job and deciding about releases
 //! `choose`'s; this module only runs rounds and prints them. It never
 //! downloads artifacts and never moves a rollback floor.
 
 use std::io::{IsTerminal, Write};
 
-use crate::config::DiscoverConfig;
 use crate::fetch;
 use crate::record::ManifestRecord;
 use crate::text::{json_string, printable};
 
-use super::{DiscoverError, Session};
+use super::{DiscoverError, Query, Session};
 
 /// One provider as a round saw it.
 struct Row {
@@ -31,18 +30,19 @@ struct Row {
 }
 
 /// Runs rounds until the process is interrupted, or the DHT fails.
-pub fn run(cfg: &DiscoverConfig, interval: std::time::Duration) -> Result<(), DiscoverError> {
-    let session = Session::start(cfg)?;
+/// `json` prints one JSON array per round instead of a table or lines.
+pub fn run(query: &Query, json: bool, interval: std::time::Duration) -> Result<(), DiscoverError> {
+    let session = Session::start(query)?;
     let terminal = std::io::stdout().is_terminal();
     loop {
-        let records = session.lookup(cfg)?;
+        let records = session.lookup(query)?;
         // The checks download manifests (blocking HTTP): done off the
         // runtime while it keeps serving the DHT connections.
-        let check_cfg = cfg.clone();
-        let rows = session.run_blocking(move || verify(records, &check_cfg));
-        let out = match (cfg.json, terminal) {
-            (true, _) => json(&rows),
-            (false, true) => table(cfg, &rows, interval),
+        let check = query.clone();
+        let rows = session.run_blocking(move || verify(records, &check));
+        let out = match (json, terminal) {
+            (true, _) => json_rows(&rows),
+            (false, true) => table(query, &rows, interval),
             (false, false) => lines(&rows),
         };
         let mut stdout = std::io::stdout().lock();
@@ -65,18 +65,18 @@ pub fn run(cfg: &DiscoverConfig, interval: std::time::Duration) -> Result<(), Di
 /// are any (as a board would), else against the record's manifest hash.
 /// One record at a time: two publishers may advertise the same URL, and
 /// each gets its own verdict.
-fn verify(records: Vec<ManifestRecord>, cfg: &DiscoverConfig) -> Vec<Row> {
+fn verify(records: Vec<ManifestRecord>, query: &Query) -> Vec<Row> {
     let now = crate::time::unix_now();
     records
         .into_iter()
         .map(|r| {
-            let (release_seq, ok, state) = if cfg.release_keys.is_empty() {
-                match fetch::check_provider(&r, &cfg.release_keys, &cfg.channel, &cfg.arch) {
+            let (release_seq, ok, state) = if query.release_keys.is_empty() {
+                match fetch::check_provider(&r, &query.release_keys, &query.channel, &query.arch) {
                     Ok(_) => (r.release_seq, true, "manifest matches the record".into()),
                     Err(e) => (r.release_seq, false, e.to_string()),
                 }
             } else {
-                let choice = crate::choose::releases(std::slice::from_ref(&r), cfg, None);
+                let choice = super::choose::releases(std::slice::from_ref(&r), query, None);
                 match (
                     choice.accepted.first().and_then(|c| c.release.as_ref()),
                     choice.refused.first(),
@@ -102,11 +102,11 @@ fn verify(records: Vec<ManifestRecord>, cfg: &DiscoverConfig) -> Vec<Row> {
 }
 
 /// The live table: cleared and redrawn each round.
-fn table(cfg: &DiscoverConfig, rows: &[Row], interval: std::time::Duration) -> String {
+fn table(query: &Query, rows: &[Row], interval: std::time::Duration) -> String {
     let mut out = format!(
         "\x1b[H\x1b[2Jphase-discover --watch {}/{}: {} provider(s), {} verified, at {} (every {} s, Ctrl-C to stop)\n\n",
-        cfg.channel,
-        cfg.arch,
+        query.channel,
+        query.arch,
         rows.len(),
         rows.iter().filter(|r| r.ok).count(),
         crate::time::rfc3339_secs(crate::time::unix_now()),
@@ -183,7 +183,7 @@ fn lines(rows: &[Row]) -> String {
 
 /// One JSON array per round: each record with `age_seconds`, `ok` and
 /// `state` added.
-fn json(rows: &[Row]) -> String {
+fn json_rows(rows: &[Row]) -> String {
     let items: Vec<String> = rows
         .iter()
         .map(|r| {

@@ -5,10 +5,10 @@
 //! release first. The DHT record is only a location here: who published
 //! it does not matter, what it points at does.
 //!
-//! Finding records is `discover`'s job, downloading `fetch`'s, the floor
+//! Finding records is the session's job, downloading `fetch`'s, the floor
 //! file `release::floor`'s; this module only decides.
 
-use crate::config::DiscoverConfig;
+use super::Query;
 use crate::fetch::{self, Checked};
 use crate::record::ManifestRecord;
 use crate::release::floor::Floor;
@@ -27,8 +27,8 @@ pub struct Choice {
 }
 
 /// Checks every record's release; `floor` is the rollback floor, if kept.
-pub fn releases(records: &[ManifestRecord], cfg: &DiscoverConfig, floor: Option<&Floor>) -> Choice {
-    let ca = format!("{}/{}", cfg.channel, cfg.arch);
+pub fn releases(records: &[ManifestRecord], query: &Query, floor: Option<&Floor>) -> Choice {
+    let ca = format!("{}/{}", query.channel, query.arch);
     let least = floor.and_then(|f| f.seq(&ca));
     let mut choice = Choice::default();
     // With release keys the record is only a location: records of several
@@ -38,17 +38,18 @@ pub fn releases(records: &[ManifestRecord], cfg: &DiscoverConfig, floor: Option<
         if !seen.insert(r.url.as_str()) {
             continue;
         }
-        let checked = match fetch::check_provider(r, &cfg.release_keys, &cfg.channel, &cfg.arch) {
-            Ok(c) => c,
-            Err(e) => {
-                choice.any_untrusted |= e.is_mismatch();
-                choice.refused.push((r.url.clone(), e.to_string()));
-                continue;
-            }
-        };
+        let checked =
+            match fetch::check_provider(r, &query.release_keys, &query.channel, &query.arch) {
+                Ok(c) => c,
+                Err(e) => {
+                    choice.any_untrusted |= e.is_mismatch();
+                    choice.refused.push((r.url.clone(), e.to_string()));
+                    continue;
+                }
+            };
         let seq = checked.release.as_ref().map_or(0, |rel| rel.release_seq);
         match least {
-            Some(least) if seq < least && !cfg.allow_downgrade => {
+            Some(least) if seq < least && !query.allow_downgrade => {
                 choice.any_untrusted = true;
                 choice.refused.push((
                     r.url.clone(),
@@ -80,9 +81,9 @@ pub fn releases(records: &[ManifestRecord], cfg: &DiscoverConfig, floor: Option<
 /// passed. Only release-key-signed times count: a provider's record time
 /// is its own word, and a far-future one would make the board distrust a
 /// correct clock.
-pub fn remember(floor: &mut Floor, cfg: &DiscoverConfig, used: &Checked) {
+pub fn remember(floor: &mut Floor, query: &Query, used: &Checked) {
     if let Some(r) = &used.release {
-        let ca = format!("{}/{}", cfg.channel, cfg.arch);
+        let ca = format!("{}/{}", query.channel, query.arch);
         floor.accept(&ca, r.release_seq, r.created);
     }
 }

@@ -5,7 +5,9 @@
 //! can find it), starts the swarm, then runs the watcher and the publisher
 //! on one current-thread tokio runtime; one shutdown signal stops them all,
 //! in order: publisher (un-advertise), DHT, HTTP. This module owns that
-//! order and the lines printed for the user, nothing else.
+//! order and the lines printed for the user; its rooms are [`publisher`]
+//! (what to put in the DHT, and when), `changes` (artifact changes →
+//! rescans) and `probes` (answering the board's health check).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -15,6 +17,10 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{watch, Notify};
 
 use crate::board::health::{self, HealthChecks};
+
+mod changes;
+mod probes;
+pub mod publisher;
 use crate::board::notify::Notifier;
 use crate::board::partition;
 use crate::board::watchdog::{Watchdog, WatchdogError};
@@ -26,9 +32,9 @@ use crate::http::{HttpError, HttpServer};
 use crate::identity::{self, IdentityError};
 use crate::manifest::Catalog;
 use crate::metrics::Metrics;
-use crate::publisher::{Publisher, SeqCounter, SeqError, Snapshot};
 use crate::shutdown::{self, Shutdown};
 use crate::status::StatusSource;
+use publisher::{Publisher, SeqCounter, SeqError, Snapshot};
 
 /// Everything between "stop" and exit must fit in the 2 s we promise.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1500);
@@ -175,7 +181,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
 
         let (snap_tx, snap_rx) = watch::channel(Snapshot::new());
         let rescan = Arc::new(Notify::new());
-        let watcher = tokio::spawn(crate::watch::run(
+        let watcher = tokio::spawn(changes::run(
             catalog.clone(),
             snap_tx,
             rescan.clone(),
@@ -196,8 +202,10 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
         notifier.ready();
         let health = tokio::spawn(health::supervise(
             HealthChecks {
-                dht: client.clone(),
-                http: http.probe(),
+                probes: vec![
+                    Box::new(probes::DhtProbe(client.clone())),
+                    Box::new(http.probe()),
+                ],
                 catalog: catalog.clone(),
                 metrics: metrics.clone(),
             },

@@ -16,8 +16,8 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{watch, Notify};
 
+use super::publisher::{Advert, Snapshot};
 use crate::manifest::{Catalog, ManifestError};
-use crate::publisher::{Advert, Snapshot};
 use crate::shutdown::Shutdown;
 
 /// Events closer together than this are one change: a `cp -r` of a kernel

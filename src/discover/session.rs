@@ -1,0 +1,206 @@
+//! A DHT client session: joined once with a throw-away identity (it
+//! stores and routes nothing), asked as often as needed. A lookup reads the
+//! spec key and every announced provider's own key, validates every copy
+//! that comes back (JSON shape, sizes, key ↔ channel/arch, signature,
+//! expiry, trust pins), keeps the best per publisher and ranks them.
+//! Lookups repeat until one succeeds or the timeout passes, so it also
+//! works while a provider is still starting.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use tokio::time::Instant;
+
+use super::{DiscoverError, Query};
+use crate::dht::{self, DhtConfig, Role};
+use crate::record::{self, manifest_dht_key, manifest_key, provider_key, ManifestRecord};
+
+/// Pause between lookups that found nothing.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Once one valid record is in hand, wait at most this long for the rest of
+/// the query (other copies may be newer).
+const GRACE_AFTER_FIRST: Duration = Duration::from_secs(2);
+
+/// At most this many providers are asked for their own record.
+const MAX_PROVIDERS: usize = 32;
+
+/// A DHT client joined once and asked as often as needed (`--watch`). Its
+/// runtime only runs while a method is called: between calls the
+/// connections are not served, so callers pause through [`Session::pause`].
+pub struct Session {
+    rt: tokio::runtime::Runtime,
+    client: dht::Client,
+    dht_task: tokio::task::JoinHandle<()>,
+}
+
+impl Session {
+    /// Joins the DHT as a client with a throw-away identity.
+    pub fn start(query: &Query) -> Result<Session, DiscoverError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(DiscoverError::Runtime)?;
+        let (client, event_loop, _) = rt.block_on(dht::start(DhtConfig {
+            keypair: Keypair::generate_ed25519(),
+            listen: Vec::new(),
+            bootstrap: query.bootstrap.clone(),
+            announce: Vec::new(),
+            // A client stores nothing of its own; this only bounds the store.
+            record_ttl: Duration::from_secs(60),
+            mdns: query.mdns,
+            role: Role::Client,
+            agent: format!("phase-discover/{}", env!("CARGO_PKG_VERSION")),
+            trusted_publishers: Vec::new(),
+            metrics: None,
+        }))?;
+        let dht_task = rt.spawn(event_loop.run());
+        Ok(Session {
+            rt,
+            client,
+            dht_task,
+        })
+    }
+
+    /// Asks until something valid is found or `query.timeout` passes; ranked
+    /// best first.
+    pub fn lookup(&self, query: &Query) -> Result<Vec<ManifestRecord>, DiscoverError> {
+        self.rt.block_on(lookup(&self.client, query))
+    }
+
+    /// Runs blocking work (downloads) on another thread while the DHT
+    /// connections keep being served.
+    pub fn run_blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let task = self.rt.spawn_blocking(f);
+        match self.rt.block_on(task) {
+            Ok(v) => v,
+            // The closure panicked: carry it on here, as a direct call would.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Keeps serving the DHT connections for `d`.
+    pub fn pause(&self, d: Duration) {
+        // The timer is made inside the runtime: it needs its clock.
+        self.rt.block_on(async { tokio::time::sleep(d).await });
+    }
+
+    /// Leaves the DHT.
+    pub fn stop(self) {
+        self.rt.block_on(async {
+            self.client.stop().await;
+            let _ = self.dht_task.await;
+        });
+    }
+}
+
+async fn lookup(client: &dht::Client, query: &Query) -> Result<Vec<ManifestRecord>, DiscoverError> {
+    let deadline = Instant::now() + query.timeout;
+    let mut peers = client.peers();
+    let mut found = Vec::new();
+    while found.is_empty() && Instant::now() < deadline {
+        // Asking before any peer is known ends at once with nothing.
+        if *peers.borrow() == 0 {
+            let _ = tokio::time::timeout_at(deadline, peers.wait_for(|n| *n > 0)).await;
+        }
+        found = one_round(client, query, deadline).await?;
+        if found.is_empty() {
+            tokio::time::sleep_until(deadline.min(Instant::now() + RETRY_PAUSE)).await;
+        }
+    }
+    Ok(rank(found))
+}
+
+/// One pass: the spec key's record(s), then each announced provider's own
+/// record; the best valid record per publisher.
+async fn one_round(
+    client: &dht::Client,
+    query: &Query,
+    deadline: Instant,
+) -> Result<Vec<ManifestRecord>, DiscoverError> {
+    let spec = manifest_key(&query.channel, &query.arch);
+    let mut by_publisher: HashMap<String, ManifestRecord> = HashMap::new();
+    for r in records_at(client, query, &spec, deadline).await? {
+        keep_best(&mut by_publisher, r);
+    }
+    let mut providers = client
+        .get_providers(manifest_dht_key(&query.channel, &query.arch))
+        .await?;
+    let mut announced = Vec::new();
+    let until = deadline.min(Instant::now() + GRACE_AFTER_FIRST);
+    while let Ok(Some(p)) = tokio::time::timeout_at(until, providers.recv()).await {
+        if !announced.contains(&p) && announced.len() < MAX_PROVIDERS {
+            announced.push(p);
+        }
+    }
+    for p in announced {
+        let key = provider_key(&query.channel, &query.arch, &p.to_string());
+        for r in records_at(client, query, &key, deadline).await? {
+            keep_best(&mut by_publisher, r);
+        }
+    }
+    Ok(by_publisher.into_values().collect())
+}
+
+fn keep_best(map: &mut HashMap<String, ManifestRecord>, r: ManifestRecord) {
+    match map.get(&r.peer_id) {
+        Some(old) if old.seq >= r.seq => {}
+        _ => {
+            map.insert(r.peer_id.clone(), r);
+        }
+    }
+}
+
+/// Newest `last_updated` first; equal ones shuffled.
+fn rank(mut records: Vec<ManifestRecord>) -> Vec<ManifestRecord> {
+    use std::hash::{BuildHasher, Hasher};
+    // A random tie-breaker per record, from std's randomly keyed hasher.
+    let state = std::collections::hash_map::RandomState::new();
+    let mut keyed: Vec<(u64, u64, ManifestRecord)> = records
+        .drain(..)
+        .map(|r| {
+            let mut h = state.build_hasher();
+            h.write(r.peer_id.as_bytes());
+            (r.updated_at(), h.finish(), r)
+        })
+        .collect();
+    keyed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    keyed.into_iter().map(|(_, _, r)| r).collect()
+}
+
+/// The valid, trusted records found under one key (best per publisher).
+async fn records_at(
+    client: &dht::Client,
+    query: &Query,
+    key: &str,
+    deadline: Instant,
+) -> Result<Vec<ManifestRecord>, DiscoverError> {
+    let mut found = client.get(libp2p::kad::RecordKey::new(&key)).await?;
+    let mut best: HashMap<String, ManifestRecord> = HashMap::new();
+    let mut until = deadline;
+    while let Ok(Some(f)) = tokio::time::timeout_at(until, found.recv()).await {
+        let from = f
+            .from
+            .map_or_else(|| "local store".to_string(), |p| p.to_string());
+        let now = crate::time::Now::judge(crate::time::unix_now(), query.trusted_time);
+        match record::decode_for_key(key.as_bytes(), &f.record.value, now) {
+            Ok(r) => {
+                if !query.trusted.is_empty()
+                    && !query.trusted.iter().any(|t| t.to_string() == r.peer_id)
+                {
+                    log::warn!(
+                        "ignoring record from untrusted publisher {} (not in --trust)",
+                        r.peer_id
+                    );
+                    continue;
+                }
+                log::debug!("valid record from {from}: {r}");
+                keep_best(&mut best, r);
+                until = until.min(Instant::now() + GRACE_AFTER_FIRST);
+            }
+            Err(e) => log::warn!("ignoring invalid record from {from}: {e}"),
+        }
+    }
+    Ok(best.into_values().collect())
+}
