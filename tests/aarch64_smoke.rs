@@ -22,10 +22,10 @@ fn aarch64_bin(name: &str) -> String {
 }
 
 #[test]
-#[ignore = "cross-builds for aarch64 (minutes); run by tests/run"]
+#[ignore = "tier cross: cross-builds for aarch64 and runs it under qemu-user (minutes); bash tests/run"]
 fn the_static_aarch64_binaries_run_under_qemu_user() {
     run_script("cross/build-aarch64");
-    ensure_tool("qemu-aarch64-static", "qemu-user-static");
+    need_tool("qemu-aarch64-static", "qemu-user-static");
     let (plasmd, discover) = (aarch64_bin("plasmd"), aarch64_bin("phase-discover"));
     for bin in [&plasmd, &discover] {
         let out = Command::new("file").arg("-b").arg(bin).output().unwrap();

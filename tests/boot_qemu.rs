@@ -56,7 +56,7 @@ fn line_with<'a>(out: &'a str, needle: &str) -> &'a str {
 }
 
 #[test]
-#[ignore = "boots two arm64 guests under QEMU several times (3-4 min); run by tests/run"]
+#[ignore = "tier qemu: boots two arm64 guests in a network namespace, as root (3-4 min); bash tests/run"]
 fn boards_find_verify_and_kexec_into_the_signed_release_and_refuse_anything_else() {
     assert!(is_root(), "needs root for its network namespace");
     assert!(

@@ -47,10 +47,10 @@ fn repo() -> PathBuf {
 }
 
 #[test]
-#[ignore = "needs root: installs and removes a package"]
+#[ignore = "tier root: installs and removes a Debian package; bash tests/run runs it as root"]
 fn the_package_installs_runs_and_removes_cleanly() {
     assert!(is_root(), "run as root (bash tests/run does in CI)");
-    ensure_tool("man", "man-db");
+    need_tool("man", "man-db");
     let out = repo().join("target/deb");
     let build = script("pkg/build-deb").arg(&out).output().unwrap();
     let printed = String::from_utf8_lossy(&build.stdout).to_string();
@@ -192,8 +192,8 @@ fn the_package_installs_runs_and_removes_cleanly() {
     );
     assert_eq!(complete("phase-discover --wat").trim(), "--watch");
     // zsh and fish parse theirs.
-    ensure_tool("zsh", "zsh");
-    ensure_tool("fish", "fish");
+    need_tool("zsh", "zsh");
+    need_tool("fish", "fish");
     must("zsh -n /usr/share/zsh/vendor-completions/_plasmd");
     must("zsh -n /usr/share/zsh/vendor-completions/_phase-discover");
     must("fish --no-execute /usr/share/fish/vendor_completions.d/plasmd.fish");

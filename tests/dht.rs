@@ -8,12 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Record TTL of the short-lived tests; `short_ttl` refreshes every 2 s.
+/// Record TTL of the short-lived tests; `SHORT_TTL` refreshes every 2 s.
 const TTL: u64 = 4;
-
-fn short_ttl() -> [&'static str; 4] {
-    ["--record-ttl", "4", "--refresh-interval", "2"]
-}
 
 #[test]
 fn a_fleet_of_five_nodes_finds_the_provider_through_any_node() {
@@ -21,8 +17,7 @@ fn a_fleet_of_five_nodes_finds_the_provider_through_any_node() {
     let root = artifacts(dir.path());
     let nodes = fleet(dir.path(), 5, TTL);
     let started = Instant::now();
-    let mut extra = vec!["--bootstrap", nodes[2].1.as_str()];
-    extra.extend(short_ttl());
+    let extra = short_ttl_through(&nodes[2].1);
     let s = serve(dir.path(), &root, &extra);
     let first = discover_until(&nodes[4].1, Duration::from_secs(20), &[], |d| d.code == 0);
     println!(
@@ -83,7 +78,7 @@ fn records_stay_findable_across_refreshes_for_more_than_two_ttls() {
     let root = artifacts(dir.path());
     let nodes = fleet(dir.path(), 3, TTL);
     let mut extra = vec!["--bootstrap", nodes[0].1.as_str()];
-    extra.extend(short_ttl());
+    extra.extend(SHORT_TTL);
     let s = serve(dir.path(), &root, &extra);
     discover_until(&nodes[1].1, Duration::from_secs(15), &[], |d| d.code == 0);
     let first = discover(&nodes[1].1, 5, &["--json"]);
@@ -114,7 +109,7 @@ fn sigterm_stops_advertising_and_the_record_expires_everywhere() {
     let root = artifacts(dir.path());
     let nodes = fleet(dir.path(), 5, TTL);
     let mut extra = vec!["--bootstrap", nodes[0].1.as_str()];
-    extra.extend(short_ttl());
+    extra.extend(SHORT_TTL);
     let mut s = serve(dir.path(), &root, &extra);
     discover_until(&nodes[3].1, Duration::from_secs(15), &[], |d| d.code == 0);
 

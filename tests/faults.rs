@@ -10,23 +10,12 @@ use common::*;
 
 const TTL: u64 = 4;
 
-fn short_ttl(bootstrap: &str) -> Vec<&str> {
-    vec![
-        "--bootstrap",
-        bootstrap,
-        "--record-ttl",
-        "4",
-        "--refresh-interval",
-        "2",
-    ]
-}
-
 #[test]
 fn half_the_storage_nodes_die_and_the_provider_stays_discoverable() {
     let dir = TempDir::new("churn");
     let root = artifacts(dir.path());
     let mut nodes = fleet(dir.path(), 8, TTL);
-    let s = serve(dir.path(), &root, &short_ttl(&nodes[0].1));
+    let s = serve(dir.path(), &root, &short_ttl_through(&nodes[0].1));
     discover_until(&nodes[7].1, Duration::from_secs(15), &[], |d| d.code == 0);
 
     // Kill nodes 0-3 (including the provider's bootstrap node) hard.
@@ -58,7 +47,7 @@ fn a_crashed_provider_is_gone_from_every_node_after_the_ttl() {
     let dir = TempDir::new("crash");
     let root = artifacts(dir.path());
     let nodes = fleet(dir.path(), 5, TTL);
-    let mut s = serve(dir.path(), &root, &short_ttl(&nodes[0].1));
+    let mut s = serve(dir.path(), &root, &short_ttl_through(&nodes[0].1));
     discover_until(&nodes[4].1, Duration::from_secs(15), &[], |d| d.code == 0);
     s.proc.signal(9);
     let killed = Instant::now();
@@ -138,7 +127,7 @@ fn the_artifacts_directory_vanishes_and_comes_back() {
     let dir = TempDir::new("vanish");
     let root = artifacts(dir.path());
     let nodes = fleet(dir.path(), 2, TTL);
-    let s = serve(dir.path(), &root, &short_ttl(&nodes[0].1));
+    let s = serve(dir.path(), &root, &short_ttl_through(&nodes[0].1));
     discover_until(&nodes[1].1, Duration::from_secs(15), &[], |d| d.code == 0);
 
     let away = dir.path().join("away");

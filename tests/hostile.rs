@@ -231,24 +231,16 @@ fn a_hostile_peer_cannot_plant_records() {
     assert_eq!(common::http(s.http_port, "GET", "/healthz").0, 200);
 }
 
-/// A `plasmd node` on 127.0.0.1 logging the DHT at DEBUG (each refusal),
-/// with `extra` arguments, and its address.
+/// A storage node logging the DHT at DEBUG (each refusal), with `extra`
+/// arguments, and its address.
 fn storage_node(dir: &std::path::Path, ttl: u64, extra: &[&str]) -> (Proc, String) {
-    let key_file = dir.join("node.key");
-    let ttl = ttl.to_string();
-    let mut args = vec![
+    node_with(
+        dir,
         "node",
-        "--p2p-listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--identity",
-        key_file.to_str().unwrap(),
-        "--record-ttl",
-        &ttl,
-    ];
-    args.extend_from_slice(extra);
-    let node = Proc::spawn_logged("node", PLASMD, &args, "info,libp2p=warn,plasmd::dht=debug");
-    let addr = node.wait_stdout("p2p listening on ", Duration::from_secs(10));
-    (node, addr)
+        ttl,
+        extra,
+        Some("info,libp2p=warn,plasmd::dht=debug"),
+    )
 }
 
 /// A DHT peer of the attacker's own, built on plasmd's library with a fresh

@@ -1,7 +1,7 @@
 //! Operators' window into a provider and a storage node: `GET /metrics` in
 //! the Prometheus text format, checked with `promtool check metrics` (the
 //! Prometheus project's own linter, from Debian's `prometheus` package,
-//! installed by the test), with the figures a dashboard needs present and
+//! installed by `bash tests/run`), with the figures a dashboard needs present and
 //! moving as the provider works.
 
 mod common;
@@ -14,7 +14,7 @@ use common::*;
 
 /// `promtool check metrics` on `text`: its complaints, if any.
 fn promtool(text: &str) -> String {
-    ensure_tool("promtool", "prometheus");
+    need_tool("promtool", "prometheus");
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -74,27 +74,20 @@ fn metrics_with(port: u16, needles: &[&str]) -> String {
 }
 
 #[test]
+#[ignore = "tier packages: needs promtool (Debian prometheus); bash tests/run installs it"]
 fn a_provider_and_a_node_expose_metrics_promtool_accepts() {
     let dir = TempDir::new("metrics");
     let root = artifacts(dir.path());
     // A storage node with its metrics port.
-    let node_key = dir.path().join("node.key");
     let mport = free_port().to_string();
     let listen = format!("127.0.0.1:{mport}");
-    let node = Proc::spawn(
+    let (node, node_addr) = node_with(
+        dir.path(),
         "node",
-        PLASMD,
-        &[
-            "node",
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--identity",
-            node_key.to_str().unwrap(),
-            "--metrics-listen",
-            &listen,
-        ],
+        3600,
+        &["--metrics-listen", &listen],
+        None,
     );
-    let node_addr = node.wait_stdout("p2p listening on ", Duration::from_secs(10));
     node.wait_stdout("metrics on ", Duration::from_secs(10));
     let s = serve(dir.path(), &root, &["--bootstrap", &node_addr]);
     s.proc

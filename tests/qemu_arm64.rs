@@ -46,7 +46,7 @@ fn sha256_of(bytes: &[u8], dir: &Path) -> String {
 }
 
 #[test]
-#[ignore = "builds and boots an arm64 image under QEMU (1-2 min); run by tests/run"]
+#[ignore = "tier qemu: builds and boots an arm64 image under QEMU (1-2 min); bash tests/run"]
 fn the_board_image_is_found_serves_verified_artifacts_resets_when_hung_and_unadvertises_on_poweroff(
 ) {
     run_script("image/build");

@@ -227,6 +227,23 @@ impl Drop for Proc {
 /// A `plasmd node` on 127.0.0.1 with the given TTL; returns it and its
 /// full multiaddr.
 pub fn node(dir: &Path, name: &str, ttl: u64, bootstrap: Option<&str>) -> (Proc, String) {
+    let extra = match bootstrap {
+        Some(b) => vec!["--bootstrap", b],
+        None => vec![],
+    };
+    node_with(dir, name, ttl, &extra, None)
+}
+
+/// A `plasmd node` on 127.0.0.1 (identity `dir/NAME.key`, record TTL
+/// `ttl`) with `extra` arguments, logging at `rust_log` when given (e.g. the
+/// DHT at DEBUG, to see each refusal); returns it and its full multiaddr.
+pub fn node_with(
+    dir: &Path,
+    name: &str,
+    ttl: u64,
+    extra: &[&str],
+    rust_log: Option<&str>,
+) -> (Proc, String) {
     let key = dir.join(format!("{name}.key"));
     let ttl = ttl.to_string();
     let mut args = vec![
@@ -238,12 +255,24 @@ pub fn node(dir: &Path, name: &str, ttl: u64, bootstrap: Option<&str>) -> (Proc,
         "--record-ttl",
         &ttl,
     ];
-    if let Some(b) = bootstrap {
-        args.extend(["--bootstrap", b]);
-    }
-    let p = Proc::spawn(name, PLASMD, &args);
+    args.extend_from_slice(extra);
+    let p = match rust_log {
+        Some(level) => Proc::spawn_logged(name, PLASMD, &args, level),
+        None => Proc::spawn(name, PLASMD, &args),
+    };
     let addr = p.wait_stdout("p2p listening on ", Duration::from_secs(10));
     (p, addr)
+}
+
+/// `plasmd serve` arguments for records that live 4 s and are refreshed
+/// every 2 s, so expiry and refresh happen within a test's patience.
+pub const SHORT_TTL: [&str; 4] = ["--record-ttl", "4", "--refresh-interval", "2"];
+
+/// [`SHORT_TTL`], joining the DHT through `bootstrap`.
+pub fn short_ttl_through(bootstrap: &str) -> Vec<&str> {
+    let mut args = vec!["--bootstrap", bootstrap];
+    args.extend(SHORT_TTL);
+    args
 }
 
 /// `n` nodes, each joining through the first.
@@ -323,21 +352,15 @@ pub fn sha256sum(path: &Path) -> String {
     String::from_utf8(out.stdout).unwrap()[..64].to_string()
 }
 
-/// Installs Debian package `package` unless `probe` (a command) runs.
-pub fn ensure_tool(probe: &str, package: &str) {
-    if Command::new(probe).arg("--version").output().is_ok() {
-        return;
-    }
-    let sudo = if is_root() { "" } else { "sudo " };
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "{sudo}apt-get update -qq && {sudo}apt-get install -y -qq {package} >/dev/null"
-        ))
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "cannot install {package}");
+/// Checks that the command `probe` (from Debian's `package`) is here.
+/// Tests never install anything: `bash tests/run` installs what the
+/// ignored tiers need before it runs them.
+pub fn need_tool(probe: &str, package: &str) {
+    let here = Command::new(probe).arg("--version").output().is_ok();
+    assert!(
+        here,
+        "this test needs {probe} (Debian's {package}); bash tests/run installs it"
+    );
 }
 
 /// True when the tests run as root.
