@@ -2,8 +2,9 @@
 //!
 //! SIGTERM or SIGINT (through `signal-hook`, on a small thread of its own)
 //! flips a `tokio::sync::watch` flag that every task holds a [`Shutdown`]
-//! for; threads outside tokio (the HTTP workers) poll the same flag. A
-//! second signal while shutting down exits at once, for the impatient
+//! for. The HTTP server, which runs its own loop on its own thread, is told
+//! to stop by the provider once the records are withdrawn (see `provider`).
+//! A second signal while shutting down exits at once, for the impatient
 //! operator. This module does not know what the tasks do when told to stop.
 
 use std::thread;

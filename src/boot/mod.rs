@@ -10,9 +10,10 @@
 //! passed over for the next. Everything it says is one line starting
 //! `phase-boot:`, for a person at a serial console.
 //!
-//! Settings come from the kernel command line (`cmdline`); finding is
-//! `discover`'s, choosing `choose`'s, downloading `fetch`'s, loading the
-//! kernel `kexec`'s.
+//! Settings come from the kernel command line (`cmdline`); finding,
+//! choosing, downloading and remembering the floor is the client path's
+//! (`discover::client`, the one `phase-discover` walks), loading the kernel
+//! `kexec`'s.
 
 pub mod cmdline;
 mod kexec;

@@ -7,7 +7,7 @@
 //! (put, get, remove, stop), in the manner of rust-libp2p's file-sharing
 //! example. This module validates records that other peers try to store
 //! (see `record`), but does not decide what to publish or when (that is
-//! `publisher`).
+//! the provider's `publisher`).
 
 mod behaviour;
 mod event_loop;

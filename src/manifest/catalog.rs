@@ -4,7 +4,7 @@
 //! A rescan only hashes files whose size, mtime, ctime or inode changed, and
 //! reads them in fixed-size chunks, never whole. The catalog also answers
 //! "which file on disk is artifact X", refusing anything outside the root
-//! (see `beneath`). It does not watch for changes (the provider's `watch`),
+//! (see `beneath`). It does not watch for changes (the provider's `changes`),
 //! serve HTTP (`http`) or publish (the provider's `publisher`).
 
 use std::collections::{BTreeMap, HashMap};

@@ -3,7 +3,7 @@
 //! before the TTL runs out, re-publishes when the manifest changes, and
 //! un-publishing when a channel/arch goes away or plasmd stops.
 //!
-//! It reads manifest versions from the catalog snapshots `watch` sends and
+//! It reads manifest versions from the catalog snapshots `changes` sends and
 //! talks to the swarm only through a [`dht::Client`]. It does not scan files
 //! or serve HTTP.
 

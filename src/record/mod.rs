@@ -8,7 +8,7 @@
 //! record against the key it was found under, including its ed25519
 //! signature (see [`ManifestRecord::signing_bytes`] for the canonical form).
 //! It does not talk to the network (that is `dht`) and does not decide when
-//! to publish (that is `publisher`).
+//! to publish (that is the provider's `publisher`).
 
 use std::fmt;
 use std::time::SystemTime;
