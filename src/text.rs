@@ -34,6 +34,26 @@ pub fn json_string(s: &str) -> String {
     out
 }
 
+/// `value` as compact JSON, written by `serde-json-core` into a buffer
+/// grown until it fits; `None` past `max` bytes (or if `value` cannot be
+/// serialized).
+pub fn to_json<T: serde::Serialize>(value: &T, max: usize) -> Option<String> {
+    let mut size = 4096.min(max);
+    loop {
+        let mut buf = vec![0u8; size];
+        match serde_json_core::to_slice(value, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return String::from_utf8(buf).ok();
+            }
+            Err(serde_json_core::ser::Error::BufferFull) if size < max => {
+                size = size.saturating_mul(2).min(max)
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Text from the network (URLs, versions, names, error messages quoting
 /// them) made safe to show on a terminal: control characters (C0, DEL, C1)
 /// and bidirectional overrides become `?`, so a hostile record can neither
@@ -88,6 +108,28 @@ mod tests {
             one_line(msg),
             "TOML parse error at line 1, column 3: 1 | a =: invalid string"
         );
+    }
+
+    #[test]
+    fn json_is_written_whatever_its_size_up_to_the_limit() {
+        #[derive(serde::Serialize)]
+        struct Doc<'a> {
+            name: &'a str,
+            missing: Option<u64>,
+            list: Vec<u32>,
+        }
+        let doc = Doc {
+            name: "a\"b",
+            missing: None,
+            list: (0..5000).collect(),
+        };
+        let json = to_json(&doc, 1 << 20).unwrap();
+        assert!(
+            json.starts_with(r#"{"name":"a\"b","missing":null,"list":[0,1,2,"#),
+            "{json}"
+        );
+        assert!(json.ends_with(",4999]}"));
+        assert_eq!(to_json(&doc, 100), None);
     }
 
     #[test]

@@ -10,8 +10,8 @@
 use std::io::{IsTerminal, Write};
 
 use crate::fetch;
-use crate::record::ManifestRecord;
-use crate::text::{json_string, printable};
+use crate::record::{ManifestRecord, MAX_RECORD_BYTES};
+use crate::text::printable;
 
 use super::{DiscoverError, Query, Session};
 
@@ -184,21 +184,27 @@ fn lines(rows: &[Row]) -> String {
 /// One JSON array per round: each record with `age_seconds`, `ok` and
 /// `state` added.
 fn json_rows(rows: &[Row]) -> String {
-    let items: Vec<String> = rows
+    #[derive(serde::Serialize)]
+    struct JsonRow<'a> {
+        #[serde(flatten)]
+        record: &'a ManifestRecord,
+        age_seconds: u64,
+        ok: bool,
+        state: String,
+    }
+    let rows: Vec<JsonRow> = rows
         .iter()
-        .map(|r| {
-            let record = r.record.to_json();
-            let open = record.strip_suffix('}').unwrap_or("{");
-            let sep = if open.len() > 1 { "," } else { "" };
-            format!(
-                "{open}{sep}\"age_seconds\":{},\"ok\":{},\"state\":{}}}",
-                r.age,
-                r.ok,
-                json_string(&printable(&r.state))
-            )
+        .map(|r| JsonRow {
+            record: &r.record,
+            age_seconds: r.age,
+            ok: r.ok,
+            state: printable(&r.state),
         })
         .collect();
-    format!("[{}]\n", items.join(","))
+    // Records are at most 2 KiB and states a line: this bound is never met
+    // by a real round.
+    let max = 64 * 1024 + rows.len() * (MAX_RECORD_BYTES + 4096);
+    crate::text::to_json(&rows, max).unwrap_or_else(|| "[]".into()) + "\n"
 }
 
 /// The publisher, short enough for a table: the peer id's ends and the

@@ -19,13 +19,16 @@ use std::time::Duration;
 
 use crate::manifest::Catalog;
 use crate::metrics::{ChannelArchLabels, Metrics};
-use crate::text::json_string;
+use serde::Serialize;
 
 pub use client::{query, StatusError};
 pub use page::refresh_from_query;
 
 /// At most this many problems are listed (the last one says how many more).
 pub const MAX_PROBLEMS: usize = 32;
+
+/// Largest `/status.json` written (`plasmd status` reads up to 64 MiB).
+const MAX_STATUS_JSON: usize = 64 * 1024 * 1024;
 
 /// What `/status.json` and the page are made from.
 pub struct StatusSource {
@@ -151,70 +154,169 @@ impl Status {
         self.problems.is_empty()
     }
 
-    /// The status as a JSON object (`/status.json`).
+    /// The status as a JSON object (`/status.json`), one line.
     pub fn json(&self) -> String {
-        let opt = |v: Option<i64>| v.map_or("null".into(), |t| t.to_string());
-        let channels: Vec<String> = self
-            .channels
-            .iter()
-            .map(|c| {
-                let files: Vec<String> = c
-                    .files
-                    .iter()
-                    .map(|(name, size, sha256)| {
-                        format!(
-                            "{{\"name\":{},\"size\":{size},\"sha256\":\"{sha256}\"}}",
-                            json_string(name)
-                        )
-                    })
-                    .collect();
-                let (seq, key) = match &c.release {
-                    Some((seq, key)) => (seq.to_string(), json_string(key)),
-                    None => ("null".into(), "null".into()),
-                };
-                format!(
-                    "{{\"channel\":{},\"arch\":{},\"version\":{},\"release_seq\":{seq},\"release_key\":{key},\
-                     \"signed\":{},\"url\":{},\"last_publish\":{},\"last_put\":{},\"last_put_ok\":{},\
-                     \"files\":[{}]}}",
-                    json_string(&c.channel),
-                    json_string(&c.arch),
-                    json_string(&c.version),
-                    c.signed,
-                    json_string(&c.url),
-                    opt(c.last_publish),
-                    opt(c.last_put.map(|p| p.0)),
-                    c.last_put.map_or("null".into(), |p| p.1.to_string()),
-                    files.join(",")
-                )
-            })
-            .collect();
-        let list = |v: &[String]| {
-            v.iter()
-                .map(|p| json_string(p))
-                .collect::<Vec<_>>()
-                .join(",")
+        let wire = WireStatus {
+            plasmd: env!("CARGO_PKG_VERSION"),
+            peer_id: &self.peer_id,
+            addrs: &self.addrs,
+            now: self.now,
+            healthy: self.healthy(),
+            problems: &self.problems,
+            dht: WireDht {
+                routing_table_peers: self.routing_table_peers,
+                records_stored: self.records_stored,
+            },
+            http: WireHttp {
+                open_connections: self.open_connections,
+                downloads: self.downloads,
+            },
+            channels: self
+                .channels
+                .iter()
+                .map(|c| WireChannel {
+                    channel: &c.channel,
+                    arch: &c.arch,
+                    version: &c.version,
+                    release_seq: c.release.as_ref().map(|r| r.0),
+                    release_key: c.release.as_ref().map(|r| r.1.as_str()),
+                    signed: c.signed,
+                    url: &c.url,
+                    last_publish: c.last_publish,
+                    last_put: c.last_put.map(|p| p.0),
+                    last_put_ok: c.last_put.map(|p| p.1),
+                    files: c
+                        .files
+                        .iter()
+                        .map(|(name, size, sha256)| WireFile {
+                            name,
+                            size: *size,
+                            sha256,
+                        })
+                        .collect(),
+                })
+                .collect(),
         };
-        format!(
-            "{{\"plasmd\":\"{}\",\"peer_id\":{},\"addrs\":[{}],\"now\":{},\"healthy\":{},\"problems\":[{}],\
-             \"dht\":{{\"routing_table_peers\":{},\"records_stored\":{}}},\
-             \"http\":{{\"open_connections\":{},\"downloads\":{}}},\"channels\":[{}]}}\n",
-            env!("CARGO_PKG_VERSION"),
-            json_string(&self.peer_id),
-            list(&self.addrs),
-            self.now,
-            self.healthy(),
-            list(&self.problems),
-            self.routing_table_peers,
-            self.records_stored,
-            self.open_connections,
-            self.downloads,
-            channels.join(",")
-        )
+        // Bounded so a runaway catalog cannot take all memory; far above
+        // what 256 channel/archs of 4,096 files need.
+        match crate::text::to_json(&wire, MAX_STATUS_JSON) {
+            Some(json) => json + "\n",
+            None => "{\"error\":\"status too large\"}\n".into(),
+        }
     }
 
     /// The status page (`GET /`); `refresh` asks the browser to reload it
     /// every so many seconds.
     pub fn html(&self, refresh: Option<u32>) -> String {
         page::render(self, refresh)
+    }
+}
+
+/// `/status.json` as written: field names and order are its wire format
+/// (`plasmd status`, dashboards and scripts read it).
+#[derive(Serialize)]
+struct WireStatus<'a> {
+    plasmd: &'static str,
+    peer_id: &'a str,
+    addrs: &'a [String],
+    now: i64,
+    healthy: bool,
+    problems: &'a [String],
+    dht: WireDht,
+    http: WireHttp,
+    channels: Vec<WireChannel<'a>>,
+}
+
+#[derive(Serialize)]
+struct WireDht {
+    routing_table_peers: i64,
+    records_stored: i64,
+}
+
+#[derive(Serialize)]
+struct WireHttp {
+    open_connections: i64,
+    downloads: i64,
+}
+
+#[derive(Serialize)]
+struct WireChannel<'a> {
+    channel: &'a str,
+    arch: &'a str,
+    version: &'a str,
+    release_seq: Option<u64>,
+    release_key: Option<&'a str>,
+    signed: bool,
+    url: &'a str,
+    last_publish: Option<i64>,
+    last_put: Option<i64>,
+    last_put_ok: Option<bool>,
+    files: Vec<WireFile<'a>>,
+}
+
+#[derive(Serialize)]
+struct WireFile<'a> {
+    name: &'a str,
+    size: u64,
+    sha256: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_json_keeps_its_wire_form() {
+        let s = Status {
+            peer_id: "12D3KooW".into(),
+            addrs: vec!["/ip4/192.0.2.1/tcp/4001".into()],
+            now: 1_795_345_200,
+            problems: vec![],
+            routing_table_peers: 3,
+            records_stored: 2,
+            open_connections: 5,
+            downloads: 1,
+            channels: vec![
+                ChannelStatus {
+                    channel: "stable".into(),
+                    arch: "arm64".into(),
+                    version: "2026.11 \"lts\"".into(),
+                    release: Some((7, "0123456789abcdef".into())),
+                    signed: true,
+                    url: "http://192.0.2.1:8080/stable/arm64/manifest.json".into(),
+                    last_publish: Some(1_795_345_100),
+                    last_put: Some((1_795_345_150, false)),
+                    files: vec![("vmlinuz".into(), 6, "ab".repeat(32))],
+                },
+                ChannelStatus {
+                    channel: "beta".into(),
+                    arch: "arm64".into(),
+                    version: "v".into(),
+                    release: None,
+                    signed: false,
+                    url: "u".into(),
+                    last_publish: None,
+                    last_put: None,
+                    files: vec![],
+                },
+            ],
+        };
+        let expected = format!(
+            "{{\"plasmd\":\"{}\",\"peer_id\":\"12D3KooW\",\"addrs\":[\"/ip4/192.0.2.1/tcp/4001\"],\
+             \"now\":1795345200,\"healthy\":true,\"problems\":[],\
+             \"dht\":{{\"routing_table_peers\":3,\"records_stored\":2}},\
+             \"http\":{{\"open_connections\":5,\"downloads\":1}},\"channels\":[\
+             {{\"channel\":\"stable\",\"arch\":\"arm64\",\"version\":\"2026.11 \\\"lts\\\"\",\
+             \"release_seq\":7,\"release_key\":\"0123456789abcdef\",\"signed\":true,\
+             \"url\":\"http://192.0.2.1:8080/stable/arm64/manifest.json\",\
+             \"last_publish\":1795345100,\"last_put\":1795345150,\"last_put_ok\":false,\
+             \"files\":[{{\"name\":\"vmlinuz\",\"size\":6,\"sha256\":\"{}\"}}]}},\
+             {{\"channel\":\"beta\",\"arch\":\"arm64\",\"version\":\"v\",\"release_seq\":null,\
+             \"release_key\":null,\"signed\":false,\"url\":\"u\",\"last_publish\":null,\
+             \"last_put\":null,\"last_put_ok\":null,\"files\":[]}}]}}\n",
+            env!("CARGO_PKG_VERSION"),
+            "ab".repeat(32)
+        );
+        assert_eq!(s.json(), expected);
     }
 }
