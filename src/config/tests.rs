@@ -192,3 +192,25 @@ fn watch_leaves_a_config_files_state_alone() {
         .to_string()
         .contains("needs --release-key"));
 }
+
+#[test]
+fn phase_boot_takes_only_help_and_a_command_line() {
+    assert_eq!(
+        parse_boot(["--cmdline", "phase.channel=stable"]).unwrap(),
+        BootCommand::Run(Some("phase.channel=stable".into()))
+    );
+    assert_eq!(
+        parse_boot(Vec::<String>::new()).unwrap(),
+        BootCommand::Run(None)
+    );
+    assert!(
+        matches!(parse_boot(["--help"]), Ok(BootCommand::Print(t)) if t.contains("phase.channel=C"))
+    );
+    for bad in [&["--cmdline"][..], &["--fetch", "x"], &["extra"]] {
+        let e = parse_boot(bad.iter().copied()).unwrap_err().to_string();
+        assert!(
+            e.contains("--help") || e.contains("missing"),
+            "{bad:?}: {e}"
+        );
+    }
+}

@@ -138,15 +138,16 @@ fn artifact_url(manifest_url: &str, name: &str) -> String {
         Some(i) if i + 1 >= "http://x/".len() => &no_query[..=i],
         _ => no_query,
     };
-    let mut enc = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
-            enc.push(b as char);
-        } else {
-            enc.push_str(&format!("%{b:02X}"));
-        }
-    }
-    format!("{base}{enc}")
+    // Everything but RFC 3986's unreserved characters is escaped.
+    const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'.')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'~');
+    format!(
+        "{base}{}",
+        percent_encoding::utf8_percent_encode(name, ESCAPED)
+    )
 }
 
 /// Fetches artifact `name` (listed in `manifest`) to `out`, verified.

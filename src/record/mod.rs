@@ -489,19 +489,12 @@ fn public_key_of(peer: &libp2p::PeerId) -> Option<libp2p::identity::PublicKey> {
     libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).ok()
 }
 
-fn is_lower_hex(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
+/// Lower-case hex (as we write it) decoded by the `hex` crate.
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !is_lower_hex(s) {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
+    hex::decode(s).ok()
 }
 
 /// Best-effort channel/arch from a URL path, for error messages only.
