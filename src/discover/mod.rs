@@ -51,7 +51,7 @@ pub struct Query {
     pub trusted_time: u64,
 }
 
-/// Errors of a lookup (not finding anything is not an error: `Ok(None)`).
+/// Errors of a lookup (finding nothing is not an error: an empty list).
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
     #[error(transparent)]
