@@ -5,9 +5,8 @@
 //!
 //! Both walk the library's one client path (`plasmd::discover::client`);
 //! this file parses arguments, says what happened and picks the exit code:
-//! 0 found (and fetched), 2 nothing found before the timeout or bad usage,
-//! 3 a download or release did not verify or is older than the rollback
-//! floor, 1 any other error.
+//! 0 found (and fetched), 2 nothing found in time or bad usage, 3 a download
+//! or release did not verify or is below the rollback floor, 1 the rest.
 
 use std::process::ExitCode;
 
@@ -75,7 +74,9 @@ fn lookup(session: &Session, cfg: &DiscoverConfig) -> Result<(), ClientError> {
     };
     match &cfg.fetch {
         Some(target) => {
-            let take = |c: &fetch::Checked| fetch::run(c, target).map_err(Failure::from);
+            let take = |c: &fetch::Checked| {
+                fetch::run(c, target, &cfg.query.limits).map_err(Failure::from)
+            };
             let (_, files) = client::run(session, &cfg.query, take, &mut note)?;
             for f in files {
                 println!("{}", f.display());

@@ -3,7 +3,9 @@
 //! (default: the running architecture), `phase.bootstrap=` (repeatable),
 //! `phase.mdns=0|1` (default 1), `phase.release_key=` (the base64 line of
 //! a minisign public key; repeatable), `phase.state=LABEL`,
-//! `phase.timeout=SECS` (one lookup round). Other words are the kernel's
+//! `phase.timeout=SECS` (one lookup round), `phase.min_rate=BYTES` and
+//! `phase.rate_window=SECS` (how slow a provider may send; see
+//! `fetch::Limits`). Other words are the kernel's
 //! and are ignored; a `phase.` word we do not know is an error, so a typo
 //! does not silently fall back to a default.
 
@@ -12,6 +14,7 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 
 use crate::channel::check_name;
+use crate::fetch::Limits;
 use crate::minisign::PublicKey;
 
 /// Longest command line we read (the kernel's own limit is a few KiB).
@@ -41,6 +44,8 @@ pub struct Settings {
     pub state_label: Option<String>,
     /// How long one lookup round lasts before trying again.
     pub round: Duration,
+    /// How slow a provider may be before it is passed over.
+    pub limits: Limits,
 }
 
 /// The architecture name boards use for the machine this runs on.
@@ -51,6 +56,22 @@ pub fn running_arch() -> &'static str {
         "arm" => "armhf",
         other => other,
     }
+}
+
+/// Largest `phase.min_rate` (1 GiB/s; 0 turns the rule off) and
+/// `phase.rate_window` (1 hour), as for `phase-discover`.
+const MAX_MIN_RATE: u64 = 1 << 30;
+const MAX_RATE_WINDOW: u64 = 3600;
+
+/// `phase.NAME=VALUE` as a whole number in `min..=max`.
+fn number(name: &str, value: &str, min: u64, max: u64, unit: &str) -> Result<u64, CmdlineError> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| {
+            CmdlineError::Bad(format!("phase.{name}={value}: use {min} to {max} {unit}"))
+        })
 }
 
 /// Parses a kernel command line.
@@ -68,6 +89,7 @@ pub fn parse(cmdline: &str) -> Result<Settings, CmdlineError> {
         release_keys: Vec::new(),
         state_label: None,
         round: Duration::from_secs(DEFAULT_ROUND),
+        limits: Limits::default(),
     };
     for word in cmdline.split_ascii_whitespace() {
         let Some(setting) = word.strip_prefix("phase.") else {
@@ -102,16 +124,14 @@ pub fn parse(cmdline: &str) -> Result<Settings, CmdlineError> {
                 s.state_label = Some(value.to_string())
             }
             "timeout" => {
-                let secs: u64 = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_ROUND).contains(n))
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "phase.timeout={value}: use 1 to {MAX_ROUND} seconds"
-                        ))
-                    })?;
-                s.round = Duration::from_secs(secs);
+                s.round = Duration::from_secs(number(name, value, 1, MAX_ROUND, "seconds")?)
+            }
+            "min_rate" => {
+                s.limits.min_rate = number(name, value, 0, MAX_MIN_RATE, "bytes per second")?
+            }
+            "rate_window" => {
+                s.limits.window =
+                    Duration::from_secs(number(name, value, 1, MAX_RATE_WINDOW, "seconds")?)
             }
             _ => return Err(bad(format!("phase.{name}: unknown setting"))),
         }
@@ -135,7 +155,7 @@ mod tests {
         let s = parse(&format!(
             "console=ttyAMA0 quiet phase.channel=stable phase.mdns=0 \
              phase.bootstrap=/ip4/192.0.2.1/tcp/4001 phase.release_key={line} \
-             phase.state=PHASESTATE phase.timeout=5"
+             phase.state=PHASESTATE phase.timeout=5 phase.min_rate=0 phase.rate_window=20"
         ))
         .unwrap();
         assert_eq!(
@@ -147,9 +167,12 @@ mod tests {
         assert_eq!(s.release_keys[0].id, key.id);
         assert_eq!(s.state_label.as_deref(), Some("PHASESTATE"));
         assert_eq!(s.round, Duration::from_secs(5));
-        // Defaults: mDNS on, the running arch.
+        assert_eq!(s.limits.min_rate, 0);
+        assert_eq!(s.limits.window, Duration::from_secs(20));
+        // Defaults: mDNS on, the running arch, the fetch limits.
         let d = parse("phase.channel=testing phase.arch=arm64").unwrap();
         assert!(d.mdns && d.arch == "arm64" && d.release_keys.is_empty());
+        assert_eq!(d.limits, Limits::default());
     }
 
     #[test]
@@ -171,6 +194,9 @@ mod tests {
                 "no /tcp/PORT",
             ),
             ("phase.channel=s phase.state=a/b", "phase.state"),
+            ("phase.channel=s phase.min_rate=fast", "phase.min_rate"),
+            ("phase.channel=s phase.min_rate=-1", "phase.min_rate"),
+            ("phase.channel=s phase.rate_window=0", "phase.rate_window"),
             ("phase.channel", "expected"),
         ] {
             let e = parse(line).unwrap_err().to_string();

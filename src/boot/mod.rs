@@ -34,7 +34,8 @@ const WORK_DIR: &str = "/run/phase-boot";
 const KEY_DIR: &str = "/etc/phase/release-keys";
 /// Where the state partition is mounted.
 const STATE_MOUNT: &str = "/run/phase-state";
-/// Backoff between rounds that found nothing usable: 1, 2, 4 ... 30 s.
+/// Backoff between rounds that found nothing usable: 1, 2, 4 ... 30 s,
+/// each with random jitter (see `jittered`).
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Prints one console line.
@@ -79,6 +80,7 @@ pub fn run(cmdline: &str) -> ! {
         // A board never goes back: an operator replaces the floor file.
         allow_downgrade: false,
         trusted_time: crate::time::BUILD_TIME,
+        limits: settings.limits,
     };
     say(&format!(
         "looking for {}/{} (mDNS {}, {} bootstrap peer(s), release keys {})",
@@ -119,13 +121,25 @@ pub fn run(cmdline: &str) -> ! {
                 }
             }
         }
-        say(&format!("trying again in {} s", pause.as_secs()));
+        let wait = jittered(pause);
+        say(&format!("trying again in {:.1} s", wait.as_secs_f32()));
         match &session {
-            Some(s) => s.pause(pause),
-            None => std::thread::sleep(pause),
+            Some(s) => s.pause(wait),
+            None => std::thread::sleep(wait),
         }
         pause = (pause * 2).min(BACKOFF_MAX);
     }
+}
+
+/// `pause` scaled by a random factor between 1/2 and 1, so a rack that
+/// lost its provider at once does not come back in lockstep.
+fn jittered(pause: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // A random number from std's randomly keyed hasher (no RNG crate).
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(u64::from(std::process::id()));
+    let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    pause.mul_f64(0.5 + unit / 2.0)
 }
 
 /// Why a round did not boot.
@@ -157,7 +171,7 @@ fn one_round(
                 "it served bytes that did not verify for this release".into(),
             ));
         }
-        fetch_boot_files(provider).inspect_err(|f| {
+        fetch_boot_files(provider, &query.limits).inspect_err(|f| {
             if f.mismatch {
                 bad.remember(id);
             }
@@ -228,22 +242,55 @@ impl BadReleases {
     }
 }
 
-/// Downloads the release's `boot` files into the work directory. The
-/// failure says whether the bytes were wrong or the download failed.
-fn fetch_boot_files(p: &Checked) -> Result<BootFiles, Failure> {
+/// Downloads the release's `boot` files into the work directory under
+/// `limits`. The failure says whether the bytes were wrong or the download
+/// failed.
+///
+/// Each file goes to a directory named by its sha256, and only this
+/// release's directories are kept: a download a slow provider cut off
+/// resumes from the next provider (or round) instead of starting over,
+/// and nothing of another release is ever mixed in (every file is verified
+/// whole at the end in any case).
+fn fetch_boot_files(p: &Checked, limits: &fetch::Limits) -> Result<BootFiles, Failure> {
     let boot = p.boot.as_ref().ok_or_else(|| {
         Failure::failed(
             true,
             "its manifest names nothing to boot (no \"boot\" object)".to_string(),
         )
     })?;
+    let names = [Some(&boot.kernel), boot.initrd.as_ref(), boot.dtb.as_ref()];
+    let mut keep = Vec::new();
+    for name in names.into_iter().flatten() {
+        match p.artifacts.iter().find(|a| &a.name == name) {
+            Some(a) if crate::text::is_sha256_hex(&a.sha256) => keep.push(a.sha256.clone()),
+            _ => {
+                return Err(Failure::failed(
+                    true,
+                    format!("boot file {name:?} is not listed with a sha256"),
+                ))
+            }
+        }
+    }
     let dir = Path::new(WORK_DIR);
-    // Nothing from an earlier attempt is trusted or kept.
-    let _ = fs::remove_dir_all(dir);
-    fs::create_dir_all(dir).map_err(|e| Failure::failed(false, format!("{WORK_DIR}: {e}")))?;
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if !keep.iter().any(|k| e.file_name() == k.as_str()) {
+                let _ = fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()));
+            }
+        }
+    }
     let get = |name: &str| -> Result<PathBuf, Failure> {
-        let out = dir.join(name);
-        fetch::fetch_artifact(&p.record, &p.artifacts, name, &out)?;
+        // Checked above: every boot file is listed with a hex sha256.
+        let sha = p
+            .artifacts
+            .iter()
+            .find(|a| a.name == name)
+            .map_or("unlisted", |a| a.sha256.as_str());
+        let sub = dir.join(sha);
+        fs::create_dir_all(&sub)
+            .map_err(|e| Failure::failed(false, format!("{}: {e}", sub.display())))?;
+        let out = sub.join(name);
+        fetch::fetch_artifact(&p.record, &p.artifacts, name, &out, limits)?;
         Ok(out)
     };
     let files = BootFiles {
@@ -318,5 +365,23 @@ fn mount_state(label: &str, say_missing: bool) -> Option<PathBuf> {
             ));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_between_half_and_all_of_the_pause() {
+        let pause = Duration::from_secs(8);
+        let waits: Vec<Duration> = (0..200).map(|_| jittered(pause)).collect();
+        assert!(
+            waits.iter().all(|w| *w >= pause / 2 && *w <= pause),
+            "{waits:?}"
+        );
+        // Boards do not all pick the same wait.
+        let distinct: std::collections::HashSet<_> = waits.iter().collect();
+        assert!(distinct.len() > 100, "{} distinct waits", distinct.len());
     }
 }

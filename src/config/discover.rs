@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::file::{load_file, DiscoverSection};
 use super::{
     in_range, parse_bootstrap, parse_peer_ids, secs, string, version_line, ConfigError,
-    DEFAULT_DISCOVER_TIMEOUT, DEFAULT_WATCH_INTERVAL, MAX_DISCOVER_TIMEOUT,
+    DEFAULT_DISCOVER_TIMEOUT, DEFAULT_WATCH_INTERVAL, MAX_DISCOVER_TIMEOUT, MAX_MIN_RATE,
+    MAX_RATE_WINDOW,
 };
 use crate::channel::check_name;
 use crate::discover::Query;
@@ -73,6 +74,11 @@ Options:
                          terminal, plain lines otherwise (a JSON array per round with --json);
                          runs until interrupted
   --interval SECS        pause between --watch rounds (default 5, 1 to 3600)
+  --min-rate BYTES       a provider sending slower than this many bytes/s, averaged over the
+                         window, is passed over for the next one (default 65536; 0 turns the
+                         rule off); heads must arrive within 10 s     [discover] min_rate
+  --rate-window SECS     the window the minimum rate is judged over (default 10, 1 to 3600)
+                                                                      [discover] rate_window
   -h, --help             print this help
   -V, --version          print the version
 
@@ -97,6 +103,7 @@ where
         (Vec::<PathBuf>::new(), None::<PathBuf>, false);
     let (mut fetch, mut output, mut fetch_all) = (None, None::<PathBuf>, None::<PathBuf>);
     let (mut watch, mut interval) = (false, None);
+    let (mut min_rate, mut rate_window) = (None::<u64>, None::<u64>);
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(DiscoverCommand::Print(DISCOVER_HELP.into())),
@@ -120,6 +127,15 @@ where
             Long("allow-downgrade") => allow_downgrade = true,
             Long("watch") => watch = true,
             Long("interval") => interval = Some(secs(&mut p, "--interval")?),
+            Long("min-rate") => {
+                let v = string(&mut p, "--min-rate")?;
+                min_rate = Some(v.parse().map_err(|_| {
+                    ConfigError::Args(format!(
+                        "--min-rate: {v:?} is not a whole number of bytes per second"
+                    ))
+                })?)
+            }
+            Long("rate-window") => rate_window = Some(secs(&mut p, "--rate-window")?),
             other => {
                 return Err(ConfigError::Args(format!(
                     "{} (see phase-discover --help)",
@@ -216,6 +232,26 @@ where
             "no DHT peer to ask: give --bootstrap MULTIADDR (the address `plasmd serve` or `plasmd node` prints), or --mdns to find peers on the LAN".into(),
         ));
     }
+    let defaults = crate::fetch::Limits::default();
+    let limits = crate::fetch::Limits {
+        min_rate: in_range(
+            "--min-rate / [discover] min_rate",
+            min_rate.or(file.min_rate).unwrap_or(defaults.min_rate),
+            0,
+            MAX_MIN_RATE,
+            "bytes per second",
+        )?,
+        window: Duration::from_secs(in_range(
+            "--rate-window / [discover] rate_window",
+            rate_window
+                .or(file.rate_window)
+                .unwrap_or(defaults.window.as_secs()),
+            1,
+            MAX_RATE_WINDOW,
+            "seconds",
+        )?),
+        ..defaults
+    };
     let timeout = in_range(
         "--timeout / [discover] timeout",
         timeout,
@@ -235,6 +271,7 @@ where
             state,
             allow_downgrade,
             trusted_time: crate::time::BUILD_TIME,
+            limits,
         },
         json,
         fetch,
@@ -291,5 +328,8 @@ Reads its settings from the kernel command line (/proc/cmdline, or --cmdline):
   phase.bootstrap=MULTIADDR a DHT peer to ask, repeatable
   phase.state=LABEL         a partition holding the rollback floor
   phase.timeout=SECS        one lookup round (default 15)
+  phase.min_rate=BYTES      pass over a provider sending slower than this, averaged over
+                            the window (default 65536; 0 turns the rule off)
+  phase.rate_window=SECS    the window the minimum rate is judged over (default 10)
 Runs until it has kexec'd into a verified release; never gives up.
 ";

@@ -35,6 +35,8 @@ pub(super) struct DiscoverSection {
     pub(super) trusted_providers: Option<Vec<String>>,
     pub(super) release_keys: Option<Vec<PathBuf>>,
     pub(super) state: Option<PathBuf>,
+    pub(super) min_rate: Option<u64>,
+    pub(super) rate_window: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -214,3 +214,27 @@ fn phase_boot_takes_only_help_and_a_command_line() {
         );
     }
 }
+
+#[test]
+fn discover_takes_a_minimum_rate_and_its_window() {
+    let Ok(DiscoverCommand::Run(c)) = lookup(&["--min-rate", "1000", "--rate-window", "3"]) else {
+        panic!("--min-rate 1000 --rate-window 3 refused");
+    };
+    assert_eq!(c.query.limits.min_rate, 1000);
+    assert_eq!(c.query.limits.window, Duration::from_secs(3));
+    let Ok(DiscoverCommand::Run(d)) = lookup(&[]) else {
+        panic!("defaults refused");
+    };
+    assert_eq!(d.query.limits, crate::fetch::Limits::default());
+    for bad in [
+        &["--min-rate", "x"][..],
+        &["--rate-window", "0"],
+        &["--min-rate", "9999999999999"],
+    ] {
+        let e = lookup(bad).unwrap_err().to_string();
+        assert!(
+            e.contains("--min-rate") || e.contains("--rate-window"),
+            "{bad:?}: {e}"
+        );
+    }
+}

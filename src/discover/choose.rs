@@ -8,10 +8,18 @@
 //! Finding records is the session's job, downloading `fetch`'s, the floor
 //! file `release::floor`'s; this module only decides.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
 use super::Query;
-use crate::fetch::{self, Checked};
+use crate::fetch::{self, Checked, FetchError};
 use crate::record::ManifestRecord;
 use crate::release::floor::Floor;
+
+/// At most this many providers' manifests are downloaded and checked at
+/// once: enough that a few tarpits cannot hold a round, few enough for a
+/// board's memory and a provider's connection budget.
+pub const CONCURRENT_CHECKS: usize = 4;
 
 /// Providers checked against the release keys.
 #[derive(Debug, Default)]
@@ -34,19 +42,19 @@ pub fn releases(records: &[ManifestRecord], query: &Query, floor: Option<&Floor>
     // With release keys the record is only a location: records of several
     // publishers pointing at one URL are one provider, downloaded once.
     let mut seen = std::collections::HashSet::new();
-    for r in records {
-        if !seen.insert(r.url.as_str()) {
-            continue;
-        }
-        let checked =
-            match fetch::check_provider(r, &query.release_keys, &query.channel, &query.arch) {
-                Ok(c) => c,
-                Err(e) => {
-                    choice.any_untrusted |= e.is_mismatch();
-                    choice.refused.push((r.url.clone(), e.to_string()));
-                    continue;
-                }
-            };
+    let unique: Vec<&ManifestRecord> = records
+        .iter()
+        .filter(|r| seen.insert(r.url.as_str()))
+        .collect();
+    for (r, checked) in unique.iter().zip(check_all(&unique, query)) {
+        let checked = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                choice.any_untrusted |= e.is_mismatch();
+                choice.refused.push((r.url.clone(), e.to_string()));
+                continue;
+            }
+        };
         let seq = checked.release.as_ref().map_or(0, |rel| rel.release_seq);
         match least {
             Some(least) if seq < least && !query.allow_downgrade => {
@@ -74,6 +82,45 @@ pub fn releases(records: &[ManifestRecord], query: &Query, floor: Option<&Floor>
         .accepted
         .sort_by_key(|c| std::cmp::Reverse(c.release.as_ref().map_or(0, |r| r.release_seq)));
     choice
+}
+
+/// Checks every record's manifest and release, [`CONCURRENT_CHECKS`] at a
+/// time, each under the query's limits: a slow, silent or unroutable
+/// provider costs one deadline per round, not one per provider after it.
+/// The results are in the order of `records`.
+fn check_all(records: &[&ManifestRecord], query: &Query) -> Vec<Result<Checked, FetchError>> {
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<Checked, FetchError>>>> =
+        records.iter().map(|_| Mutex::new(None)).collect();
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(r) = records.get(i) else { break };
+        let checked = fetch::check_provider(
+            r,
+            &query.release_keys,
+            &query.channel,
+            &query.arch,
+            &query.limits,
+        );
+        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(checked);
+    };
+    std::thread::scope(|s| {
+        for _ in 1..CONCURRENT_CHECKS.min(records.len()) {
+            // Without a thread (out of them), this one does all the work.
+            if std::thread::Builder::new().spawn_scoped(s, work).is_err() {
+                break;
+            }
+        }
+        work();
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(|| Err(FetchError::Http(String::new(), "not checked".into())))
+        })
+        .collect()
 }
 
 /// Raises (or with `--allow-downgrade`, sets) the floor to the release

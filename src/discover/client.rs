@@ -236,7 +236,7 @@ impl Candidates {
                 // record only when its turn comes.
                 None => {
                     let (r, q) = (&self.found[i], &self.query);
-                    fetch::check_provider(r, &q.release_keys, &q.channel, &q.arch)
+                    fetch::check_provider(r, &q.release_keys, &q.channel, &q.arch, &q.limits)
                         .map_err(|e| (r.url.clone(), Failure::from(e)))
                 }
             };

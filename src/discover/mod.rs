@@ -21,6 +21,7 @@ use std::time::Duration;
 use libp2p::{Multiaddr, PeerId};
 
 use crate::dht::DhtError;
+use crate::fetch;
 use crate::release::ReleaseKeys;
 
 pub use session::Session;
@@ -49,6 +50,9 @@ pub struct Query {
     /// A time known to have passed (the build, or the newest time the
     /// rollback floor saw): a clock reading earlier is treated as unknown.
     pub trusted_time: u64,
+    /// How long a provider may take to answer and to send (every manifest,
+    /// signature and artifact download).
+    pub limits: fetch::Limits,
 }
 
 /// Errors of a lookup (finding nothing is not an error: an empty list).

@@ -71,7 +71,13 @@ fn verify(records: Vec<ManifestRecord>, query: &Query) -> Vec<Row> {
         .into_iter()
         .map(|r| {
             let (release_seq, ok, state) = if query.release_keys.is_empty() {
-                match fetch::check_provider(&r, &query.release_keys, &query.channel, &query.arch) {
+                match fetch::check_provider(
+                    &r,
+                    &query.release_keys,
+                    &query.channel,
+                    &query.arch,
+                    &query.limits,
+                ) {
                     Ok(_) => (r.release_seq, true, "manifest matches the record".into()),
                     Err(e) => (r.release_seq, false, e.to_string()),
                 }

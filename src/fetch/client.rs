@@ -1,11 +1,17 @@
 //! The small HTTP/1.1 client downloads use: plain HTTP (every byte is
 //! verified instead), one request per connection, a bounded response head
-//! parsed by `httparse` (the parser the server uses), timeouts on connect
-//! and on every read. It knows nothing of manifests or releases.
+//! parsed by `httparse` (the parser the server uses). It knows nothing of
+//! manifests or releases.
+//!
+//! No server can hold a download ([`Limits`]): connecting and the whole
+//! response head each have a deadline; the body must keep arriving at a
+//! minimum rate, judged over a window (so a tarpit trickling a byte now and
+//! then is cut off at the window's end, however often it sends), and a body
+//! whose size is known has an overall deadline derived from it.
 
 use std::io::{self, Cursor, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::FetchError;
 
@@ -13,10 +19,44 @@ use super::FetchError;
 const MAX_HEAD: usize = 64 * 1024;
 /// At most this many response headers.
 const MAX_HEADERS: usize = 100;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A server silent for this long mid-download is given up on (the partial
-/// file stays for a resume).
+/// With the minimum rate turned off, a server silent for this long is
+/// given up on (the partial file stays for a resume).
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a server may take, for every download a client makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connecting, and then the whole response head, each within this long.
+    pub head_timeout: Duration,
+    /// The body must arrive at no less than this many bytes per second,
+    /// averaged over `window`; 0 turns the rule off (a 30 s silence still
+    /// ends a download).
+    pub min_rate: u64,
+    /// The window the minimum rate is judged over: a server may pause
+    /// within it, but not for a whole window.
+    pub window: Duration,
+}
+
+impl Default for Limits {
+    /// 10 s for a head; at least 64 KiB/s over every 10 s of a body: a
+    /// provider slower than that for a whole window is passed over for one
+    /// that is not (the partial file resumes from another provider).
+    fn default() -> Self {
+        Limits {
+            head_timeout: Duration::from_secs(10),
+            min_rate: 64 * 1024,
+            window: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Limits {
+    /// The longest a body of `len` bytes may take under these limits: one
+    /// window of slack plus `len` at the minimum rate.
+    pub fn deadline_for(&self, len: u64) -> Option<Duration> {
+        (self.min_rate > 0).then(|| self.window + Duration::from_secs(len / self.min_rate + 1))
+    }
+}
 
 /// A plain-HTTP URL split into what a request needs.
 pub(super) struct Url {
@@ -66,13 +106,109 @@ pub(super) struct Response {
     pub(super) content_length: Option<u64>,
     /// Start offset from `Content-Range: bytes START-END/TOTAL`.
     pub(super) range_start: Option<u64>,
-    /// The body: what came with the head, then the rest of the stream.
-    pub(super) reader: io::Chain<Cursor<Vec<u8>>, TcpStream>,
+    /// The body, read under the limits.
+    pub(super) reader: Body,
+}
+
+/// A response body: what came with the head, then the rest of the stream,
+/// read under the minimum-rate rule and the overall deadline.
+pub(super) struct Body {
+    buffered: Cursor<Vec<u8>>,
+    stream: TcpStream,
+    limits: Limits,
+    window_end: Instant,
+    window_bytes: u64,
+    deadline: Option<Instant>,
+}
+
+impl Body {
+    /// Gives the body `len` bytes' worth of time from now (see
+    /// [`Limits::deadline_for`]).
+    pub(super) fn expect(&mut self, len: u64) {
+        self.deadline = self.limits.deadline_for(len).map(|d| Instant::now() + d);
+    }
+
+    /// Fails once the deadline passed, or a window ended with too little.
+    fn check(&mut self, now: Instant) -> io::Result<()> {
+        if self.deadline.is_some_and(|d| now >= d) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no whole answer within the time its size allows",
+            ));
+        }
+        if self.limits.min_rate > 0 && now >= self.window_end {
+            let secs = self.limits.window.as_secs_f64();
+            if (self.window_bytes as f64) < self.limits.min_rate as f64 * secs {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "stalled: {} bytes in {secs:.0} s, under the minimum of {} bytes/s",
+                        self.window_bytes, self.limits.min_rate
+                    ),
+                ));
+            }
+            self.window_bytes = 0;
+            self.window_end = now + self.limits.window;
+        }
+        Ok(())
+    }
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.buffered.read(buf)?;
+        if n > 0 || buf.is_empty() {
+            self.window_bytes += n as u64;
+            return Ok(n);
+        }
+        loop {
+            let now = Instant::now();
+            self.check(now)?;
+            // Wake at the window's end (or the deadline) to judge it, even
+            // if the server sends nothing at all.
+            let until = match (self.limits.min_rate > 0, self.deadline) {
+                (true, Some(d)) => self.window_end.min(d),
+                (true, None) => self.window_end,
+                (false, Some(d)) => d.min(now + IO_TIMEOUT),
+                (false, None) => now + IO_TIMEOUT,
+            };
+            let wait = until
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
+            self.stream.set_read_timeout(Some(wait))?;
+            match self.stream.read(buf) {
+                Ok(n) => {
+                    self.window_bytes += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if self.limits.min_rate == 0 && self.deadline.is_none_or(|d| Instant::now() < d)
+                    {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("silent for {} s", IO_TIMEOUT.as_secs()),
+                        ));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// Sends `GET url` (from byte `range_from` on, if given) and reads the
-/// response head.
-pub(super) fn get(url: &str, range_from: Option<u64>) -> Result<Response, FetchError> {
+/// response head, each within `limits.head_timeout`.
+pub(super) fn get(
+    url: &str,
+    range_from: Option<u64>,
+    limits: &Limits,
+) -> Result<Response, FetchError> {
     let u = parse_url(url)?;
     let err = |m: String| FetchError::Http(url.to_string(), m);
     let addr = u
@@ -82,12 +218,9 @@ pub(super) fn get(url: &str, range_from: Option<u64>) -> Result<Response, FetchE
         .next()
         .ok_or_else(|| err("no address for host".into()))?;
     let mut stream =
-        TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| err(e.to_string()))?;
+        TcpStream::connect_timeout(&addr, limits.head_timeout).map_err(|e| err(e.to_string()))?;
     stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .map_err(|e| err(e.to_string()))?;
-    stream
-        .set_write_timeout(Some(IO_TIMEOUT))
+        .set_write_timeout(Some(limits.head_timeout))
         .map_err(|e| err(e.to_string()))?;
     let mut req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: phase-discover/{}\r\n",
@@ -102,27 +235,59 @@ pub(super) fn get(url: &str, range_from: Option<u64>) -> Result<Response, FetchE
     stream
         .write_all(req.as_bytes())
         .map_err(|e| err(e.to_string()))?;
-    read_head(stream).map_err(err)
+    read_head(stream, limits).map_err(err)
 }
 
-/// Reads and parses the response head from `stream`, keeping whatever of
-/// the body arrived with it.
-fn read_head(mut stream: TcpStream) -> Result<Response, String> {
+/// Reads and parses the response head from `stream` within the head
+/// deadline (a deadline, not a per-read timeout: trickling does not extend
+/// it), keeping whatever of the body arrived with it.
+fn read_head(mut stream: TcpStream, limits: &Limits) -> Result<Response, String> {
+    let deadline = Instant::now() + limits.head_timeout;
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     loop {
-        let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "no response head within {} s",
+                limits.head_timeout.as_secs()
+            ));
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         if n == 0 {
             return Err("connection closed before the response head ended".into());
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some((head, len)) = parse_head(&buf)? {
             let body = buf.split_off(len);
+            let now = Instant::now();
             return Ok(Response {
                 status: head.status,
                 content_length: head.content_length,
                 range_start: head.range_start,
-                reader: Cursor::new(body).chain(stream),
+                reader: Body {
+                    buffered: Cursor::new(body),
+                    stream,
+                    limits: *limits,
+                    window_end: now + limits.window,
+                    window_bytes: 0,
+                    deadline: None,
+                },
             });
         }
         if buf.len() > MAX_HEAD {
@@ -189,9 +354,13 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
 }
 
 /// Downloads a small body (a manifest, a signature) whole, at most `max`
-/// bytes. `Ok(None)` on 404.
-pub(super) fn get_small(url: &str, max: u64) -> Result<Option<Vec<u8>>, FetchError> {
-    let mut resp = get(url, None)?;
+/// bytes, under `limits`. `Ok(None)` on 404.
+pub(super) fn get_small(
+    url: &str,
+    max: u64,
+    limits: &Limits,
+) -> Result<Option<Vec<u8>>, FetchError> {
+    let mut resp = get(url, None, limits)?;
     match resp.status {
         200 => {}
         404 => return Ok(None),
@@ -202,6 +371,8 @@ pub(super) fn get_small(url: &str, max: u64) -> Result<Option<Vec<u8>>, FetchErr
             ))
         }
     }
+    resp.reader
+        .expect(resp.content_length.unwrap_or(max).min(max));
     let mut body = Vec::new();
     (&mut resp.reader)
         .take(max + 1)
@@ -215,9 +386,11 @@ pub(super) fn get_small(url: &str, max: u64) -> Result<Option<Vec<u8>>, FetchErr
     Ok(Some(body))
 }
 
-/// GETs a small text body (e.g. `/status.json`), at most `max` bytes.
+/// GETs a small text body (e.g. `/status.json`), at most `max` bytes,
+/// under the default limits.
 pub fn get_text(url: &str, max: u64) -> Result<Vec<u8>, FetchError> {
-    get_small(url, max)?.ok_or_else(|| FetchError::Http(url.to_string(), "status 404".into()))
+    get_small(url, max, &Limits::default())?
+        .ok_or_else(|| FetchError::Http(url.to_string(), "status 404".into()))
 }
 
 #[cfg(test)]
@@ -239,6 +412,99 @@ mod tests {
         );
         assert_eq!(&raw[len..], b"hello");
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap(), None);
+    }
+
+    /// A server on 127.0.0.1 that reads each request and answers it with
+    /// `serve` (a server that closes with the request unread would reset
+    /// the connection).
+    fn server(serve: fn(TcpStream)) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut req = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !req.ends_with(b"\r\n\r\n") && s.read(&mut b).is_ok_and(|n| n == 1) {
+                        req.push(b[0]);
+                    }
+                    serve(s)
+                });
+            }
+        });
+        format!("http://{addr}/x")
+    }
+
+    fn quick() -> Limits {
+        Limits {
+            head_timeout: Duration::from_secs(1),
+            min_rate: 1000,
+            window: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_server_that_never_answers_costs_the_head_deadline() {
+        let url = server(|s| {
+            std::thread::sleep(Duration::from_secs(30));
+            drop(s);
+        });
+        let start = Instant::now();
+        let e = get(&url, None, &quick()).err().unwrap().to_string();
+        assert!(e.contains("no response head within 1 s"), "{e}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_trickling_body_is_cut_off_at_the_end_of_a_window() {
+        let url = server(|mut s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+            // A byte every 100 ms: never silent, far too slow.
+            for _ in 0..300 {
+                if s.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let start = Instant::now();
+        let mut resp = get(&url, None, &quick()).unwrap();
+        let mut body = Vec::new();
+        let e = resp.reader.read_to_end(&mut body).unwrap_err().to_string();
+        assert!(e.contains("stalled"), "{e}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(body.len() < 100, "{}", body.len());
+    }
+
+    #[test]
+    fn a_steady_body_is_read_whole_and_its_size_bounds_its_time() {
+        let url = server(|mut s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n");
+            for _ in 0..5 {
+                let _ = s.write_all(&[b'y'; 1000]);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let mut resp = get(&url, None, &quick()).unwrap();
+        resp.reader.expect(5000);
+        let mut body = Vec::new();
+        resp.reader.read_to_end(&mut body).unwrap();
+        assert_eq!(body.len(), 5000);
+        // 5000 bytes at 1000 B/s: a window of slack plus six seconds.
+        assert_eq!(quick().deadline_for(5000), Some(Duration::from_secs(7)));
+        let off = Limits {
+            min_rate: 0,
+            ..quick()
+        };
+        assert_eq!(off.deadline_for(5000), None);
     }
 
     #[test]

@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 mod client;
 
-pub use client::get_text;
 use client::{get, get_small};
+pub use client::{get_text, Limits};
 
 use crate::channel::is_safe_file_name;
 use crate::manifest::{parse_manifest_and_boot, Artifact, BootSpec};
@@ -91,8 +91,9 @@ pub fn check_provider(
     keys: &ReleaseKeys,
     channel: &str,
     arch: &str,
+    limits: &Limits,
 ) -> Result<Checked, FetchError> {
-    let body = get_small(&record.url, MAX_MANIFEST)?
+    let body = get_small(&record.url, MAX_MANIFEST, limits)?
         .ok_or_else(|| FetchError::Http(record.url.clone(), "status 404".into()))?;
     let got = crate::text::sha256_hex(&body);
     let expected = record.manifest_sha256.as_deref().unwrap_or_default();
@@ -114,7 +115,7 @@ pub fn check_provider(
         // Next to the manifest, whatever query the record's URL carries.
         let manifest_url = record.url.split(['?', '#']).next().unwrap_or(&record.url);
         let sig_url = format!("{manifest_url}.minisig");
-        let sig = get_small(&sig_url, MAX_SIGNATURE)?;
+        let sig = get_small(&sig_url, MAX_SIGNATURE, limits)?;
         Some(
             keys.verify(&body, sig.as_deref(), channel, arch)
                 .map_err(|e| FetchError::Release(record.url.clone(), e))?,
@@ -156,6 +157,7 @@ pub fn fetch_artifact(
     manifest: &[Artifact],
     name: &str,
     out: &Path,
+    limits: &Limits,
 ) -> Result<(), FetchError> {
     let listed = manifest
         .iter()
@@ -194,7 +196,7 @@ pub fn fetch_artifact(
             }
         }
     }
-    let mut resp = get(&url, (have > 0).then_some(have))?;
+    let mut resp = get(&url, (have > 0).then_some(have), limits)?;
     match (resp.status, resp.range_start) {
         (206, Some(start)) if start == have => {}
         (200, _) => {
@@ -212,6 +214,7 @@ pub fn fetch_artifact(
         (status, _) => return Err(FetchError::Http(url, format!("status {status}"))),
     }
     let remaining = listed.size.saturating_sub(have);
+    resp.reader.expect(remaining);
     if let Some(len) = resp.content_length {
         if len != remaining {
             let _ = fs::remove_file(&part);
@@ -292,7 +295,11 @@ pub fn fetch_artifact(
 
 /// Runs `--fetch` / `--fetch-all` for a checked provider: downloads and
 /// verifies each artifact against its manifest. Returns the files written.
-pub fn run(checked: &Checked, target: &FetchTarget) -> Result<Vec<PathBuf>, FetchError> {
+pub fn run(
+    checked: &Checked,
+    target: &FetchTarget,
+    limits: &Limits,
+) -> Result<Vec<PathBuf>, FetchError> {
     let (record, manifest) = (&checked.record, &checked.artifacts);
     match target {
         FetchTarget::One { name, out } => {
@@ -301,7 +308,7 @@ pub fn run(checked: &Checked, target: &FetchTarget) -> Result<Vec<PathBuf>, Fetc
                 Some(o) => o.clone(),
                 None => PathBuf::from(name),
             };
-            fetch_artifact(record, manifest, name, &out)?;
+            fetch_artifact(record, manifest, name, &out, limits)?;
             Ok(vec![out])
         }
         FetchTarget::All { dir } => {
@@ -316,7 +323,7 @@ pub fn run(checked: &Checked, target: &FetchTarget) -> Result<Vec<PathBuf>, Fetc
                     ));
                 }
                 let out = dir.join(&a.name);
-                fetch_artifact(record, manifest, &a.name, &out)?;
+                fetch_artifact(record, manifest, &a.name, &out, limits)?;
                 written.push(out);
             }
             Ok(written)
