@@ -141,3 +141,81 @@ fn a_shipped_manifest_is_served_as_is_and_its_version_advertised() {
     });
     assert_eq!(json_field(&d.stdout, "version").unwrap(), "2026.11.0-lab");
 }
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// `GET` each of `targets` on kept-alive connections (a new one every 50,
+/// below the server's per-connection limit); every answer must be 200.
+fn get_all(port: u16, targets: impl Iterator<Item = String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let targets: Vec<String> = targets.collect();
+    for batch in targets.chunks(50) {
+        let conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut conn = conn;
+        conn.set_nodelay(true).unwrap();
+        for t in batch {
+            // One write per request: split ones would wait on delayed ACKs.
+            let req = format!("GET {t} HTTP/1.1\r\nHost: x\r\n\r\n");
+            conn.write_all(req.as_bytes()).unwrap();
+            let mut status = String::new();
+            reader.read_line(&mut status).unwrap();
+            assert!(status.starts_with("HTTP/1.1 200"), "{t}: {status}");
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0u8; len];
+            reader.read_exact(&mut body).unwrap();
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_distinct_refresh_queries_leave_memory_flat() {
+    let dir = TempDir::new("refresh");
+    let root = artifacts(dir.path());
+    // A catalog like a real release's, so each page is tens of KiB.
+    for i in 0..300 {
+        std::fs::write(
+            root.join(format!("stable/arm64/module-{i:03}.ko")),
+            [i as u8],
+        )
+        .unwrap();
+    }
+    let s = serve(dir.path(), &root, &[]);
+    // Idle: after the status page has been made a few times.
+    get_all(s.http_port, (0..100).map(|_| "/".to_string()));
+    let idle = rss_kib(s.proc.pid());
+    // 10,000 distinct queries (3,599 distinct periods, the rest spelled
+    // with leading zeros or out of range), as fast as one client can ask.
+    get_all(
+        s.http_port,
+        (0..10_000).map(|i| format!("/?refresh={:0w$}", 2 + i % 3599, w = 1 + i / 3599)),
+    );
+    let after = rss_kib(s.proc.pid());
+    assert!(
+        after <= idle * 2,
+        "RSS grew from {idle} KiB to {after} KiB serving distinct ?refresh= pages"
+    );
+    // And the page still says what it was asked.
+    let (code, _, body) = http(s.http_port, "GET", "/?refresh=42");
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).contains("content=\"42\""));
+}

@@ -37,9 +37,14 @@ pub(super) fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> (Reply, &'stat
                 return (Reply::text(503, "starting\n"), "status");
             };
             let reply = match route {
+                // Rendered once a second whatever the query; each
+                // `?refresh=N` is a copy with two words changed.
                 Route::Page(refresh) => files::owned_reply(
                     "text/html; charset=utf-8",
-                    ctx.generated(Generated::Page(refresh), || s.status().html(refresh)),
+                    crate::status::page_with_refresh(
+                        &ctx.generated(Generated::Page, || s.status().html(None)),
+                        refresh,
+                    ),
                 ),
                 _ => files::owned_reply(
                     "application/json",
@@ -88,7 +93,7 @@ mod tests {
             let start = std::time::SystemTime::now();
             let a = ctx.generated(Generated::StatusJson, make);
             let b = ctx.generated(Generated::StatusJson, make);
-            let page = ctx.generated(Generated::Page(Some(10)), make);
+            let page = ctx.generated(Generated::Page, make);
             if start.elapsed().unwrap().as_millis() < 200 && made.get() == 2 {
                 assert_eq!(a, b);
                 assert_eq!(page, b"document 2");

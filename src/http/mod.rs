@@ -158,8 +158,8 @@ struct Ctx {
 pub(crate) enum Generated {
     Metrics,
     StatusJson,
-    /// The status page, with its auto-refresh period.
-    Page(Option<u32>),
+    /// The status page without auto-refresh (see `status::page_with_refresh`).
+    Page,
 }
 
 impl Ctx {

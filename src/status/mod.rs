@@ -24,6 +24,15 @@ use serde::Serialize;
 pub use client::{query, StatusError};
 pub use page::refresh_from_query;
 
+/// A status page rendered without auto-refresh (`Status::html(None)`), as
+/// the one that refreshes every `refresh` seconds.
+pub fn page_with_refresh(page: &[u8], refresh: Option<u32>) -> Vec<u8> {
+    match std::str::from_utf8(page) {
+        Ok(p) => page::with_refresh(p, refresh).into_bytes(),
+        Err(_) => page.to_vec(),
+    }
+}
+
 /// At most this many problems are listed (the last one says how many more).
 pub const MAX_PROBLEMS: usize = 32;
 

@@ -27,8 +27,40 @@ td.num,th.num{text-align:right;white-space:nowrap}ul{margin:.2rem 0;padding-left
 footer{margin-top:2rem;color:#555;font-size:.9em}\
 @media (max-width:40rem){dl{grid-template-columns:1fr}dd{margin-bottom:.4rem}table,tbody,tr,td{display:block}thead{display:none}td{border:0;padding:.1rem 0}tr{border-bottom:1px solid #e2e2e2;padding:.3rem 0}td.num{text-align:left}}";
 
+/// The footer's words for a page that does not refresh itself; see
+/// [`with_refresh`].
+const NO_REFRESH: &str = "off (<a href=\"/?refresh=10\">every 10 s</a>)";
+
 /// The whole page.
 pub fn render(s: &Status, refresh: Option<u32>) -> String {
+    with_refresh(&render_plain(s), refresh)
+}
+
+/// `page`, a page rendered without auto-refresh, made into one that
+/// refreshes every `refresh` seconds, without rendering it again: the HTTP
+/// loop renders the page once a second and serves every `?refresh=N` from
+/// that one copy. Catalog text is escaped (no `<title>` of its own) and the
+/// footer comes last, so the two places are found unambiguously.
+pub fn with_refresh(page: &str, refresh: Option<u32>) -> String {
+    let Some(n) = refresh else {
+        return page.to_string();
+    };
+    let mut out = String::with_capacity(page.len() + 96);
+    match (page.find("<title>"), page.rfind(NO_REFRESH)) {
+        (Some(title), Some(footer)) if title < footer => {
+            out.push_str(&page[..title]);
+            let _ = write!(out, "<meta http-equiv=\"refresh\" content=\"{n}\">");
+            out.push_str(&page[title..footer]);
+            let _ = write!(out, "every {n} s (<a href=\"/\">stop</a>)");
+            out.push_str(&page[footer + NO_REFRESH.len()..]);
+        }
+        _ => out.push_str(page),
+    }
+    out
+}
+
+/// The page without auto-refresh.
+fn render_plain(s: &Status) -> String {
     let mut h = String::with_capacity(4096);
     let (word, class) = if s.healthy() {
         ("Healthy", "ok")
@@ -40,9 +72,6 @@ pub fn render(s: &Status, refresh: Option<u32>) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
     );
-    if let Some(n) = refresh {
-        let _ = write!(h, "<meta http-equiv=\"refresh\" content=\"{n}\">");
-    }
     let _ = write!(
         h,
         "<title>plasmd: {word}</title><style>{STYLE}</style></head><body>\n\
@@ -96,12 +125,8 @@ pub fn render(s: &Status, refresh: Option<u32>) -> String {
     }
     let _ = write!(
         h,
-        "<footer>Auto-refresh: {} · <a href=\"/status.json\">JSON</a> · \
-         <a href=\"/metrics\">metrics</a></footer>\n</body></html>\n",
-        match refresh {
-            Some(n) => format!("every {n} s (<a href=\"/\">stop</a>)"),
-            None => "off (<a href=\"/?refresh=10\">every 10 s</a>)".to_string(),
-        }
+        "<footer>Auto-refresh: {NO_REFRESH} · <a href=\"/status.json\">JSON</a> · \
+         <a href=\"/metrics\">metrics</a></footer>\n</body></html>\n"
     );
     h
 }
@@ -278,7 +303,19 @@ mod tests {
         }
         assert!(!page.contains("<script"), "{page}");
         assert!(!page.contains("http-equiv=\"refresh\""));
-        assert!(render(&status(), Some(10)).contains("content=\"10\""));
+        let refreshing = render(&status(), Some(10));
+        assert!(refreshing.contains("<meta http-equiv=\"refresh\" content=\"10\"><title>"));
+        assert!(refreshing.contains("Auto-refresh: every 10 s (<a href=\"/\">stop</a>)"));
+        assert!(!refreshing.contains(NO_REFRESH));
+        // Made from the plain page, it differs from it in those two places only.
+        assert_eq!(refreshing, with_refresh(&page, Some(10)));
+        assert_eq!(
+            refreshing.len(),
+            page.len()
+                + "<meta http-equiv=\"refresh\" content=\"10\">".len()
+                + "every 10 s (<a href=\"/\">stop</a>)".len()
+                - NO_REFRESH.len()
+        );
     }
 
     #[test]
