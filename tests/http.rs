@@ -219,3 +219,31 @@ fn ten_thousand_distinct_refresh_queries_leave_memory_flat() {
     assert_eq!(code, 200);
     assert!(String::from_utf8_lossy(&body).contains("content=\"42\""));
 }
+
+#[test]
+fn absolute_form_targets_are_served_like_paths() {
+    // RFC 9112 3.2.2: a server must accept `GET http://host/path`.
+    let dir = TempDir::new("absolute");
+    let root = artifacts(dir.path());
+    let s = serve(dir.path(), &root, &[]);
+    let (code, _, body) = http(
+        s.http_port,
+        "GET",
+        "http://boot.lab:8080/stable/arm64/vmlinuz",
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        body,
+        std::fs::read(root.join("stable/arm64/vmlinuz")).unwrap()
+    );
+    assert_eq!(http(s.http_port, "GET", "http://boot.lab/healthz").0, 200);
+    assert_eq!(
+        http(
+            s.http_port,
+            "GET",
+            "http://boot.lab/stable/../../etc/passwd"
+        )
+        .0,
+        400
+    );
+}

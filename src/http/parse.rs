@@ -199,10 +199,15 @@ pub enum Route {
 }
 
 /// Maps a request target to a route without touching the filesystem.
+/// Takes the origin form (`/stable/arm64/vmlinuz`) and the absolute form
+/// (`http://host:8080/stable/arm64/vmlinuz`), which RFC 9112 3.2.2 says a
+/// server must accept; its authority is ignored (one site is served).
 pub fn route(url: &str) -> Route {
     if url.len() > MAX_PATH {
         return Route::Refused("path too long");
     }
+    let url = origin_form(url);
+    let url = url.as_ref();
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let path = path.split('#').next().unwrap_or("");
     if path == "/" {
@@ -252,6 +257,25 @@ pub fn route(url: &str) -> Route {
             )
         }
         _ => Route::NotFound,
+    }
+}
+
+/// The origin form of an absolute-form target (`http://host/p?q` →
+/// `/p?q`, `http://host` → `/`); any other target as it is.
+fn origin_form(url: &str) -> std::borrow::Cow<'_, str> {
+    let scheme = ["http://", "https://"].into_iter().find(|p| {
+        url.get(..p.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(p))
+    });
+    let Some(scheme) = scheme else {
+        return url.into();
+    };
+    let rest = &url[scheme.len()..];
+    let tail = &rest[rest.find(['/', '?', '#']).unwrap_or(rest.len())..];
+    if tail.starts_with('/') {
+        tail.into()
+    } else {
+        format!("/{tail}").into()
     }
 }
 
@@ -388,6 +412,18 @@ mod tests {
         assert_eq!(route("/stable/arm64"), Route::NotFound);
         assert_eq!(route("/stable/arm64/a/b"), Route::NotFound);
         assert_eq!(route("/Stable/arm64/x"), Route::NotFound);
+        // The absolute form (RFC 9112 3.2.2), whatever its authority.
+        assert_eq!(
+            route("http://192.0.2.1:8080/stable/arm64/vmlinuz"),
+            file("stable", "arm64", "vmlinuz")
+        );
+        assert_eq!(route("HTTP://h/healthz"), Route::Health);
+        assert_eq!(route("http://h"), Route::Page(None));
+        assert_eq!(route("http://h?refresh=10"), Route::Page(Some(10)));
+        assert!(matches!(
+            route("http://h/stable/../../etc/passwd"),
+            Route::Refused(_)
+        ));
     }
 
     #[test]
@@ -508,7 +544,13 @@ mod tests {
             "/stable/arm64/a%00b",
             "/stable/arm64/%zz",
             "/stable/arm64/%ff",
+            // A sign is not a hex digit (from_str_radix would take "+a").
+            "/stable/arm64/%+a",
+            "/stable/arm64/%-1",
+            "/stable/arm64/x%",
+            "/stable/arm64/x%4",
             "stable/arm64/x",
+            "ftp://h/stable/arm64/x",
         ] {
             assert!(matches!(route(bad), Route::Refused(_)), "{bad}");
         }
