@@ -141,7 +141,7 @@ fn phase_boot() -> ExitCode {
     plasmd::init_logging("warn");
     let cmdline = match cmdline {
         Some(c) => c,
-        None => match std::fs::read_to_string("/proc/cmdline") {
+        None => match plasmd::boot::cmdline::read() {
             Ok(c) => c,
             Err(e) => return fail(1, &format!("/proc/cmdline: {e}")),
         },

@@ -3,6 +3,8 @@
 //! (default: the running architecture), `phase.bootstrap=` (repeatable),
 //! `phase.mdns=0|1` (default 1), `phase.release_key=` (the base64 line of
 //! a minisign public key; repeatable), `phase.state=LABEL`,
+//! `phase.state_required=0|1` (default 0: without the state partition the
+//! board boots without a floor; 1: it waits for the partition),
 //! `phase.timeout=SECS` (one lookup round), `phase.min_rate=BYTES` and
 //! `phase.rate_window=SECS` (how slow a provider may send; see
 //! `fetch::Limits`). Other words are the kernel's
@@ -42,6 +44,9 @@ pub struct Settings {
     pub release_keys: Vec<PublicKey>,
     /// Label of a small partition holding the rollback floor.
     pub state_label: Option<String>,
+    /// Boot only with the rollback floor (`phase.state_required=1`): while
+    /// the state partition is missing, wait for it instead of booting.
+    pub state_required: bool,
     /// How long one lookup round lasts before trying again.
     pub round: Duration,
     /// How slow a provider may be before it is passed over.
@@ -63,6 +68,17 @@ pub fn running_arch() -> &'static str {
 const MAX_MIN_RATE: u64 = 1 << 30;
 const MAX_RATE_WINDOW: u64 = 3600;
 
+/// `phase.NAME=VALUE` as a yes or no.
+fn flag(name: &str, value: &str) -> Result<bool, CmdlineError> {
+    match value {
+        "1" | "on" | "yes" | "true" => Ok(true),
+        "0" | "off" | "no" | "false" => Ok(false),
+        _ => Err(CmdlineError::Bad(format!(
+            "phase.{name}={value}: use 1 or 0"
+        ))),
+    }
+}
+
 /// `phase.NAME=VALUE` as a whole number in `min..=max`.
 fn number(name: &str, value: &str, min: u64, max: u64, unit: &str) -> Result<u64, CmdlineError> {
     value
@@ -72,6 +88,14 @@ fn number(name: &str, value: &str, min: u64, max: u64, unit: &str) -> Result<u64
         .ok_or_else(|| {
             CmdlineError::Bad(format!("phase.{name}={value}: use {min} to {max} {unit}"))
         })
+}
+
+/// The running kernel's command line (`/proc/cmdline`), read lossily: a
+/// byte that is not UTF-8 must not stop the board; [`parse`] names a
+/// `phase.` word it spoils.
+pub fn read() -> std::io::Result<String> {
+    let bytes = std::fs::read("/proc/cmdline")?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Parses a kernel command line.
@@ -88,6 +112,7 @@ pub fn parse(cmdline: &str) -> Result<Settings, CmdlineError> {
         mdns: true,
         release_keys: Vec::new(),
         state_label: None,
+        state_required: false,
         round: Duration::from_secs(DEFAULT_ROUND),
         limits: Limits::default(),
     };
@@ -95,6 +120,13 @@ pub fn parse(cmdline: &str) -> Result<Settings, CmdlineError> {
         let Some(setting) = word.strip_prefix("phase.") else {
             continue;
         };
+        // The command line was read lossily (bytes that are not UTF-8 show
+        // as U+FFFD): say which of our words they are in.
+        if word.contains('\u{fffd}') {
+            return Err(bad(format!(
+                "{word}: not UTF-8 on the kernel command line (bad bytes shown as \u{fffd})"
+            )));
+        }
         let (name, value) = setting
             .split_once('=')
             .ok_or_else(|| bad(format!("phase.{setting}: expected phase.{setting}=VALUE")))?;
@@ -106,13 +138,8 @@ pub fn parse(cmdline: &str) -> Result<Settings, CmdlineError> {
                 crate::config::parse_bootstrap(&[value.to_string()])
                     .map_err(|e| bad(format!("phase.bootstrap={value}: {e}")))?,
             ),
-            "mdns" => {
-                s.mdns = match value {
-                    "1" | "on" | "yes" | "true" => true,
-                    "0" | "off" | "no" | "false" => false,
-                    _ => return Err(bad(format!("phase.mdns={value}: use 1 or 0"))),
-                }
-            }
+            "mdns" => s.mdns = flag(name, value)?,
+            "state_required" => s.state_required = flag(name, value)?,
             "release_key" => s.release_keys.push(
                 PublicKey::from_base64(value)
                     .map_err(|e| bad(format!("phase.release_key: {e}")))?,
@@ -141,6 +168,11 @@ pub fn parse(cmdline: &str) -> Result<Settings, CmdlineError> {
     s.arch = arch.unwrap_or_else(|| running_arch().to_string());
     check_name("channel", &s.channel).map_err(|e| bad(format!("phase.channel: {e}")))?;
     check_name("arch", &s.arch).map_err(|e| bad(format!("phase.arch: {e}")))?;
+    if s.state_required && s.state_label.is_none() {
+        return Err(bad(
+            "phase.state_required=1 needs phase.state=LABEL (the partition to wait for)".into(),
+        ));
+    }
     Ok(s)
 }
 
@@ -168,6 +200,9 @@ mod tests {
         assert_eq!(s.state_label.as_deref(), Some("PHASESTATE"));
         assert_eq!(s.round, Duration::from_secs(5));
         assert_eq!(s.limits.min_rate, 0);
+        assert!(!s.state_required);
+        let required = parse("phase.channel=s phase.state=ST phase.state_required=1").unwrap();
+        assert!(required.state_required);
         assert_eq!(s.limits.window, Duration::from_secs(20));
         // Defaults: mDNS on, the running arch, the fetch limits.
         let d = parse("phase.channel=testing phase.arch=arm64").unwrap();
@@ -197,6 +232,18 @@ mod tests {
             ("phase.channel=s phase.min_rate=fast", "phase.min_rate"),
             ("phase.channel=s phase.min_rate=-1", "phase.min_rate"),
             ("phase.channel=s phase.rate_window=0", "phase.rate_window"),
+            (
+                "phase.channel=s phase.state_required=1",
+                "needs phase.state",
+            ),
+            (
+                "phase.channel=s phase.state_required=maybe",
+                "phase.state_required",
+            ),
+            (
+                "phase.channel=s\u{fffd}x quiet",
+                "phase.channel=s\u{fffd}x: not UTF-8",
+            ),
             ("phase.channel", "expected"),
         ] {
             let e = parse(line).unwrap_err().to_string();

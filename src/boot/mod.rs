@@ -103,13 +103,17 @@ pub fn run(cmdline: &str) -> ! {
             query.state = mount_state(label, !state_said);
             state_said = true;
         }
-        if session.is_none() {
+        let waiting_for_floor = settings.state_required && query.state.is_none();
+        if waiting_for_floor {
+            say("phase.state_required=1: not booting anything until the state partition is there");
+        }
+        if session.is_none() && !waiting_for_floor {
             match Session::start(&query) {
                 Ok(s) => session = Some(s),
                 Err(e) => say(&format!("cannot join the DHT: {e}")),
             }
         }
-        if let Some(s) = &session {
+        if let (Some(s), false) = (&session, waiting_for_floor) {
             match one_round(s, &query, &mut bad) {
                 Ok(never) => match never {},
                 Err(Round::NoBoot(why)) => say(&why),
