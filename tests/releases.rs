@@ -320,7 +320,10 @@ fn boards_take_only_signed_releases_for_their_channel_and_never_go_back() {
     )
     .unwrap();
     fs::rename(&forged, s_rel.join("manifest.json")).unwrap();
-    let d = discover_until(&boot, Duration::from_secs(20), &with_key, |d| {
+    // Its signature names the genuine manifest: the provider keeps the
+    // previous pair for a few seconds (a release being switched), then
+    // serves the files as they are, and the board refuses them.
+    let d = discover_until(&boot, Duration::from_secs(40), &with_key, |d| {
         d.stderr.contains("does not verify")
     });
     assert_eq!(d.code, 3, "{}", d.stderr);

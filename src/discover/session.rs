@@ -109,7 +109,9 @@ async fn lookup(client: &dht::Client, query: &Query) -> Result<Vec<ManifestRecor
             tokio::time::sleep_until(deadline.min(Instant::now() + RETRY_PAUSE)).await;
         }
     }
-    Ok(rank(found))
+    // The ranking's `now`: the clock, or what is known to have passed.
+    let now = crate::time::unix_now().max(query.trusted_time);
+    Ok(rank(found, now))
 }
 
 /// One pass: the spec key's record(s), then each announced provider's own
@@ -152,21 +154,26 @@ fn keep_best(map: &mut HashMap<String, ManifestRecord>, r: ManifestRecord) {
     }
 }
 
-/// Newest `last_updated` first; equal ones shuffled.
-fn rank(mut records: Vec<ManifestRecord>) -> Vec<ManifestRecord> {
+/// Newest `last_updated` first (none later than `now`); equal ones
+/// shuffled, records dated ahead of `now` after the others.
+fn rank(records: Vec<ManifestRecord>, now: u64) -> Vec<ManifestRecord> {
     use std::hash::{BuildHasher, Hasher};
     // A random tie-breaker per record, from std's randomly keyed hasher.
     let state = std::collections::hash_map::RandomState::new();
-    let mut keyed: Vec<(u64, u64, ManifestRecord)> = records
-        .drain(..)
+    // A record dated ahead of `now` (inside the clock skew, or it would
+    // not be valid) counts as dated `now` and loses ties: being early
+    // never outranks an honest record.
+    let mut keyed: Vec<(u64, bool, u64, ManifestRecord)> = records
+        .into_iter()
         .map(|r| {
             let mut h = state.build_hasher();
             h.write(r.peer_id.as_bytes());
-            (r.updated_at(), h.finish(), r)
+            let updated = r.updated_at();
+            (updated.min(now), updated <= now, h.finish(), r)
         })
         .collect();
-    keyed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    keyed.into_iter().map(|(_, _, r)| r).collect()
+    keyed.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+    keyed.into_iter().map(|(_, _, _, r)| r).collect()
 }
 
 /// The valid, trusted records found under one key (best per publisher).
@@ -203,4 +210,32 @@ async fn records_at(
         }
     }
     Ok(best.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(peer: &str, updated: u64) -> ManifestRecord {
+        let mut r = ManifestRecord::new("http://192.0.2.1/m.json", peer, None, "v");
+        r.last_updated = crate::time::rfc3339_secs(updated);
+        r
+    }
+
+    #[test]
+    fn being_dated_early_never_outranks_an_honest_record() {
+        let now = 1_800_000_000;
+        for _ in 0..20 {
+            let ranked = rank(
+                vec![
+                    record("early", now + 290),
+                    record("honest", now),
+                    record("older", now - 60),
+                ],
+                now,
+            );
+            let order: Vec<&str> = ranked.iter().map(|r| r.peer_id.as_str()).collect();
+            assert_eq!(order, ["honest", "early", "older"]);
+        }
+    }
 }

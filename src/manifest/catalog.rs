@@ -13,8 +13,9 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
-use super::read::read_fields;
+use super::read::{read_fields, signed_sha256};
 use super::write::{render, sha256_reader, trusted_comment};
 use super::{
     Artifact, Manifest, ManifestError, ReleaseTag, MANIFEST_NAME, MAX_FILES, MAX_MANIFEST_BYTES,
@@ -75,7 +76,21 @@ pub struct Catalog {
     hashes: Mutex<HashMap<PathBuf, (Stamp, String)>>,
     /// `--sign-key`: the provider signs the manifests it generates itself.
     signer: Option<Arc<SecretKey>>,
+    /// How long a manifest whose signature names another manifest (a
+    /// release being switched) is answered with the previous pair; zero
+    /// for tools (`release sign`, `release verify`), which take the files
+    /// as they are.
+    switch_grace: Duration,
+    /// When each channel/arch was first seen half-switched.
+    half_switched: Mutex<HashMap<ChannelArch, Instant>>,
 }
+
+/// How long a server keeps the previous manifest and signature while the
+/// new pair is not both in place: far longer than the two renames of
+/// `release sign` take, short enough that a pair that never matches (a
+/// hand-edited manifest) is soon served as it is, for boards to refuse
+/// and say why.
+pub const SWITCH_GRACE: Duration = Duration::from_secs(5);
 
 impl Catalog {
     /// A catalog of `root`; empty `channels`/`archs` mean "every directory".
@@ -87,7 +102,18 @@ impl Catalog {
             manifests: Mutex::new(BTreeMap::new()),
             hashes: Mutex::new(HashMap::new()),
             signer: None,
+            switch_grace: Duration::ZERO,
+            half_switched: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Signs every generated manifest with `key` (`--sign-key`), making it
+    /// a release. Shipped manifests are served as they are.
+    /// A catalog a server answers from: a release being switched keeps
+    /// its previous manifest and signature for [`SWITCH_GRACE`].
+    pub fn serving(mut self) -> Self {
+        self.switch_grace = SWITCH_GRACE;
+        self
     }
 
     /// Signs every generated manifest with `key` (`--sign-key`), making it
@@ -181,14 +207,43 @@ impl Catalog {
 
     /// Rescans every channel/arch, updates the cache and returns the current
     /// manifests. A channel/arch that fails to scan is logged and left out
-    /// (it is not advertised); an unreadable root is an error.
+    /// (it is not advertised); one whose manifest and signature do not
+    /// belong together yet keeps its previous pair until they do; an
+    /// unreadable root is an error.
     pub fn rescan(&self) -> Result<BTreeMap<ChannelArch, Arc<Manifest>>, ManifestError> {
         let root = self.require_root()?;
         let mut fresh = BTreeMap::new();
         for ca in self.channel_archs()? {
-            match self.scan_one(&root, &ca) {
+            match self.scan_one(&root, &ca, true) {
                 Ok(m) => {
+                    lock(&self.half_switched).remove(&ca);
                     fresh.insert(ca, m);
+                }
+                // Readers get the old pair or the new, never one of each,
+                // for a grace period; then the files as they are.
+                Err(e @ ManifestError::HalfSwitched(_)) => {
+                    let since = *lock(&self.half_switched)
+                        .entry(ca.clone())
+                        .or_insert_with(Instant::now);
+                    let waiting = since.elapsed() < self.switch_grace;
+                    match self.manifest(&ca) {
+                        Some(old) if waiting => {
+                            log::info!("{e}: serving the previous release of {ca} meanwhile");
+                            fresh.insert(ca, old);
+                        }
+                        None if waiting => log::info!("not serving {ca} yet: {e}"),
+                        _ => match self.scan_one(&root, &ca, false) {
+                            Ok(m) => {
+                                log::warn!(
+                                    "{e} after {:.0?}: serving them as they are \
+                                     (boards with a release key will refuse them)",
+                                    since.elapsed()
+                                );
+                                fresh.insert(ca, m);
+                            }
+                            Err(e) => log::error!("not serving {ca}: {e}"),
+                        },
+                    }
                 }
                 Err(e) => log::error!("not serving {ca}: {e}"),
             }
@@ -221,8 +276,14 @@ impl Catalog {
         lock(&self.manifests).get(ca).cloned()
     }
 
-    /// Builds the manifest of one channel/arch directory.
-    fn scan_one(&self, root: &Path, ca: &ChannelArch) -> Result<Arc<Manifest>, ManifestError> {
+    /// Builds the manifest of one channel/arch directory; `pairs` refuses a
+    /// signature that names another manifest (`HalfSwitched`).
+    fn scan_one(
+        &self,
+        root: &Path,
+        ca: &ChannelArch,
+        pairs: bool,
+    ) -> Result<Arc<Manifest>, ManifestError> {
         let dir = dir_of(root, ca);
         let mut artifacts = BTreeMap::new();
         let mut shipped = None;
@@ -284,12 +345,12 @@ impl Catalog {
             );
         }
         let manifest = match (shipped, &self.signer) {
-            (Some((path, file)), _) => load_shipped(&path, file, artifacts, signature)?,
+            (Some((path, file)), _) => load_shipped(&path, file, artifacts, signature, pairs)?,
             (None, Some(key)) => {
                 let seq = u64::try_from(newest_change).unwrap_or(0);
                 let mut m = render(ca, None, Some((seq, seq)), None, artifacts);
                 let sig = key
-                    .sign(&m.json, &trusted_comment(seq))
+                    .sign(&m.json, &trusted_comment(seq, &m.json))
                     .map_err(|e| ManifestError::BadManifest(dir.clone(), e.to_string()))?;
                 m.release = Some(ReleaseTag {
                     release_seq: seq,
@@ -415,12 +476,20 @@ fn load_shipped(
     file: File,
     artifacts: BTreeMap<String, Artifact>,
     signature: Option<Vec<u8>>,
+    pairs: bool,
 ) -> Result<Manifest, ManifestError> {
     let bad = |m: &str| ManifestError::BadManifest(path.to_path_buf(), m.to_string());
     let json = read_bounded(path, file, MAX_MANIFEST_BYTES)?;
+    let sha256 = sha256_hex(&json);
+    let parsed = signature.as_deref().map(Signature::parse);
+    if let (Some(Ok(sig)), true) = (&parsed, pairs) {
+        if signed_sha256(&sig.trusted_comment).is_some_and(|named| named != sha256) {
+            return Err(ManifestError::HalfSwitched(path.to_path_buf()));
+        }
+    }
     let fields = read_fields(&json).map_err(|e| bad(&e))?;
-    let release = match (&signature, fields.release_seq) {
-        (Some(sig), Some(release_seq)) => match Signature::parse(sig) {
+    let release = match (parsed, fields.release_seq) {
+        (Some(sig), Some(release_seq)) => match sig {
             Ok(sig) => Some(ReleaseTag {
                 release_seq,
                 key_id: sig.key_id.to_string(),
@@ -441,7 +510,7 @@ fn load_shipped(
     };
     Ok(Manifest {
         version: fields.version,
-        sha256: sha256_hex(&json),
+        sha256,
         json,
         artifacts,
         signature,

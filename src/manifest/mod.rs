@@ -43,6 +43,10 @@ pub enum ManifestError {
     Io(PathBuf, io::Error),
     #[error("{0}: shipped manifest.json is invalid: {1}")]
     BadManifest(PathBuf, String),
+    /// The signature names another manifest: a release being switched
+    /// (`release sign` renames the manifest, then its signature).
+    #[error("{0}: manifest.json and manifest.json.minisig do not belong together yet")]
+    HalfSwitched(PathBuf),
 }
 
 /// One artifact in a manifest.

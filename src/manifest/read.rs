@@ -191,6 +191,15 @@ pub fn parse_manifest_and_boot(json: &[u8]) -> Result<(Vec<Artifact>, Option<Boo
     Ok((list, boot))
 }
 
+/// The manifest sha256 a signature's trusted comment names (`sha256:HEX`,
+/// as `release sign` writes it), if it names one; signatures made with
+/// the minisign CLI do not.
+pub fn signed_sha256(trusted_comment: &str) -> Option<&str> {
+    trusted_comment
+        .split('\t')
+        .find_map(|field| field.strip_prefix("sha256:"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

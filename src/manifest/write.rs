@@ -103,7 +103,13 @@ pub fn render(
     }
 }
 
-/// The trusted comment of a release signature, in minisign's own style.
-pub fn trusted_comment(created: u64) -> String {
-    format!("timestamp:{created}\tfile:{MANIFEST_NAME}\thashed")
+/// The trusted comment of a release signature, in minisign's own style,
+/// naming the sha256 of the manifest it signs: the signature is written
+/// after the manifest, and a server that reads the two in between can tell
+/// they do not belong together (see `read::signed_sha256`).
+pub fn trusted_comment(created: u64, manifest: &[u8]) -> String {
+    format!(
+        "timestamp:{created}\tfile:{MANIFEST_NAME}\thashed\tsha256:{}",
+        sha256_hex(manifest)
+    )
 }

@@ -124,6 +124,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
             cfg.channels.clone(),
             cfg.archs.clone(),
         )
+        .serving()
         .with_signer(cfg.sign_key.clone()),
     );
     if let Some(board) = &cfg.board {

@@ -18,7 +18,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::channel::check_name;
-use crate::time::{Now, BUILD_TIME};
+use crate::time::{unix_now, Now, BUILD_TIME, CLOCK_SKEW_SECS};
 
 /// The state file's name inside `--state DIR`.
 pub const FLOOR_FILE: &str = "rollback-floor";
@@ -107,10 +107,22 @@ impl Floor {
         self.newest_seen.max(BUILD_TIME)
     }
 
-    /// Records an accepted release and the newest time seen.
+    /// Records an accepted release and the newest time seen. A time ahead
+    /// of what is known (the clock, or the newest time seen if the clock is
+    /// behind it) by more than the skew is kept only up to that bound: a
+    /// release dated in the future, validly signed or not, must not move
+    /// the board's "newest seen" to where a correct clock never catches up.
     pub fn accept(&mut self, channel_arch: &str, release_seq: u64, seen: u64) {
+        self.accept_at(channel_arch, release_seq, seen, unix_now());
+    }
+
+    /// [`Floor::accept`] with the clock reading `system_now`.
+    fn accept_at(&mut self, channel_arch: &str, release_seq: u64, seen: u64, system_now: u64) {
         self.seqs.insert(channel_arch.to_string(), release_seq);
-        self.newest_seen = self.newest_seen.max(seen);
+        let bound = system_now
+            .max(self.trusted_time())
+            .saturating_add(CLOCK_SKEW_SECS);
+        self.newest_seen = self.newest_seen.max(seen.min(bound));
     }
 
     /// Writes the floor (temp + fsync + rename).
@@ -186,7 +198,7 @@ mod tests {
         let d = dir("roundtrip");
         let mut f = Floor::load(&d, false).unwrap();
         assert_eq!(f.seq("stable/arm64"), None);
-        f.accept("stable/arm64", 7, 1_800_000_000);
+        f.accept_at("stable/arm64", 7, 1_800_000_000, 1_800_000_000);
         f.save().unwrap();
         let g = Floor::load(&d, false).unwrap();
         assert_eq!(g.seq("stable/arm64"), Some(7));
@@ -212,11 +224,35 @@ mod tests {
     fn a_clock_behind_what_was_seen_is_unknown() {
         let mut f = Floor::default();
         let late = BUILD_TIME + 1_000_000;
-        f.accept("stable/arm64", 1, late);
+        f.accept_at("stable/arm64", 1, late, late);
         assert_eq!(f.clock(late + 10), Now::At(late + 10));
         // A board booting at 1970 before NTP.
         assert_eq!(f.clock(5), Now::NotBefore(late));
         // No state at all: the build time is still a floor.
         assert_eq!(Floor::default().clock(5), Now::NotBefore(BUILD_TIME));
+    }
+
+    #[test]
+    fn a_release_dated_in_the_future_moves_newest_seen_only_to_now_and_the_skew() {
+        let now = BUILD_TIME + 1_000;
+        let mut f = Floor::default();
+        // Signed a year ahead: kept as now + skew, which a correct clock
+        // passes five minutes later.
+        f.accept_at("stable/arm64", 9, now + 365 * 86_400, now);
+        assert_eq!(f.newest_seen, now + CLOCK_SKEW_SECS);
+        assert_eq!(f.seq("stable/arm64"), Some(9));
+        assert_eq!(
+            f.clock(now + CLOCK_SKEW_SECS + 1),
+            Now::At(now + CLOCK_SKEW_SECS + 1)
+        );
+        // With the clock behind (1970), the bound is what was seen before.
+        let mut g = Floor::default();
+        g.accept_at("stable/arm64", 1, now, now);
+        g.accept_at("stable/arm64", 2, now + 86_400, 5);
+        assert_eq!(g.newest_seen, now + CLOCK_SKEW_SECS);
+        // An honest release time is kept as it is.
+        let mut h = Floor::default();
+        h.accept_at("stable/arm64", 3, now - 60, now);
+        assert_eq!(h.newest_seen, now - 60);
     }
 }

@@ -87,7 +87,7 @@ pub fn sign_dir(key: &SecretKey, dir: &Path, opts: &SignOptions) -> Result<Relea
         current.artifacts.clone(),
     );
     let sig = key
-        .sign(&manifest.json, &trusted_comment(now))
+        .sign(&manifest.json, &trusted_comment(now, &manifest.json))
         .map_err(ReleaseError::from)?;
     let write = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);
@@ -108,4 +108,57 @@ pub fn sign_dir(key: &SecretKey, dir: &Path, opts: &SignOptions) -> Result<Relea
 /// Loads the secret key for `--sign-key` / `release sign -s`.
 pub fn load_key(path: &Path) -> Result<Arc<SecretKey>, ReleaseError> {
     Ok(Arc::new(SecretKey::load(path)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::ChannelArch;
+    use crate::manifest::Catalog;
+
+    #[test]
+    fn a_server_never_pairs_a_manifest_with_another_releases_signature() {
+        let root = std::env::temp_dir().join(format!("plasmd-switch-{}", std::process::id()));
+        let dir = root.join("stable/arm64");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("vmlinuz"), b"kernel 1").unwrap();
+        let key = SecretKey::generate();
+        let opts = |seq| SignOptions {
+            release_seq: Some(seq),
+            ..SignOptions::default()
+        };
+        let ca = ChannelArch {
+            channel: "stable".into(),
+            arch: "arm64".into(),
+        };
+        let catalog = Catalog::new(Some(root.clone()), vec![], vec![]).serving();
+        sign_dir(&key, &dir, &opts(1)).unwrap();
+        let first = catalog.rescan().unwrap()[&ca].clone();
+        let first_sig = std::fs::read(dir.join(SIGNATURE_NAME)).unwrap();
+
+        // Release 2, caught half-way: its manifest with release 1's signature.
+        std::fs::write(dir.join("vmlinuz"), b"kernel 2").unwrap();
+        sign_dir(&key, &dir, &opts(2)).unwrap();
+        let second_sig = std::fs::read(dir.join(SIGNATURE_NAME)).unwrap();
+        std::fs::write(dir.join(SIGNATURE_NAME), &first_sig).unwrap();
+        let during = catalog.rescan().unwrap()[&ca].clone();
+        assert_eq!(during.json, first.json, "the previous pair is still served");
+        assert_eq!(during.signature, first.signature);
+        // A server that never saw release 1 serves nothing rather than a mix.
+        let fresh = Catalog::new(Some(root.clone()), vec![], vec![]).serving();
+        assert!(fresh.rescan().unwrap().is_empty());
+        // Tools take the files as they are.
+        let tool = Catalog::new(Some(root.clone()), vec![], vec![]);
+        assert_eq!(
+            tool.rescan().unwrap()[&ca].signature.as_deref(),
+            Some(&first_sig[..])
+        );
+
+        // Both in place: release 2, with its own signature.
+        std::fs::write(dir.join(SIGNATURE_NAME), &second_sig).unwrap();
+        let after = catalog.rescan().unwrap()[&ca].clone();
+        assert_eq!(after.release.as_ref().map(|r| r.release_seq), Some(2));
+        assert_eq!(after.signature.as_deref(), Some(&second_sig[..]));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
