@@ -53,8 +53,13 @@ impl Default for Limits {
 impl Limits {
     /// The longest a body of `len` bytes may take under these limits: one
     /// window of slack plus `len` at the minimum rate.
+    /// `len` comes from a manifest or a response head: saturating, so a
+    /// hostile size cannot overflow it.
     pub fn deadline_for(&self, len: u64) -> Option<Duration> {
-        (self.min_rate > 0).then(|| self.window + Duration::from_secs(len / self.min_rate + 1))
+        (self.min_rate > 0).then(|| {
+            self.window
+                .saturating_add(Duration::from_secs((len / self.min_rate).saturating_add(1)))
+        })
     }
 }
 
@@ -125,7 +130,12 @@ impl Body {
     /// Gives the body `len` bytes' worth of time from now (see
     /// [`Limits::deadline_for`]).
     pub(super) fn expect(&mut self, len: u64) {
-        self.deadline = self.limits.deadline_for(len).map(|d| Instant::now() + d);
+        // Beyond what an Instant can hold means no deadline of its own; the
+        // minimum rate still bounds every window.
+        self.deadline = self
+            .limits
+            .deadline_for(len)
+            .and_then(|d| Instant::now().checked_add(d));
     }
 
     /// Fails once the deadline passed, or a window ended with too little.
@@ -500,6 +510,11 @@ mod tests {
         assert_eq!(body.len(), 5000);
         // 5000 bytes at 1000 B/s: a window of slack plus six seconds.
         assert_eq!(quick().deadline_for(5000), Some(Duration::from_secs(7)));
+        // A hostile size (a manifest may list any u64) neither overflows
+        // nor panics.
+        assert!(quick().deadline_for(u64::MAX).is_some());
+        let mut again = get(&url, None, &quick()).unwrap();
+        again.reader.expect(u64::MAX);
         let off = Limits {
             min_rate: 0,
             ..quick()
