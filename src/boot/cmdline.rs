@@ -16,6 +16,8 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 
 use crate::channel::check_name;
+// The same bounds as `phase-discover --min-rate` and `--rate-window`.
+use crate::config::{MAX_MIN_RATE, MAX_RATE_WINDOW};
 use crate::fetch::Limits;
 use crate::minisign::PublicKey;
 
@@ -62,11 +64,6 @@ pub fn running_arch() -> &'static str {
         other => other,
     }
 }
-
-/// Largest `phase.min_rate` (1 GiB/s; 0 turns the rule off) and
-/// `phase.rate_window` (1 hour), as for `phase-discover`.
-const MAX_MIN_RATE: u64 = 1 << 30;
-const MAX_RATE_WINDOW: u64 = 3600;
 
 /// `phase.NAME=VALUE` as a yes or no.
 fn flag(name: &str, value: &str) -> Result<bool, CmdlineError> {

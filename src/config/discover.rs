@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::file::{load_file, DiscoverSection};
 use super::{
-    in_range, parse_bootstrap, parse_peer_ids, secs, string, version_line, ConfigError,
-    DEFAULT_DISCOVER_TIMEOUT, DEFAULT_WATCH_INTERVAL, MAX_DISCOVER_TIMEOUT, MAX_MIN_RATE,
-    MAX_RATE_WINDOW,
+    bytes_per_sec, in_range, parse_bootstrap, parse_peer_ids, secs, string, version_line,
+    ConfigError, DEFAULT_DISCOVER_TIMEOUT, DEFAULT_WATCH_INTERVAL, MAX_DISCOVER_TIMEOUT,
+    MAX_MIN_RATE, MAX_RATE_WINDOW,
 };
 use crate::channel::check_name;
 use crate::discover::Query;
@@ -127,14 +127,7 @@ where
             Long("allow-downgrade") => allow_downgrade = true,
             Long("watch") => watch = true,
             Long("interval") => interval = Some(secs(&mut p, "--interval")?),
-            Long("min-rate") => {
-                let v = string(&mut p, "--min-rate")?;
-                min_rate = Some(v.parse().map_err(|_| {
-                    ConfigError::Args(format!(
-                        "--min-rate: {v:?} is not a whole number of bytes per second"
-                    ))
-                })?)
-            }
+            Long("min-rate") => min_rate = Some(bytes_per_sec(&mut p, "--min-rate")?),
             Long("rate-window") => rate_window = Some(secs(&mut p, "--rate-window")?),
             other => {
                 return Err(ConfigError::Args(format!(

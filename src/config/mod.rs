@@ -118,6 +118,16 @@ pub(crate) fn secs(p: &mut lexopt::Parser, flag: &str) -> Result<u64, ConfigErro
         .map_err(|_| ConfigError::Args(format!("{flag}: {v:?} is not a whole number of seconds")))
 }
 
+/// A flag's value as a whole number of bytes per second.
+pub(crate) fn bytes_per_sec(p: &mut lexopt::Parser, flag: &str) -> Result<u64, ConfigError> {
+    let v = string(p, flag)?;
+    v.parse().map_err(|_| {
+        ConfigError::Args(format!(
+            "{flag}: {v:?} is not a whole number of bytes per second"
+        ))
+    })
+}
+
 /// Peer ids from flags or the file, `what` naming where they came from.
 pub(crate) fn parse_peer_ids(
     what: &str,

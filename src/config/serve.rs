@@ -12,7 +12,7 @@ use super::file::{load_file, FileConfig};
 use super::p2p::build_p2p;
 pub use super::p2p::P2pConfig;
 use super::{
-    in_range, release, secs, status, string, version_line, Command, ConfigError,
+    bytes_per_sec, in_range, release, secs, status, string, version_line, Command, ConfigError,
     DEFAULT_HTTP_LISTEN, MAX_MIN_RATE, MAX_RATE_WINDOW,
 };
 use crate::board::BoardProfile;
@@ -248,12 +248,7 @@ where
             Long("arch") => f.archs.push(string(&mut p, "--arch")?),
             Long("http-listen") => f.http_listen = Some(string(&mut p, "--http-listen")?),
             Long("http-min-rate") => {
-                let v = string(&mut p, "--http-min-rate")?;
-                f.http_min_rate = Some(v.parse().map_err(|_| {
-                    ConfigError::Args(format!(
-                        "--http-min-rate: {v:?} is not a whole number of bytes per second"
-                    ))
-                })?)
+                f.http_min_rate = Some(bytes_per_sec(&mut p, "--http-min-rate")?)
             }
             Long("http-rate-window") => {
                 f.http_rate_window = Some(secs(&mut p, "--http-rate-window")?)

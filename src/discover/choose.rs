@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::Query;
-use crate::fetch::{self, Checked, FetchError};
+use crate::fetch::{Checked, FetchError};
 use crate::record::ManifestRecord;
 use crate::release::floor::Floor;
 
@@ -95,13 +95,7 @@ fn check_all(records: &[&ManifestRecord], query: &Query) -> Vec<Result<Checked, 
     let work = || loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(r) = records.get(i) else { break };
-        let checked = fetch::check_provider(
-            r,
-            &query.release_keys,
-            &query.channel,
-            &query.arch,
-            &query.limits,
-        );
+        let checked = query.check(r);
         *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(checked);
     };
     std::thread::scope(|s| {

@@ -15,7 +15,7 @@
 //! release is checked `fetch`'s and `choose`'s.
 
 use super::{choose, DiscoverError, Query, Session};
-use crate::fetch::{self, Checked, FetchError};
+use crate::fetch::{Checked, FetchError};
 use crate::record::ManifestRecord;
 use crate::release::floor::Floor;
 use crate::time::{unix_now, Now};
@@ -235,8 +235,9 @@ impl Candidates {
                 // Without release keys each manifest is checked against its
                 // record only when its turn comes.
                 None => {
-                    let (r, q) = (&self.found[i], &self.query);
-                    fetch::check_provider(r, &q.release_keys, &q.channel, &q.arch, &q.limits)
+                    let r = &self.found[i];
+                    self.query
+                        .check(r)
                         .map_err(|e| (r.url.clone(), Failure::from(e)))
                 }
             };

@@ -55,6 +55,23 @@ pub struct Query {
     pub limits: fetch::Limits,
 }
 
+impl Query {
+    /// Downloads and checks what `record` points at under this query's
+    /// release keys, channel/arch and limits (see `fetch::check_provider`).
+    pub fn check(
+        &self,
+        record: &crate::record::ManifestRecord,
+    ) -> Result<fetch::Checked, fetch::FetchError> {
+        fetch::check_provider(
+            record,
+            &self.release_keys,
+            &self.channel,
+            &self.arch,
+            &self.limits,
+        )
+    }
+}
+
 /// Errors of a lookup (finding nothing is not an error: an empty list).
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {

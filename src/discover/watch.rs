@@ -9,7 +9,6 @@
 
 use std::io::{IsTerminal, Write};
 
-use crate::fetch;
 use crate::record::{ManifestRecord, MAX_RECORD_BYTES};
 use crate::text::printable;
 
@@ -71,13 +70,7 @@ fn verify(records: Vec<ManifestRecord>, query: &Query) -> Vec<Row> {
         .into_iter()
         .map(|r| {
             let (release_seq, ok, state) = if query.release_keys.is_empty() {
-                match fetch::check_provider(
-                    &r,
-                    &query.release_keys,
-                    &query.channel,
-                    &query.arch,
-                    &query.limits,
-                ) {
+                match query.check(&r) {
                     Ok(_) => (r.release_seq, true, "manifest matches the record".into()),
                     Err(e) => (r.release_seq, false, e.to_string()),
                 }
