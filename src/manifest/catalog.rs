@@ -213,7 +213,8 @@ impl Catalog {
     pub fn rescan(&self) -> Result<BTreeMap<ChannelArch, Arc<Manifest>>, ManifestError> {
         let root = self.require_root()?;
         let mut fresh = BTreeMap::new();
-        for ca in self.channel_archs()? {
+        let cas = self.channel_archs()?;
+        for ca in cas.iter().cloned() {
             match self.scan_one(&root, &ca, true) {
                 Ok(m) => {
                     lock(&self.half_switched).remove(&ca);
@@ -248,6 +249,9 @@ impl Catalog {
                 Err(e) => log::error!("not serving {ca}: {e}"),
             }
         }
+        // Only directories there now are remembered as half-switched: the
+        // map stays as bounded as the list of channel/archs.
+        lock(&self.half_switched).retain(|ca, _| cas.contains(ca));
         *lock(&self.manifests) = fresh.clone();
         // Forget hashes of files that are gone, so the cache stays bounded.
         let keep: std::collections::HashSet<PathBuf> = fresh
