@@ -37,6 +37,8 @@
 //! - [`provider`]: `plasmd serve` and `plasmd node`
 //! - [`boot`]: `phase-boot`, the stage 1 that finds, verifies and kexecs a release
 
+#[cfg(test)]
+mod testdir;
 pub mod channel;
 pub mod time;
 pub mod text;

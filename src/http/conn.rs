@@ -6,8 +6,8 @@
 //! resumed on readiness, file bodies go out with `sendfile` from the open
 //! handle at an explicit offset (no userspace copy; the file's own offset is
 //! never used, so a renamed-over file is still served whole from its
-//! handle), and the disk reads `sendfile` would block on when a file is not
-//! cached happen first on a small blocking pool (see [`send_file`]). A
+//! handle), and only over bytes already in the page cache: a cold window is
+//! read on a small bounded pool first (see `warm`). A
 //! connection waiting for a request holds a socket and, only while bytes of
 //! a head are arriving, a buffer of at most 8 KiB; no thread.
 //!
@@ -34,6 +34,7 @@ use super::budget::Slot;
 use super::files::{Body, Reply};
 use super::pace::{Pacer, TURN_BYTES};
 use super::parse::{self, Head, HeadError, Method, Scan, MAX_HEAD};
+use super::warm::{Ahead, Warmer};
 use super::{Ctx, HttpLimits};
 
 /// The whole request head must arrive within this long (a deadline, not a
@@ -56,11 +57,6 @@ const LINGER_BYTES: usize = 64 * 1024;
 
 /// Bytes a connection reads per call while a head arrives.
 const READ_CHUNK: usize = 2048;
-/// Bytes of a response read on the blocking pool before its first
-/// `sendfile`, so the loop never waits for a cold first read.
-const FIRST_READ: i64 = 256 * 1024;
-/// How far ahead of `sendfile` the kernel is asked to read.
-const READAHEAD: i64 = 2 * 1024 * 1024;
 
 /// Serves one accepted connection until it closes, times out, or is told
 /// to give way (its slot in the budget).
@@ -169,7 +165,16 @@ async fn serve(stream: &TcpStream, peer: SocketAddr, slot: &Slot, ctx: &Ctx) {
             // Boxed: only a connection that is answering holds the state
             // of answering.
             let date = ctx.date();
-            Box::pin(send(stream, reply, head_only, keep, &ctx.limits, &date)).await
+            Box::pin(send(
+                stream,
+                reply,
+                head_only,
+                keep,
+                &ctx.limits,
+                &ctx.warmer,
+                &date,
+            ))
+            .await
         };
         let m = &ctx.metrics.http;
         m.response_seconds.observe(started.elapsed().as_secs_f64());
@@ -276,13 +281,15 @@ fn read_some(stream: &TcpStream, into: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Writes a whole response under the minimum-rate rule.
+/// Writes a whole response under the minimum-rate rule; a file body's
+/// cold windows are read into the cache by `warmer` first.
 pub async fn send(
     stream: &TcpStream,
     reply: Reply,
     head_only: bool,
     keep: bool,
     limits: &HttpLimits,
+    warmer: &Warmer,
     date: &str,
 ) -> io::Result<()> {
     let mut pacer = Pacer::new(limits);
@@ -303,7 +310,7 @@ pub async fn send(
     // partial one at once (what nginx's `tcp_nopush` does with TCP_CORK).
     stream.set_nodelay(false)?;
     write_all(stream, &head, &[], &mut pacer).await?;
-    send_file(stream, Arc::new(file), start, len, &mut pacer).await?;
+    send_file(stream, Arc::new(file), start, len, &mut pacer, warmer).await?;
     stream.set_nodelay(true)
 }
 
@@ -336,41 +343,26 @@ async fn write_all(
 /// `len` bytes of `file` from `start`, with `sendfile` (page cache →
 /// socket, no copy through userspace), resumed whenever the socket has room.
 ///
-/// `sendfile` blocks the thread when the pages it needs are not cached, and
-/// on this loop that would stall every other client (a cold SD card, the
-/// first board asking for a new release). So the first [`FIRST_READ`] bytes
-/// are read on the small blocking pool before the first `sendfile` (only
-/// this connection waits), and each later window is handed to the kernel's
-/// readahead from that pool a window ahead of where `sendfile` is, without
-/// waiting for it.
+/// `sendfile` is only given bytes that are cached (see `warm`): a cold
+/// window is read on the pool while only this connection waits, and the
+/// time it waits for the disk is not held against the client's rate.
 async fn send_file(
     stream: &TcpStream,
     file: Arc<std::fs::File>,
     start: u64,
     len: u64,
     pacer: &mut Pacer,
+    warmer: &Warmer,
 ) -> io::Result<()> {
     let too_big = |_| io::Error::new(io::ErrorKind::InvalidInput, "offset beyond 2^63");
     let mut offset = i64::try_from(start).map_err(too_big)?;
     let end = i64::try_from(start.saturating_add(len)).map_err(too_big)?;
-    let first = (end - offset).min(FIRST_READ);
-    if first > 0 && !(cached(&file, offset) && cached(&file, offset + first - 1)) {
-        let (f, at) = (file.clone(), offset);
-        // An error here only means the read happens in sendfile after all.
-        let _ = tokio::task::spawn_blocking(move || warm(&f, at, first, true)).await;
-    }
-    let mut ahead = offset + first;
+    let mut ahead = Ahead::new(file.clone(), offset, end);
     while offset < end {
         pacer.check()?;
-        if ahead < end && offset + READAHEAD >= ahead {
-            let n = (end - ahead).min(READAHEAD);
-            if !cached(&file, ahead + n - 1) {
-                let (f, at) = (file.clone(), ahead);
-                drop(tokio::task::spawn_blocking(move || warm(&f, at, n, false)));
-            }
-            ahead += n;
-        }
-        let count = usize::try_from(end - offset)
+        let (ready, waited) = ahead.ready_from(offset, warmer).await?;
+        pacer.excuse(waited);
+        let count = usize::try_from(ready - offset)
             .unwrap_or(usize::MAX)
             .min(TURN_BYTES);
         let sent = stream.try_io(Interest::WRITABLE, || {
@@ -393,46 +385,6 @@ async fn send_file(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => pacer.writable(stream).await?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Whether the page holding byte `at` of `file` is in the page cache:
-/// `preadv2(RWF_NOWAIT)` of one byte fails with `EAGAIN` rather than wait
-/// for the disk. Two such calls per window cost far less than handing a
-/// cached window to the blocking pool. On kernels without `RWF_NOWAIT` for
-/// files (before 4.14) every window counts as cold.
-fn cached(file: &std::fs::File, at: i64) -> bool {
-    use nix::libc;
-    let mut byte = 0u8;
-    let iov = libc::iovec {
-        iov_base: std::ptr::addr_of_mut!(byte).cast(),
-        iov_len: 1,
-    };
-    // SAFETY: `iov` describes one writable byte that outlives the call, and
-    // the descriptor is borrowed from an open `File`.
-    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
-    n >= 0
-}
-
-/// Brings `len` bytes of `file` at `at` into the page cache, on the
-/// blocking pool: asks the kernel to read them ahead and, with `wait`,
-/// reads them (into a small scratch buffer) so that they are there.
-fn warm(file: &std::fs::File, at: i64, len: i64, wait: bool) -> io::Result<()> {
-    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
-    use std::os::unix::fs::FileExt;
-    posix_fadvise(file, at, len, PosixFadviseAdvice::POSIX_FADV_WILLNEED)?;
-    if wait {
-        let mut scratch = vec![0u8; 64 * 1024];
-        let mut pos = u64::try_from(at).unwrap_or(0);
-        let end = pos + u64::try_from(len).unwrap_or(0);
-        while pos < end {
-            let n = file.read_at(&mut scratch, pos)?;
-            if n == 0 {
-                break;
-            }
-            pos += n as u64;
         }
     }
     Ok(())
@@ -463,8 +415,16 @@ pub async fn linger(stream: &TcpStream) {
 
 /// Refuses a connection the budget has no room for: `503`, best effort and
 /// without waiting, then closed.
-pub async fn refuse(stream: TcpStream, limits: HttpLimits, date: String) {
-    let send = send(&stream, Reply::busy(), false, false, &limits, &date);
+pub async fn refuse(stream: TcpStream, limits: HttpLimits, warmer: Warmer, date: String) {
+    let send = send(
+        &stream,
+        Reply::busy(),
+        false,
+        false,
+        &limits,
+        &warmer,
+        &date,
+    );
     if tokio::time::timeout(Duration::from_secs(1), send)
         .await
         .is_ok_and(|r| r.is_ok())

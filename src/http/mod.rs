@@ -33,6 +33,7 @@ mod conn;
 mod files;
 mod pace;
 mod parse;
+mod warm;
 
 pub use parse::fuzz_request;
 
@@ -57,6 +58,7 @@ use prometheus_client::metrics::counter::Counter;
 /// on the address HTTP bound).
 pub type StatusSlot = Arc<std::sync::OnceLock<crate::status::StatusSource>>;
 use budget::{Admission, Registry};
+use warm::Warmer;
 
 /// Limits a deployment may tune (`--http-min-rate`, `--http-rate-window`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +139,8 @@ struct Ctx {
     /// Set once the provider knows its peer id and URL.
     status: StatusSlot,
     limits: HttpLimits,
+    /// The bounded pool that reads cold file windows off the loop.
+    warmer: Warmer,
     registry: RefCell<Registry>,
     /// Set on stop: no more keep-alive.
     stopping: Cell<bool>,
@@ -175,6 +179,7 @@ impl Ctx {
             metrics,
             status,
             limits,
+            warmer: Warmer::new(BLOCKING_THREADS),
             registry: RefCell::new(Registry::new(budget)),
             stopping: Cell::new(false),
             date: RefCell::new((0, String::new())),
@@ -379,7 +384,12 @@ async fn accept_loop(listener: &TcpListener, ctx: &Rc<Ctx>) {
                 let one = tokio::time::timeout(Duration::ZERO, listener.accept()).await;
                 if let Ok(Ok((stream, _))) = one {
                     ctx.metrics.dropped("out_of_descriptors");
-                    tokio::task::spawn_local(conn::refuse(stream, ctx.limits, ctx.date()));
+                    tokio::task::spawn_local(conn::refuse(
+                        stream,
+                        ctx.limits,
+                        ctx.warmer.clone(),
+                        ctx.date(),
+                    ));
                 }
                 reserve = File::open("/dev/null").ok();
                 // Let closing connections give descriptors back.
@@ -410,7 +420,12 @@ fn admit(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
             ctx.metrics.dropped("budget_full");
             let open = ctx.registry.borrow().len();
             log::debug!("HTTP: connection budget full ({open} open); refusing {peer}");
-            tokio::task::spawn_local(conn::refuse(stream, ctx.limits, ctx.date()));
+            tokio::task::spawn_local(conn::refuse(
+                stream,
+                ctx.limits,
+                ctx.warmer.clone(),
+                ctx.date(),
+            ));
         }
     }
 }

@@ -43,6 +43,12 @@ impl Pacer {
         self.turn += n;
     }
 
+    /// Time the server spent waiting for its own disk is not the client's:
+    /// the current window is extended by it.
+    pub(super) fn excuse(&mut self, waited: Duration) {
+        self.window_end += waited;
+    }
+
     /// Fails once a window ends with too little sent; starts the next one.
     pub(super) fn check(&mut self) -> io::Result<()> {
         let now = Instant::now();

@@ -2,42 +2,17 @@
 
 use super::*;
 use crate::channel::ChannelArch;
+use crate::testdir::TempDir;
 use std::fs::{self, File};
 
-fn tree() -> (tempdir::TempDir, Catalog) {
-    let dir = tempdir::TempDir::new();
+fn tree() -> (TempDir, Catalog) {
+    let dir = TempDir::new("unit");
     let a = dir.path().join("stable/arm64");
     fs::create_dir_all(&a).unwrap();
     fs::write(a.join("vmlinuz"), b"kernel").unwrap();
     fs::write(a.join("initrd.img"), b"initramfs").unwrap();
     let cat = Catalog::new(Some(dir.path().to_path_buf()), vec![], vec![]);
     (dir, cat)
-}
-
-/// A tiny self-cleaning temp dir, to avoid a dev-dependency.
-mod tempdir {
-    pub struct TempDir(std::path::PathBuf);
-    impl TempDir {
-        pub fn new() -> Self {
-            use std::sync::atomic::{AtomicUsize, Ordering};
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "plasmd-unit-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-        pub fn path(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 fn stable() -> ChannelArch {

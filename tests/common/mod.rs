@@ -13,32 +13,10 @@ use std::time::{Duration, Instant};
 pub const PLASMD: &str = env!("CARGO_BIN_EXE_plasmd");
 pub const DISCOVER: &str = env!("CARGO_BIN_EXE_phase-discover");
 
-/// A temporary directory removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "plasmd-it-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "../../src/testdir.rs"]
+mod testdir;
+#[allow(unused_imports)]
+pub use testdir::TempDir;
 
 /// A running process whose stdout and stderr are collected; killed on drop.
 pub struct Proc {
