@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use plasmd::dht::{self, DhtConfig, Role};
+use plasmd::dht;
 use plasmd::record::{manifest_dht_key, ManifestRecord};
 
 /// The kinds a storage node reports, with how many of each the test sends.
@@ -54,7 +54,7 @@ fn a_hostile_peer_cannot_plant_records() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (client, keypair) = hostile_peer(&node_addr, 30).await;
+        let (client, keypair) = hostile_peer(&node_addr, 30, false).await;
 
         let key = manifest_dht_key("stable", "arm64");
         let ttl = Duration::from_secs(30);
@@ -243,30 +243,6 @@ fn storage_node(dir: &std::path::Path, ttl: u64, extra: &[&str]) -> (Proc, Strin
     )
 }
 
-/// A DHT peer of the attacker's own, built on plasmd's library with a fresh
-/// key, joined to the node at `node_addr`.
-async fn hostile_peer(node_addr: &str, ttl: u64) -> (dht::Client, libp2p::identity::Keypair) {
-    let keypair = libp2p::identity::Keypair::generate_ed25519();
-    let (client, event_loop, _) = dht::start(DhtConfig {
-        keypair: keypair.clone(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap: vec![node_addr.parse().unwrap()],
-        announce: vec![],
-        record_ttl: Duration::from_secs(ttl),
-        mdns: false,
-        role: Role::Server,
-        agent: "hostile/0".into(),
-        trusted_publishers: vec![],
-        metrics: None,
-    })
-    .await
-    .unwrap();
-    tokio::spawn(event_loop.run());
-    let mut peers = client.peers();
-    peers.wait_for(|n| *n > 0).await.unwrap();
-    (client, keypair)
-}
-
 /// The newest valid record for `key` the DHT returns right now.
 async fn newest(client: &dht::Client, key: &libp2p::kad::RecordKey) -> ManifestRecord {
     let mut found = client.get(key.clone()).await.unwrap();
@@ -302,7 +278,7 @@ fn a_record_flood_from_one_peer_does_not_keep_a_new_provider_out() {
         .unwrap();
     let start = std::time::Instant::now();
     rt.block_on(async {
-        let (client, keypair) = hostile_peer(&node_addr, 600).await;
+        let (client, keypair) = hostile_peer(&node_addr, 600, false).await;
         let peer = keypair.public().to_peer_id().to_string();
         let ttl = Duration::from_secs(600);
         let expires = SystemTime::now() + ttl;
@@ -403,7 +379,7 @@ fn a_closed_fleet_node_stores_only_trusted_publishers() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (client, keypair) = hostile_peer(&node_addr, 60).await;
+        let (client, keypair) = hostile_peer(&node_addr, 60, false).await;
         let me = keypair.public().to_peer_id().to_string();
         let record = ManifestRecord::new(
             "http://127.0.0.1:9/stable/arm64/manifest.json",

@@ -10,7 +10,14 @@
 //!   or one peer then only displaces its own records;
 //! - the highest `seq` seen per (key, publisher) is remembered in a bounded
 //!   LRU ([`SeqMemory`]), so a captured record replayed after any number of
-//!   other writes to its key is still refused.
+//!   other writes to its key is still refused;
+//! - provider announcements are held per key up to kad's 20, and when the
+//!   list is full a newcomer from an address that holds fewer of them than
+//!   the heaviest address takes the place of that address's oldest one
+//!   ([`add_provider_fairly`]): a flood of sybil ids from one machine,
+//!   before or after the honest providers start, fills at most the room the
+//!   other addresses leave it (kad's own rule, first come, would keep every
+//!   later provider out).
 //!
 //! Our own records (put locally by the publisher) have no source here and
 //! are never pushed out. This module does no I/O and logs nothing; the
@@ -21,7 +28,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use libp2p::kad::store::{MemoryStore, RecordStore};
-use libp2p::kad::{Record, RecordKey};
+use libp2p::kad::{ProviderRecord, Record, RecordKey};
 use libp2p::PeerId;
 
 use crate::tally::Tally;
@@ -187,6 +194,91 @@ pub fn store_fairly(
     }
 }
 
+/// Where each provider announcement held for others came from: the
+/// announcing peer's address (kad checked the provider is the sender).
+#[derive(Default)]
+pub struct ProviderSources {
+    by: HashMap<(RecordKey, PeerId), Option<IpAddr>>,
+}
+
+/// The address a flood is counted by: an IPv4 address, or an IPv6 /64 (one
+/// host or LAN is given a whole /64 and may use any address in it).
+fn address_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+        v4 => v4,
+    }
+}
+
+/// Stores a provider announcement `ip` sent, fairly (see the header): an
+/// update of one held, or a new one while there is room, goes in; into a
+/// full list only in the place of the oldest announcement of the address
+/// holding the most, and only when the newcomer's address holds fewer
+/// than that. Our own announcements are never given up.
+pub fn add_provider_fairly(
+    store: &mut MemoryStore,
+    sources: &mut ProviderSources,
+    record: ProviderRecord,
+    ip: Option<IpAddr>,
+    max_per_key: usize,
+) -> Placed {
+    let key = record.key.clone();
+    let held = store.providers(&key);
+    sources
+        .by
+        .retain(|(k, p), _| *k != key || held.iter().any(|h| h.provider == *p));
+    let group = ip.map(address_group);
+    let id = (key.clone(), record.provider);
+    let known = held.iter().any(|h| h.provider == record.provider);
+    let mut placed = Placed::Stored;
+    if !known && held.len() >= max_per_key {
+        let group_of = |p: &PeerId| sources.by.get(&(key.clone(), *p)).copied().flatten();
+        let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+        for h in &held {
+            if let Some(g) = group_of(&h.provider) {
+                *counts.entry(g).or_default() += 1;
+            }
+        }
+        let Some((&heavy, &most)) = counts.iter().max_by_key(|(_, n)| **n) else {
+            return Placed::Quota;
+        };
+        let mine = group.map_or(0, |g| counts.get(&g).copied().unwrap_or(0));
+        if Some(heavy) == group || mine + 1 >= most {
+            return Placed::Quota;
+        }
+        // The heaviest address's announcement that expires first.
+        let Some(victim) = held
+            .iter()
+            .filter(|h| group_of(&h.provider) == Some(heavy))
+            .min_by_key(|h| h.expires)
+            .map(|h| h.provider)
+        else {
+            return Placed::Quota;
+        };
+        store.remove_provider(&key, &victim);
+        sources.by.remove(&(key.clone(), victim));
+        placed = Placed::Evicted;
+    }
+    match store.add_provider(record) {
+        Ok(()) => {
+            sources.by.insert(id, group);
+            placed
+        }
+        Err(_) => Placed::Quota,
+    }
+}
+
+/// Forgets where announcements came from once they are no longer held
+/// (expired, or their key gone), so the map stays as bounded as the store.
+pub fn forget_gone_providers(store: &MemoryStore, sources: &mut ProviderSources) {
+    sources
+        .by
+        .retain(|(k, p), _| store.providers(k).iter().any(|h| h.provider == *p));
+}
+
 /// Removes every record whose expiry has passed; returns how many.
 pub fn purge_expired(store: &mut MemoryStore, sources: &mut Sources, now: Instant) -> usize {
     let expired: Vec<RecordKey> = store
@@ -326,5 +418,84 @@ mod tests {
         }
         assert_eq!(m.len(), SEQ_MEMORY);
         assert_eq!(m.note(&key, "genuine", 5), Ok(()));
+    }
+
+    fn announce(key: &RecordKey, peer: PeerId, ttl_secs: u64) -> ProviderRecord {
+        ProviderRecord {
+            key: key.clone(),
+            provider: peer,
+            expires: Some(Instant::now() + Duration::from_secs(ttl_secs)),
+            addresses: vec![],
+        }
+    }
+
+    #[test]
+    fn a_sybil_flood_before_the_honest_provider_does_not_keep_it_out() {
+        let mut store = store(16);
+        let mut sources = ProviderSources::default();
+        let key = RecordKey::new(&"/phase/stable/arm64/manifest");
+        let attacker = Some(IpAddr::from([192, 0, 2, 66]));
+        for i in 0..64 {
+            let placed = add_provider_fairly(
+                &mut store,
+                &mut sources,
+                announce(&key, PeerId::random(), 100 + i),
+                attacker,
+                20,
+            );
+            assert_eq!(placed == Placed::Quota, i >= 20, "sybil {i}: {placed:?}");
+        }
+        // Honest providers on their own addresses each take a sybil's place.
+        let honest: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
+        for (i, p) in honest.iter().enumerate() {
+            let ip = Some(IpAddr::from([192, 0, 2, 10 + i as u8]));
+            let placed =
+                add_provider_fairly(&mut store, &mut sources, announce(&key, *p, 50), ip, 20);
+            assert_eq!(placed, Placed::Evicted);
+        }
+        let held = store.providers(&key);
+        assert_eq!(held.len(), 20);
+        assert!(honest.iter().all(|p| held.iter().any(|h| h.provider == *p)));
+        // A second announcement from an honest address, or a refresh, is
+        // fine; the flood cannot win the places back.
+        let again = add_provider_fairly(
+            &mut store,
+            &mut sources,
+            announce(&key, honest[0], 60),
+            Some(IpAddr::from([192, 0, 2, 10])),
+            20,
+        );
+        assert_eq!(again, Placed::Stored);
+        let more = add_provider_fairly(
+            &mut store,
+            &mut sources,
+            announce(&key, PeerId::random(), 500),
+            attacker,
+            20,
+        );
+        assert_eq!(more, Placed::Quota);
+        // IPv6 sybils spread over a /64 count as one address.
+        let v6 = |n: u16| Some(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, n]));
+        let key6 = RecordKey::new(&"/phase/edge/arm64/manifest");
+        for n in 0..30 {
+            add_provider_fairly(
+                &mut store,
+                &mut sources,
+                announce(&key6, PeerId::random(), 100),
+                v6(n),
+                20,
+            );
+        }
+        let late = PeerId::random();
+        let placed = add_provider_fairly(
+            &mut store,
+            &mut sources,
+            announce(&key6, late, 100),
+            v6(999),
+            20,
+        );
+        assert_eq!(placed, Placed::Quota);
+        forget_gone_providers(&store, &mut sources);
+        assert_eq!(sources.by.len(), 40);
     }
 }

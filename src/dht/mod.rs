@@ -28,6 +28,11 @@ pub const KAD_PROTOCOL: &str = "/phase/kad/1.0.0";
 
 /// How many commands may queue for the event loop before senders wait.
 const COMMAND_QUEUE: usize = 64;
+/// Distinct providers one provider lookup reports: each storing node keeps
+/// at most 20 per key (K), and a lookup asks about K nodes, so a flood of
+/// ids cannot push the rest past this, and what the caller samples from
+/// is the whole answer.
+pub const MAX_PROVIDERS_PER_LOOKUP: usize = 400;
 
 /// Errors of the DHT layer.
 #[derive(Debug, thiserror::Error)]
@@ -168,10 +173,10 @@ impl Client {
         self.send(Command::StopProviding { key }).await
     }
 
-    /// The peers announced as providers of `key`; the channel closes when
-    /// the query ends.
+    /// The peers announced as providers of `key`, each once and at most
+    /// [`MAX_PROVIDERS_PER_LOOKUP`]; the channel closes when the query ends.
     pub async fn get_providers(&self, key: RecordKey) -> Result<mpsc::Receiver<PeerId>, DhtError> {
-        let (reply, rx) = mpsc::channel(64);
+        let (reply, rx) = mpsc::channel(MAX_PROVIDERS_PER_LOOKUP);
         self.send(Command::GetProviders { key, reply }).await?;
         Ok(rx)
     }

@@ -14,11 +14,18 @@
 //! ([`Note`]). What the floor file holds is `release::floor`'s, how a
 //! release is checked `fetch`'s and `choose`'s.
 
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::session::Tried;
 use super::{choose, DiscoverError, Query, Session};
 use crate::fetch::{Checked, FetchError};
 use crate::record::ManifestRecord;
 use crate::release::floor::Floor;
 use crate::time::{unix_now, Now};
+
+/// Pause between looking again when nothing found was acceptable.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// Why the path ended without a provider to use.
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +168,9 @@ pub fn candidates(
             trusted,
         });
     }
-    let found = session.lookup(&query)?;
+    let deadline = std::time::Instant::now() + query.timeout;
+    let mut tried = Tried::default();
+    let found = session.lookup_until(&query, deadline, &mut tried)?;
     if found.is_empty() {
         return Err(ClientError::NotFound(
             format!("{}/{}", query.channel, query.arch),
@@ -172,11 +181,53 @@ pub fn candidates(
     let chosen = if query.release_keys.is_empty() {
         None
     } else {
-        let choice = choose::releases(&found, &query, floor.as_ref());
+        Some(choose_until(
+            session,
+            &query,
+            floor.as_ref(),
+            found.clone(),
+            deadline,
+            &mut tried,
+            note,
+        )?)
+    };
+    Ok(Candidates {
+        query,
+        floor,
+        found,
+        chosen,
+    })
+}
+
+/// With release keys: checks the releases of what was found and, while
+/// none is acceptable and `deadline` has not passed, looks again (further
+/// among the announced providers) and checks what is new. Records that
+/// point at a refused URL are not checked twice in one attempt: a
+/// provider that failed (a tarpit, a forged release) is passed over, and
+/// a lookup full of such records does not end the search.
+fn choose_until(
+    session: &Session,
+    query: &Query,
+    floor: Option<&Floor>,
+    mut found: Vec<ManifestRecord>,
+    deadline: std::time::Instant,
+    tried: &mut Tried,
+    note: &mut dyn FnMut(Note),
+) -> Result<Vec<Checked>, ClientError> {
+    let mut refused: HashSet<String> = HashSet::new();
+    let mut untrusted = false;
+    loop {
+        found.retain(|r| !refused.contains(&r.url));
+        let choice = choose::releases(&found, query, floor);
         for (url, why) in &choice.refused {
             note(Note::Refused { url, why });
+            refused.insert(url.clone());
         }
-        if choice.accepted.is_empty() {
+        untrusted |= choice.any_untrusted;
+        if !choice.accepted.is_empty() {
+            return Ok(choice.accepted);
+        }
+        if std::time::Instant::now() >= deadline {
             return Err(ClientError::NoRelease {
                 ca: format!("{}/{}", query.channel, query.arch),
                 keys: query.release_keys.ids(),
@@ -185,17 +236,13 @@ pub fn candidates(
                 } else {
                     ""
                 },
-                untrusted: choice.any_untrusted,
+                untrusted,
             });
         }
-        Some(choice.accepted)
-    };
-    Ok(Candidates {
-        query,
-        floor,
-        found,
-        chosen,
-    })
+        session
+            .pause(RETRY_PAUSE.min(deadline.saturating_duration_since(std::time::Instant::now())));
+        found = session.lookup_until(query, deadline, tried)?;
+    }
 }
 
 impl Candidates {

@@ -6,10 +6,11 @@
 //! Lookups repeat until one succeeds or the timeout passes, so it also
 //! works while a provider is still starting.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
+use libp2p::PeerId;
 use tokio::time::Instant;
 
 use super::{DiscoverError, Query};
@@ -23,8 +24,15 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// the query (other copies may be newer).
 const GRACE_AFTER_FIRST: Duration = Duration::from_secs(2);
 
-/// At most this many providers are asked for their own record.
-const MAX_PROVIDERS: usize = 32;
+/// At most this many announced providers are asked for their own record
+/// in one round (all at once): with a flood of sybil ids, a round samples
+/// this many, and the next round the ones not asked yet.
+const MAX_PROVIDERS: usize = 64;
+
+/// One key's lookup ends this long after it started, found or not: a
+/// round is bounded even when peers answer slowly, and rounds repeat
+/// until the query's timeout, so a short bound loses nothing.
+const LOOKUP_LIMIT: Duration = Duration::from_secs(10);
 
 /// A DHT client joined once and asked as often as needed (`--watch`). Its
 /// runtime only runs while a method is called: between calls the
@@ -66,7 +74,22 @@ impl Session {
     /// Asks until something valid is found or `query.timeout` passes; ranked
     /// best first.
     pub fn lookup(&self, query: &Query) -> Result<Vec<ManifestRecord>, DiscoverError> {
-        self.rt.block_on(lookup(&self.client, query))
+        let deadline = std::time::Instant::now() + query.timeout;
+        self.lookup_until(query, deadline, &mut Tried::default())
+    }
+
+    /// Asks until something valid is found or `deadline` passes; ranked
+    /// best first. Announced providers not yet in `tried` are asked first,
+    /// so calling again (when what was found did not verify) looks further.
+    pub fn lookup_until(
+        &self,
+        query: &Query,
+        deadline: std::time::Instant,
+        tried: &mut Tried,
+    ) -> Result<Vec<ManifestRecord>, DiscoverError> {
+        let deadline = Instant::from_std(deadline);
+        self.rt
+            .block_on(lookup(&self.client, query, deadline, tried))
     }
 
     /// Runs blocking work (downloads) on another thread while the DHT
@@ -95,8 +118,12 @@ impl Session {
     }
 }
 
-async fn lookup(client: &dht::Client, query: &Query) -> Result<Vec<ManifestRecord>, DiscoverError> {
-    let deadline = Instant::now() + query.timeout;
+async fn lookup(
+    client: &dht::Client,
+    query: &Query,
+    deadline: Instant,
+    tried: &mut Tried,
+) -> Result<Vec<ManifestRecord>, DiscoverError> {
     let mut peers = client.peers();
     let mut found = Vec::new();
     while found.is_empty() && Instant::now() < deadline {
@@ -104,7 +131,7 @@ async fn lookup(client: &dht::Client, query: &Query) -> Result<Vec<ManifestRecor
         if *peers.borrow() == 0 {
             let _ = tokio::time::timeout_at(deadline, peers.wait_for(|n| *n > 0)).await;
         }
-        found = one_round(client, query, deadline).await?;
+        found = one_round(client, query, deadline, tried).await?;
         if found.is_empty() {
             tokio::time::sleep_until(deadline.min(Instant::now() + RETRY_PAUSE)).await;
         }
@@ -114,35 +141,85 @@ async fn lookup(client: &dht::Client, query: &Query) -> Result<Vec<ManifestRecor
     Ok(rank(found, now))
 }
 
-/// One pass: the spec key's record(s), then each announced provider's own
-/// record; the best valid record per publisher.
+/// What the rounds of one attempt have asked already.
+#[derive(Debug, Default)]
+pub struct Tried {
+    providers: HashSet<PeerId>,
+}
+
+/// One pass: the spec key's record(s), then the own records of up to
+/// [`MAX_PROVIDERS`] announced providers, all at once; the best valid
+/// record per publisher.
+///
+/// The providers asked are a fair sample of every one announced, those not
+/// asked in an earlier round first, in random order: a flood of sybil ids
+/// can neither crowd the honest providers out by arriving first nor, over
+/// a few rounds, keep them from being asked.
 async fn one_round(
     client: &dht::Client,
     query: &Query,
     deadline: Instant,
+    tried: &mut Tried,
 ) -> Result<Vec<ManifestRecord>, DiscoverError> {
+    let began = Instant::now();
     let spec = manifest_key(&query.channel, &query.arch);
     let mut by_publisher: HashMap<String, ManifestRecord> = HashMap::new();
     for r in records_at(client, query, &spec, deadline).await? {
         keep_best(&mut by_publisher, r);
     }
+    log::debug!(
+        "lookup round: {} valid record(s) on the spec key after {:?}",
+        by_publisher.len(),
+        began.elapsed()
+    );
     let mut providers = client
         .get_providers(manifest_dht_key(&query.channel, &query.arch))
         .await?;
-    let mut announced = Vec::new();
-    let until = deadline.min(Instant::now() + GRACE_AFTER_FIRST);
+    let mut announced = HashSet::new();
+    let mut until = deadline.min(Instant::now() + LOOKUP_LIMIT);
     while let Ok(Some(p)) = tokio::time::timeout_at(until, providers.recv()).await {
-        if !announced.contains(&p) && announced.len() < MAX_PROVIDERS {
-            announced.push(p);
+        if announced.is_empty() {
+            until = until.min(Instant::now() + GRACE_AFTER_FIRST);
         }
+        announced.insert(p);
     }
-    for p in announced {
-        let key = provider_key(&query.channel, &query.arch, &p.to_string());
-        for r in records_at(client, query, &key, deadline).await? {
+    let (fresh, again): (Vec<PeerId>, Vec<PeerId>) = announced
+        .into_iter()
+        .partition(|p| !tried.providers.contains(p));
+    let mut asked = shuffled(fresh);
+    asked.extend(shuffled(again));
+    asked.truncate(MAX_PROVIDERS);
+    tried.providers.extend(asked.iter().copied());
+    let keys: Vec<String> = asked
+        .iter()
+        .map(|p| provider_key(&query.channel, &query.arch, &p.to_string()))
+        .collect();
+    let lookups = keys
+        .iter()
+        .map(|key| records_at(client, query, key, deadline));
+    for found in libp2p::futures::future::join_all(lookups).await {
+        for r in found? {
             keep_best(&mut by_publisher, r);
         }
     }
+    log::debug!(
+        "lookup round: asked {} announced provider(s) ({} asked in all); \
+         {} valid record(s) after {:?}",
+        asked.len(),
+        tried.providers.len(),
+        by_publisher.len(),
+        began.elapsed()
+    );
     Ok(by_publisher.into_values().collect())
+}
+
+/// `items` in a random order (std's randomly keyed hasher decides).
+fn shuffled<T: std::hash::Hash>(items: Vec<T>) -> Vec<T> {
+    use std::hash::BuildHasher;
+    let state = std::collections::hash_map::RandomState::new();
+    let mut keyed: Vec<(u64, T)> = items.into_iter().map(|t| (state.hash_one(&t), t)).collect();
+    keyed.sort_by_key(|(k, _)| *k);
+    keyed.into_iter().map(|(_, t)| t).collect()
 }
 
 fn keep_best(map: &mut HashMap<String, ManifestRecord>, r: ManifestRecord) {
@@ -185,7 +262,7 @@ async fn records_at(
 ) -> Result<Vec<ManifestRecord>, DiscoverError> {
     let mut found = client.get(libp2p::kad::RecordKey::new(&key)).await?;
     let mut best: HashMap<String, ManifestRecord> = HashMap::new();
-    let mut until = deadline;
+    let mut until = deadline.min(Instant::now() + LOOKUP_LIMIT);
     while let Ok(Some(f)) = tokio::time::timeout_at(until, found.recv()).await {
         let from = f
             .from

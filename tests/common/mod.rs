@@ -525,3 +525,39 @@ pub fn sign(key: &str, dir: &Path, extra: &[&str]) {
     let out = run(PLASMD, &args);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
+
+/// A DHT peer of the attacker's own, built on plasmd's library with a fresh
+/// key, joined to the node at `node_addr`: a DHT server, or with `client`
+/// only a client (it asks, puts and announces, and answers nobody).
+pub async fn hostile_peer(
+    node_addr: &str,
+    ttl: u64,
+    client: bool,
+) -> (plasmd::dht::Client, libp2p::identity::Keypair) {
+    use plasmd::dht::{self, DhtConfig, Role};
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let (client, event_loop, _) = dht::start(DhtConfig {
+        keypair: keypair.clone(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: vec![node_addr.parse().unwrap()],
+        // A client answers nobody; it claims an address all the same, so
+        // its provider announcements are handed out like anyone's.
+        announce: if client {
+            vec!["/ip4/127.0.0.1/tcp/9".parse().unwrap()]
+        } else {
+            vec![]
+        },
+        record_ttl: Duration::from_secs(ttl),
+        mdns: false,
+        role: if client { Role::Client } else { Role::Server },
+        agent: "hostile/0".into(),
+        trusted_publishers: vec![],
+        metrics: None,
+    })
+    .await
+    .unwrap();
+    tokio::spawn(event_loop.run());
+    let mut peers = client.peers();
+    peers.wait_for(|n| *n > 0).await.unwrap();
+    (client, keypair)
+}

@@ -1,7 +1,8 @@
 //! Records other peers PUT to this node: checked (signature, expiry,
 //! replays, the newest on the shared key, `--trust`) before they are
 //! stored fairly (`hygiene`), refused ones counted by kind and summed up
-//! in one log line a minute.
+//! in one log line a minute; and provider announcements, held fairly
+//! between the addresses that send them.
 
 use libp2p::kad::{self, store::RecordStore};
 
@@ -58,8 +59,41 @@ impl EventLoop {
         }
     }
 
+    /// Stores a provider announcement for a manifest key, fairly between
+    /// the addresses announcing (`hygiene`); kad already checked that the
+    /// provider is the peer that sent it.
+    pub(super) fn add_provider_if_valid(&mut self, r: kad::ProviderRecord) {
+        if !record::parse_key(r.key.as_ref()).is_ok_and(|k| k.provider.is_none()) {
+            *self.refused.entry(RefusalKind::Rekeyed).or_default() += 1;
+            log::debug!("refused rekeyed provider announcement from {}", r.provider);
+            return;
+        }
+        let from = r.provider;
+        let ip = self
+            .remote_ips
+            .values()
+            .find(|(p, _)| *p == from)
+            .map(|(_, ip)| *ip);
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let placed = hygiene::add_provider_fairly(
+            store,
+            &mut self.provider_sources,
+            r,
+            ip,
+            kad::K_VALUE.get(),
+        );
+        if placed == hygiene::Placed::Quota {
+            *self.refused.entry(RefusalKind::Quota).or_default() += 1;
+            if let Some(m) = &self.metrics {
+                m.refused(RefusalKind::Quota);
+            }
+            log::debug!("provider announcement from {from} not stored: its address holds the most");
+        }
+    }
+
     fn check_incoming(&mut self, record: &kad::Record) -> Result<(), RecordError> {
-        let now = crate::time::Now::At(crate::time::unix_now());
+        let now_secs = crate::time::unix_now();
+        let now = crate::time::Now::At(now_secs);
         let decoded = record::decode_for_key(record.key.as_ref(), &record.value, now)?;
         if !self.trusted_publishers.is_empty()
             && !self
@@ -83,7 +117,7 @@ impl EventLoop {
         // checked, signature and all, when it was stored: only its expiry
         // is news.
         let old = match ManifestRecord::from_bytes(&existing.value) {
-            Ok(old) if !old.expired_at(crate::time::unix_now()) => old,
+            Ok(old) if !old.expired_at(now_secs) => old,
             _ => return Ok(()),
         };
         if old.peer_id == decoded.peer_id {
@@ -91,9 +125,13 @@ impl EventLoop {
             if old_seq > new_seq {
                 return Err(RecordError::Replayed(new_seq, old_seq));
             }
-        } else if old.updated_at() > decoded.updated_at() {
+        } else if dated(&old, now_secs) > dated(&decoded, now_secs) {
             // The shared spec key holds the newest valid record, never an
-            // older one (per-provider keys have one publisher only).
+            // older one (per-provider keys have one publisher only). A date
+            // ahead of our clock (inside the skew, or the record would not
+            // be valid) counts as now: being early never outranks an honest
+            // record, so a re-dated capture cannot hold the key against the
+            // honest publisher's refreshes.
             return Err(RecordError::Older(
                 decoded.last_updated.clone(),
                 old.last_updated.clone(),
@@ -120,4 +158,9 @@ impl EventLoop {
         );
         self.refused.clear();
     }
+}
+
+/// A record's date for ranking on the spec key: never later than `now`.
+fn dated(r: &ManifestRecord, now: u64) -> u64 {
+    r.updated_at().min(now)
 }

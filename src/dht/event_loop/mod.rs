@@ -2,7 +2,7 @@
 //! from [`super::Client`]s and a redial timer, and never panics on what
 //! peers send.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use libp2p::futures::StreamExt;
@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::hygiene;
 use super::{Command, DhtConfig, DhtError, Found, KAD_PROTOCOL};
-use crate::record::{self, RefusalKind};
+use crate::record::RefusalKind;
 
 mod incoming;
 
@@ -56,16 +56,20 @@ pub struct EventLoop {
     redial_delay: Duration,
     pending_put: HashMap<QueryId, oneshot::Sender<Result<(), DhtError>>>,
     pending_get: HashMap<QueryId, mpsc::Sender<Found>>,
-    pending_providers: HashMap<QueryId, mpsc::Sender<PeerId>>,
+    /// Provider lookups: where to send each provider, and those sent
+    /// (every storing node answers with its own list; one copy each).
+    pending_providers: HashMap<QueryId, (mpsc::Sender<PeerId>, HashSet<PeerId>)>,
     /// PUTs refused since the last report, by kind, for the periodic INFO line.
     refused: std::collections::BTreeMap<RefusalKind, u64>,
     /// Who sent each record we hold for others, for fair eviction.
     sources: hygiene::Sources,
+    /// Where the provider announcements held for others came from.
+    provider_sources: hygiene::ProviderSources,
     /// Highest `seq` seen per (key, publisher), against replays.
     seqs: hygiene::SeqMemory,
     /// The remote IP of each open connection, to know where a PUT came
     /// from (bounded by the connection limits).
-    remote_ips: HashMap<ConnectionId, std::net::IpAddr>,
+    remote_ips: HashMap<ConnectionId, (PeerId, std::net::IpAddr)>,
     /// `--trust` on a node: store only records of these publishers.
     trusted_publishers: Vec<PeerId>,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
@@ -123,6 +127,7 @@ impl EventLoop {
             pending_providers: HashMap::new(),
             refused: Default::default(),
             sources: Default::default(),
+            provider_sources: Default::default(),
             seqs: Default::default(),
             remote_ips: HashMap::new(),
             trusted_publishers,
@@ -262,6 +267,7 @@ impl EventLoop {
                 _ = purge.tick() => {
                     let store = self.swarm.behaviour_mut().kad.store_mut();
                     let n = hygiene::purge_expired(store, &mut self.sources, std::time::Instant::now());
+                    hygiene::forget_gone_providers(store, &mut self.provider_sources);
                     if n > 0 {
                         log::debug!("purged {n} expired record(s)");
                     }
@@ -306,7 +312,7 @@ impl EventLoop {
             Command::StopProviding { key } => kad.stop_providing(&key),
             Command::GetProviders { key, reply } => {
                 let id = kad.get_providers(key);
-                self.pending_providers.insert(id, reply);
+                self.pending_providers.insert(id, (reply, HashSet::new()));
             }
             Command::Health { reply } => {
                 let _ = reply.send(());
@@ -372,7 +378,7 @@ impl EventLoop {
                 ..
             } => {
                 if let Some(ip) = ip_of(endpoint.get_remote_address()) {
-                    self.remote_ips.insert(connection_id, ip);
+                    self.remote_ips.insert(connection_id, (peer_id, ip));
                 }
                 log::debug!(
                     "connected to {peer_id} at {}",
@@ -424,9 +430,16 @@ impl EventLoop {
                 QueryResult::GetProviders(res) => {
                     let done = match res {
                         Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
-                            if let Some(reply) = self.pending_providers.get(&id) {
+                            if let Some((reply, sent)) = self.pending_providers.get_mut(&id) {
                                 for p in providers {
-                                    let _ = reply.try_send(p);
+                                    // The channel holds every distinct one a
+                                    // lookup may take: none is dropped for
+                                    // arriving late behind a flood's copies.
+                                    if sent.len() < super::MAX_PROVIDERS_PER_LOOKUP
+                                        && sent.insert(p)
+                                    {
+                                        let _ = reply.try_send(p);
+                                    }
                                 }
                             }
                             step.last
@@ -451,26 +464,14 @@ impl EventLoop {
             } => {
                 let source = hygiene::Source {
                     peer: source,
-                    ip: self.remote_ips.get(&connection).copied(),
+                    ip: self.remote_ips.get(&connection).map(|(_, ip)| *ip),
                 };
                 self.store_if_valid(source, record)
             }
             kad::Event::InboundRequest {
                 request: kad::InboundRequest::AddProvider { record: Some(r) },
             } => {
-                // kad checked the provider is the peer that sent it; we only
-                // take announcements for manifest keys.
-                match record::parse_key(r.key.as_ref()) {
-                    Ok(k) if k.provider.is_none() => {
-                        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().add_provider(r) {
-                            log::debug!("provider announcement not stored: {e:?}");
-                        }
-                    }
-                    _ => {
-                        *self.refused.entry(RefusalKind::Rekeyed).or_default() += 1;
-                        log::debug!("refused rekeyed provider announcement from {}", r.provider);
-                    }
-                }
+                self.add_provider_if_valid(r);
             }
             kad::Event::RoutingUpdated {
                 peer, is_new_peer, ..
