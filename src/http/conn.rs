@@ -131,9 +131,10 @@ async fn serve(stream: &TcpStream, peer: SocketAddr, slot: &Slot, ctx: &Ctx) {
     let mut head_started = Some(accepted);
     let mut idle_until = accepted + HEAD_TIMEOUT;
     loop {
-        slot.set_idle(Some(std::time::Instant::now()));
+        let now = std::time::Instant::now();
+        ctx.registry.borrow_mut().set_idle(slot, Some(now));
         let head = read_head(stream, &mut buf, head_started, idle_until).await;
-        slot.set_idle(None);
+        ctx.registry.borrow_mut().set_idle(slot, None);
         // A head that could not be read is answered like any request, then
         // the connection is closed.
         let started = Instant::now();

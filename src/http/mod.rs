@@ -82,8 +82,10 @@ impl Default for HttpLimits {
 
 /// Descriptors kept back from the connection budget for everything else
 /// plasmd opens: the DHT's connections (capped in `dht` at 640 established
-/// and 192 in handshake), listeners, inotify, the watchdog, and artifacts
-/// being hashed.
+/// and 192 in handshake), listeners, inotify, the watchdog, artifacts
+/// being hashed, and refused connections being answered (at most
+/// `budget::MAX_REFUSING`; lingering closes of admitted connections are
+/// inside the budget).
 const FD_RESERVE: u64 = 1024;
 /// The budget never exceeds this, whatever the descriptor limit: each
 /// connection also costs kernel socket memory.
@@ -384,12 +386,7 @@ async fn accept_loop(listener: &TcpListener, ctx: &Rc<Ctx>) {
                 let one = tokio::time::timeout(Duration::ZERO, listener.accept()).await;
                 if let Ok(Ok((stream, _))) = one {
                     ctx.metrics.dropped("out_of_descriptors");
-                    tokio::task::spawn_local(conn::refuse(
-                        stream,
-                        ctx.limits,
-                        ctx.warmer.clone(),
-                        ctx.date(),
-                    ));
+                    refuse(stream, ctx);
                 }
                 reserve = File::open("/dev/null").ok();
                 // Let closing connections give descriptors back.
@@ -400,6 +397,20 @@ async fn accept_loop(listener: &TcpListener, ctx: &Rc<Ctx>) {
             Err(e) => log::debug!("HTTP: accept: {e}"),
         }
     }
+}
+
+/// Answers a connection there is no room for with `503` while fewer than
+/// `budget::MAX_REFUSING` such answers are under way, else closes it at
+/// once: refusals never hold more descriptors than the reserve has.
+fn refuse(stream: TcpStream, ctx: &Ctx) {
+    let Some(place) = ctx.registry.borrow().refusing() else {
+        return;
+    };
+    let answer = conn::refuse(stream, ctx.limits, ctx.warmer.clone(), ctx.date());
+    tokio::task::spawn_local(async move {
+        answer.await;
+        drop(place);
+    });
 }
 
 fn admit(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
@@ -420,12 +431,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
             ctx.metrics.dropped("budget_full");
             let open = ctx.registry.borrow().len();
             log::debug!("HTTP: connection budget full ({open} open); refusing {peer}");
-            tokio::task::spawn_local(conn::refuse(
-                stream,
-                ctx.limits,
-                ctx.warmer.clone(),
-                ctx.date(),
-            ));
+            refuse(stream, ctx);
         }
     }
 }
