@@ -3,11 +3,12 @@
 //! spec key just inside the clock skew, a flood of sybil provider ids (each
 //! with a validly signed record of its own) spread over the storing nodes
 //! before and after the genuine provider starts, and an honestly dated
-//! record whose URL trickles a byte every 3 s. The attacker's records point
-//! at a release signed by the attacker's own key. Each time a board with
-//! the fleet's release key (`phase-discover --release-key --fetch-all`)
-//! must fetch the genuine release, byte for byte, within 30 s, and the
-//! genuine provider's memory stays within twice what it uses idle.
+//! record whose URL trickles a byte every 3 s; and a client asking for the
+//! status page with 10,000 distinct `?refresh=` values. The attacker's
+//! records point at a release signed by the attacker's own key. Each time a
+//! board with the fleet's release key (`phase-discover --release-key
+//! --fetch-all`) must fetch the genuine release, byte for byte, within 30 s,
+//! and the genuine provider's memory stays within twice what it uses idle.
 //!
 //! On loopback every peer reaches the storing nodes from 127.0.0.1, so
 //! the nodes' address-fair provider lists (which let a provider on its own
@@ -404,4 +405,33 @@ fn a_record_whose_url_trickles_does_not_stall_a_board() {
     attack.second_wave.store(true, Ordering::SeqCst);
     attack.wait("second wave");
     scene.board_fetches_the_genuine_release(1, &s, idle);
+}
+
+#[test]
+fn ten_thousand_distinct_status_page_queries_while_a_board_boots() {
+    let scene = Scene::new("refresh", 3);
+    let (s, idle) = scene.genuine();
+    let port = s.http_port;
+    // A client asking for the status page with 10,000 distinct `?refresh=`
+    // values, as fast as it can, while the board looks up and downloads.
+    let asking = thread::spawn(move || {
+        let mut answered = 0;
+        for i in 0..10_000 {
+            let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.2", port)) else {
+                continue;
+            };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+            let req = format!("GET /?refresh={} HTTP/1.0\r\nHost: p\r\n\r\n", 2 + i);
+            let mut answer = Vec::new();
+            if c.write_all(req.as_bytes()).is_ok() && c.read_to_end(&mut answer).is_ok() {
+                answered += usize::from(answer.starts_with(b"HTTP/1.1 200"));
+            }
+        }
+        answered
+    });
+    scene.board_fetches_the_genuine_release(1, &s, idle);
+    let answered = asking.join().unwrap();
+    assert_eq!(answered, 10_000, "status pages answered");
+    let rss = rss_kib(s.proc.pid());
+    assert!(rss <= 2 * idle, "provider RSS {rss} KiB, idle {idle} KiB");
 }
