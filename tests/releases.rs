@@ -328,6 +328,29 @@ fn boards_take_only_signed_releases_for_their_channel_and_never_go_back() {
     });
     assert_eq!(d.code, 3, "{}", d.stderr);
 
+    // One chunk hash changed after signing (the signature covers them with
+    // the rest): refused, and nothing written.
+    restore_release(&current, &s_rel);
+    let m = fs::read_to_string(s_rel.join("manifest.json")).unwrap();
+    let at = m
+        .find("\"chunks\": [\"")
+        .expect("a signed release lists chunk hashes")
+        + "\"chunks\": [\"".len();
+    let flipped = if &m[at..at + 1] == "0" { "1" } else { "0" };
+    fs::write(&forged, format!("{}{flipped}{}", &m[..at], &m[at + 1..])).unwrap();
+    fs::rename(&forged, s_rel.join("manifest.json")).unwrap();
+    let out = dir.path().join("chunk-forged");
+    let mut args = with_key.to_vec();
+    args.extend_from_slice(&["--fetch-all", out.to_str().unwrap()]);
+    let d = discover_until(&boot, Duration::from_secs(40), &args, |d| {
+        d.stderr.contains("does not verify")
+    });
+    assert_eq!(d.code, 3, "{}", d.stderr);
+    assert!(
+        fs::read_dir(&out).map_or(true, |mut e| e.next().is_none()),
+        "files written from a forged manifest"
+    );
+
     // The old release 10 replayed: below the floor of 11, refused...
     restore_release(&old, &s_rel);
     let d = discover_until(&boot, Duration::from_secs(20), &with_key, |d| {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use super::read::{read_fields, signed_sha256};
-use super::write::{render, sha256_reader, trusted_comment};
+use super::write::{hash_reader, render, trusted_comment};
 use super::{
     Artifact, Manifest, ManifestError, ReleaseTag, MANIFEST_NAME, MAX_FILES, MAX_MANIFEST_BYTES,
     SIGNATURE_NAME,
@@ -28,6 +28,9 @@ use crate::text::sha256_hex;
 
 /// Largest `manifest.json.minisig` we load: a signature is a few hundred bytes.
 const MAX_SIGNATURE_BYTES: u64 = 4096;
+
+/// A file's sha256 (hex) and its chunk hashes.
+type Hashed = (String, Vec<[u8; 32]>);
 
 /// At most this many channel/arch pairs are served.
 const MAX_CHANNEL_ARCHS: usize = 256;
@@ -73,7 +76,7 @@ pub struct Catalog {
     manifests: Mutex<BTreeMap<ChannelArch, Arc<Manifest>>>,
     /// sha256 by path, valid while the file's stamp is unchanged. Kept across
     /// rescans so an unchanged multi-GiB rootfs is hashed once.
-    hashes: Mutex<HashMap<PathBuf, (Stamp, String)>>,
+    hashes: Mutex<HashMap<PathBuf, (Stamp, Hashed)>>,
     /// `--sign-key`: the provider signs the manifests it generates itself.
     signer: Option<Arc<SecretKey>>,
     /// How long a manifest whose signature names another manifest (a
@@ -338,13 +341,14 @@ impl Catalog {
                 );
                 break;
             }
-            let sha256 = self.hash(&path, &mut file, &meta)?;
+            let (sha256, chunks) = self.hash(&path, &mut file, &meta)?;
             artifacts.insert(
                 name.clone(),
                 Artifact {
                     name,
                     size: meta.len(),
                     sha256,
+                    chunks,
                 },
             );
         }
@@ -373,14 +377,14 @@ impl Catalog {
         path: &Path,
         file: &mut File,
         meta: &fs::Metadata,
-    ) -> Result<String, ManifestError> {
+    ) -> Result<Hashed, ManifestError> {
         let stamp = Stamp::of(meta);
         if let Some((s, h)) = lock(&self.hashes).get(path) {
             if *s == stamp {
                 return Ok(h.clone());
             }
         }
-        let h = sha256_reader(file).map_err(|e| ManifestError::Io(path.to_path_buf(), e))?;
+        let h = hash_reader(file).map_err(|e| ManifestError::Io(path.to_path_buf(), e))?;
         lock(&self.hashes).insert(path.to_path_buf(), (stamp, h.clone()));
         Ok(h)
     }
@@ -409,7 +413,7 @@ impl Catalog {
         let sha256 = lock(&self.hashes)
             .get(&path)
             .filter(|(s, _)| *s == stamp)
-            .map(|(_, h)| h.clone());
+            .map(|(_, (h, _))| h.clone());
         Ok(OpenArtifact {
             file,
             size: meta.len(),

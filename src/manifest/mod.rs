@@ -55,6 +55,21 @@ pub struct Artifact {
     pub name: String,
     pub size: u64,
     pub sha256: String,
+    /// The sha256 of each [`CHUNK_SIZE`] piece of the file, in order (the
+    /// last one may be shorter): covered by the release signature with the
+    /// rest of the manifest, so a piece can be checked on arrival, alone.
+    /// Empty for manifests written before chunk hashes (or without them).
+    pub chunks: Vec<[u8; 32]>,
+}
+
+/// The size of the pieces an artifact's chunk hashes cover (the manifest's
+/// `chunk_size`). 1 MiB: 32 bytes of hash (about 67 of manifest JSON) per
+/// MiB of release, so a 1 GiB release adds about 68 KB to its manifest.
+pub const CHUNK_SIZE: u64 = 1024 * 1024;
+
+/// How many chunks a file of `size` bytes has at `chunk_size`.
+pub fn chunk_count(size: u64, chunk_size: u64) -> u64 {
+    size.div_ceil(chunk_size.max(1))
 }
 
 /// The manifest of one channel/arch, ready to serve.

@@ -7,7 +7,9 @@
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::{Artifact, BootSpec, MAX_BOOT_CMDLINE, MAX_FILES, UNESCAPE_BUFFER};
+use super::{
+    chunk_count, Artifact, BootSpec, CHUNK_SIZE, MAX_BOOT_CMDLINE, MAX_FILES, UNESCAPE_BUFFER,
+};
 
 /// The release fields of a manifest, as far as they are there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -95,6 +97,42 @@ struct WireArtifact {
     name: heapless::String<255>,
     size: u64,
     sha256: heapless::String<64>,
+    #[serde(default)]
+    chunks: Option<ChunkList>,
+}
+
+/// Chunk hashes one artifact may list: 64 GiB at 1 MiB chunks. (The
+/// manifest's own size cap bounds the total far below this anyway.)
+const MAX_CHUNKS: usize = 65_536;
+
+/// An artifact's chunk hashes, read one at a time into 32 bytes each.
+struct ChunkList(Vec<[u8; 32]>);
+
+impl<'de> Deserialize<'de> for ChunkList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ChunkList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of hex sha256 strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ChunkList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(h) = seq.next_element::<heapless::String<64>>()? {
+                    if out.len() == MAX_CHUNKS {
+                        return Err(serde::de::Error::custom("too many chunk hashes"));
+                    }
+                    let mut bytes = [0u8; 32];
+                    hex::decode_to_slice(h.as_str(), &mut bytes).map_err(|_| {
+                        serde::de::Error::custom("a chunk hash is not 64 hex digits")
+                    })?;
+                    out.push(bytes);
+                }
+                Ok(ChunkList(out))
+            }
+        }
+        d.deserialize_seq(V)
+    }
 }
 
 /// The artifact list, read one element at a time so memory stays bounded
@@ -119,6 +157,7 @@ impl<'de> Deserialize<'de> for ArtifactList {
                         name: a.name.as_str().to_string(),
                         size: a.size,
                         sha256: a.sha256.as_str().to_string(),
+                        chunks: a.chunks.map(|c| c.0).unwrap_or_default(),
                     });
                 }
                 Ok(ArtifactList(out))
@@ -130,6 +169,8 @@ impl<'de> Deserialize<'de> for ArtifactList {
 
 #[derive(Deserialize)]
 struct WireManifest {
+    #[serde(default)]
+    chunk_size: Option<u64>,
     artifacts: ArtifactList,
     #[serde(default)]
     boot: Option<WireBoot>,
@@ -160,7 +201,8 @@ pub fn parse_manifest_and_boot(json: &[u8]) -> Result<(Vec<Artifact>, Option<Boo
         .map_err(|e| {
             format!("{e} (expected \"artifacts\": [{{\"name\", \"size\", \"sha256\"}}, ...])")
         })?;
-    let list = m.artifacts.0;
+    let mut list = m.artifacts.0;
+    check_chunks(m.chunk_size, &mut list)?;
     let boot = match m.boot {
         None => None,
         Some(b) => {
@@ -189,6 +231,32 @@ pub fn parse_manifest_and_boot(json: &[u8]) -> Result<(Vec<Artifact>, Option<Boo
         }
     };
     Ok((list, boot))
+}
+
+/// Chunk hashes count only at the `chunk_size` this build uses
+/// ([`CHUNK_SIZE`]); at another (a newer writer's choice) or none, they are
+/// dropped and the files are checked whole, as before chunk hashes. At
+/// ours, every artifact must list exactly one hash per chunk: a signed
+/// manifest that does not is refused, not half trusted.
+fn check_chunks(chunk_size: Option<u64>, list: &mut [Artifact]) -> Result<(), String> {
+    if chunk_size != Some(CHUNK_SIZE) {
+        for a in list.iter_mut() {
+            a.chunks = Vec::new();
+        }
+        return Ok(());
+    }
+    for a in list.iter() {
+        let want = chunk_count(a.size, CHUNK_SIZE);
+        if a.chunks.len() as u64 != want {
+            return Err(format!(
+                "{}: {} chunk hashes for {} bytes (want {want} of {CHUNK_SIZE} bytes)",
+                a.name,
+                a.chunks.len(),
+                a.size
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The manifest sha256 a signature's trusted comment names (`sha256:HEX`,

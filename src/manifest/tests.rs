@@ -129,3 +129,55 @@ fn channel_and_arch_filters_apply() {
     );
     assert_eq!(one.channel_archs().unwrap()[0].channel, "testing");
 }
+
+#[test]
+fn chunk_hashes_cover_every_piece_of_a_file() {
+    use sha2::{Digest, Sha256};
+    let cs = CHUNK_SIZE as usize;
+    for size in [0, 1, cs - 1, cs, cs + 1, 3 * cs + 17] {
+        let bytes: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
+        let (sha, chunks) = write::hash_reader(&mut &bytes[..]).unwrap();
+        assert_eq!(sha, crate::text::sha256_hex(&bytes), "size {size}");
+        let want: Vec<[u8; 32]> = bytes.chunks(cs).map(|c| Sha256::digest(c).into()).collect();
+        assert_eq!(chunks, want, "size {size}");
+        assert_eq!(chunks.len() as u64, chunk_count(size as u64, CHUNK_SIZE));
+    }
+}
+
+#[test]
+fn chunk_hashes_go_into_the_manifest_and_come_back_out() {
+    let (dir, cat) = tree();
+    let big = vec![9u8; CHUNK_SIZE as usize + 5];
+    fs::write(dir.path().join("stable/arm64/rootfs.img"), &big).unwrap();
+    let m = cat.rescan().unwrap()[&stable()].clone();
+    let json = String::from_utf8(m.json.clone()).unwrap();
+    assert!(
+        json.contains(&format!("\"chunk_size\": {CHUNK_SIZE}")),
+        "{json}"
+    );
+    let listed = parse_manifest(&m.json).unwrap();
+    let rootfs = listed.iter().find(|a| a.name == "rootfs.img").unwrap();
+    assert_eq!(rootfs.chunks.len(), 2);
+    assert_eq!(rootfs.chunks, m.artifacts["rootfs.img"].chunks);
+    let kernel = listed.iter().find(|a| a.name == "vmlinuz").unwrap();
+    assert_eq!(kernel.chunks.len(), 1);
+
+    // One hash too few: refused, not half trusted.
+    let h = hex::encode(rootfs.chunks[1]);
+    let short = json.replacen(&format!(", \"{h}\""), "", 1);
+    let e = parse_manifest(short.as_bytes()).unwrap_err();
+    assert!(e.contains("rootfs.img: 1 chunk hashes"), "{e}");
+    // Not hex: refused.
+    let bad = json.replacen(&h, &"z".repeat(64), 1);
+    assert!(parse_manifest(bad.as_bytes()).is_err());
+    // Another writer's chunk size: the hashes are dropped, the files are
+    // still listed (and checked whole).
+    let other = json.replacen(
+        &format!("\"chunk_size\": {CHUNK_SIZE}"),
+        "\"chunk_size\": 4194304",
+        1,
+    );
+    let listed = parse_manifest(other.as_bytes()).unwrap();
+    assert!(listed.iter().all(|a| a.chunks.is_empty()));
+    assert_eq!(listed.len(), 3);
+}

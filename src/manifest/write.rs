@@ -7,7 +7,7 @@ use std::io::{self, Read};
 
 use sha2::{Digest, Sha256};
 
-use super::{Artifact, BootSpec, Manifest, MANIFEST_NAME};
+use super::{Artifact, BootSpec, Manifest, CHUNK_SIZE, MANIFEST_NAME};
 use crate::channel::ChannelArch;
 use crate::text::{json_string, sha256_hex};
 use crate::time::rfc3339_secs;
@@ -15,18 +15,38 @@ use crate::time::rfc3339_secs;
 /// Hashing reads this much at a time.
 const HASH_CHUNK: usize = 64 * 1024;
 
-/// Hex sha256 of everything `file` yields, read in chunks.
-pub fn sha256_reader(file: &mut impl Read) -> io::Result<String> {
-    let mut hasher = Sha256::new();
+/// Hex sha256 of everything `file` yields, and the sha256 of each
+/// [`CHUNK_SIZE`] piece of it, in one pass.
+pub fn hash_reader(file: &mut impl Read) -> io::Result<(String, Vec<[u8; 32]>)> {
+    let mut whole = Sha256::new();
+    let mut piece = Sha256::new();
+    let mut in_piece = 0u64;
+    let mut chunks = Vec::new();
     let mut buf = vec![0u8; HASH_CHUNK];
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
+        whole.update(&buf[..n]);
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let take = rest
+                .len()
+                .min(usize::try_from(CHUNK_SIZE - in_piece).unwrap_or(usize::MAX));
+            piece.update(&rest[..take]);
+            in_piece += take as u64;
+            rest = &rest[take..];
+            if in_piece == CHUNK_SIZE {
+                chunks.push(piece.finalize_reset().into());
+                in_piece = 0;
+            }
+        }
     }
-    Ok(hex::encode(hasher.finalize()))
+    if in_piece > 0 {
+        chunks.push(piece.finalize().into());
+    }
+    Ok((hex::encode(whole.finalize()), chunks))
 }
 
 /// The version of a generated manifest: derived from names, sizes and
@@ -80,17 +100,35 @@ pub fn render(
         }
         json.push_str(&format!("  \"boot\": {{{}}},\n", fields.join(", ")));
     }
+    // Chunk hashes only when every artifact has them (a manifest lists all
+    // or none), with the size they cover.
+    let chunked = !artifacts.is_empty()
+        && artifacts
+            .values()
+            .all(|a| !a.chunks.is_empty() || a.size == 0);
+    if chunked {
+        json.push_str(&format!("  \"chunk_size\": {CHUNK_SIZE},\n"));
+    }
     json.push_str("  \"artifacts\": [");
     for (i, a) in artifacts.values().enumerate() {
         if i > 0 {
             json.push(',');
         }
         json.push_str(&format!(
-            "\n    {{\"name\": {}, \"size\": {}, \"sha256\": \"{}\"}}",
+            "\n    {{\"name\": {}, \"size\": {}, \"sha256\": \"{}\"",
             json_string(&a.name),
             a.size,
             a.sha256
         ));
+        if chunked {
+            let hashes: Vec<String> = a
+                .chunks
+                .iter()
+                .map(|c| format!("\"{}\"", hex::encode(c)))
+                .collect();
+            json.push_str(&format!(", \"chunks\": [{}]", hashes.join(", ")));
+        }
+        json.push('}');
     }
     json.push_str("\n  ]\n}\n");
     Manifest {
