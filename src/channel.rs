@@ -75,7 +75,14 @@ mod tests {
 
     #[test]
     fn names_follow_the_rule() {
-        for ok in ["stable", "arm64", "0", "a.b_c-d", &"a".repeat(MAX_NAME)] {
+        for ok in [
+            "stable",
+            "arm64",
+            "0",
+            "a.b_c-d",
+            "v1.2_rc-3",
+            &"a".repeat(MAX_NAME),
+        ] {
             assert!(check_name("channel", ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -83,8 +90,11 @@ mod tests {
             "Stable",
             "-x",
             ".x",
+            ".",
+            "..",
             "a/b",
             "a b",
+            "é",
             &"a".repeat(MAX_NAME + 1),
         ] {
             let e = check_name("arch", bad).unwrap_err();
