@@ -25,7 +25,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -124,24 +124,24 @@ impl Ahead {
                 }
             }
             if self.ready > offset {
+                // Keep one window ahead: cached already, or read on the
+                // pool when a place is free (never waited for here).
                 if self.reading.is_none() && self.ready < self.end && self.ready - offset < WINDOW {
-                    if let Ok(place) = warmer.places.clone().try_acquire_owned() {
-                        self.next(Some(place));
-                    } else if let Err(TryAcquireError::Closed) =
-                        warmer.places.clone().try_acquire_owned()
-                    {
-                        return Err(io::Error::other("read-ahead pool closed"));
+                    if self.window_cached() {
+                        self.ready = self.window_end();
+                    } else if let Ok(place) = warmer.places.clone().try_acquire_owned() {
+                        self.read(place);
                     }
                 }
                 return Ok((self.ready, waited));
             }
             // Nothing cached to send: wait for a place, then for the read.
             if self.reading.is_none() {
-                let began = Instant::now();
                 if self.window_cached() {
                     self.ready = self.window_end();
                     continue;
                 }
+                let began = Instant::now();
                 let place = warmer
                     .places
                     .clone()
@@ -149,7 +149,7 @@ impl Ahead {
                     .await
                     .map_err(|_| io::Error::other("read-ahead pool closed"))?;
                 waited += began.elapsed();
-                self.next(Some(place));
+                self.read(place);
             }
         }
     }
@@ -162,14 +162,10 @@ impl Ahead {
         self.mincore && cached(&self.file, self.ready, self.window_end())
     }
 
-    /// The next window: cached already, or handed to the pool with `place`.
-    fn next(&mut self, place: Option<OwnedSemaphorePermit>) {
+    /// Hands the next window to the pool, holding `place`.
+    fn read(&mut self, place: OwnedSemaphorePermit) {
         let to = self.window_end();
-        if self.window_cached() {
-            self.ready = to;
-        } else if let Some(place) = place {
-            self.reading = Some(Warmer::spawn(place, &self.file, self.ready, to));
-        }
+        self.reading = Some(Warmer::spawn(place, &self.file, self.ready, to));
     }
 
     /// Waits for the window being read; its bytes are then cached.
