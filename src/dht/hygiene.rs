@@ -198,7 +198,8 @@ pub fn store_fairly(
 /// announcing peer's address (kad checked the provider is the sender).
 #[derive(Default)]
 pub struct ProviderSources {
-    by: HashMap<(RecordKey, PeerId), Option<IpAddr>>,
+    /// Per key, the address group of each provider held (20 at most each).
+    by: HashMap<RecordKey, HashMap<PeerId, Option<IpAddr>>>,
 }
 
 /// The address a flood is counted by: an IPv4 address, or an IPv6 /64 (one
@@ -227,15 +228,14 @@ pub fn add_provider_fairly(
 ) -> Placed {
     let key = record.key.clone();
     let held = store.providers(&key);
-    sources
-        .by
-        .retain(|(k, p), _| *k != key || held.iter().any(|h| h.provider == *p));
+    // Only this key's entries are touched: O(20), whatever else is held.
+    let of_key = sources.by.entry(key.clone()).or_default();
+    of_key.retain(|p, _| held.iter().any(|h| h.provider == *p));
     let group = ip.map(address_group);
-    let id = (key.clone(), record.provider);
     let known = held.iter().any(|h| h.provider == record.provider);
     let mut placed = Placed::Stored;
     if !known && held.len() >= max_per_key {
-        let group_of = |p: &PeerId| sources.by.get(&(key.clone(), *p)).copied().flatten();
+        let group_of = |p: &PeerId| of_key.get(p).copied().flatten();
         let mut counts: HashMap<IpAddr, usize> = HashMap::new();
         for h in &held {
             if let Some(g) = group_of(&h.provider) {
@@ -259,12 +259,13 @@ pub fn add_provider_fairly(
             return Placed::Quota;
         };
         store.remove_provider(&key, &victim);
-        sources.by.remove(&(key.clone(), victim));
+        of_key.remove(&victim);
         placed = Placed::Evicted;
     }
+    let provider = record.provider;
     match store.add_provider(record) {
         Ok(()) => {
-            sources.by.insert(id, group);
+            of_key.insert(provider, group);
             placed
         }
         Err(_) => Placed::Quota,
@@ -274,9 +275,11 @@ pub fn add_provider_fairly(
 /// Forgets where announcements came from once they are no longer held
 /// (expired, or their key gone), so the map stays as bounded as the store.
 pub fn forget_gone_providers(store: &MemoryStore, sources: &mut ProviderSources) {
-    sources
-        .by
-        .retain(|(k, p), _| store.providers(k).iter().any(|h| h.provider == *p));
+    sources.by.retain(|k, of_key| {
+        let held = store.providers(k);
+        of_key.retain(|p, _| held.iter().any(|h| h.provider == *p));
+        !of_key.is_empty()
+    });
 }
 
 /// Removes every record whose expiry has passed; returns how many.
@@ -496,6 +499,6 @@ mod tests {
         );
         assert_eq!(placed, Placed::Quota);
         forget_gone_providers(&store, &mut sources);
-        assert_eq!(sources.by.len(), 40);
+        assert_eq!(sources.by.values().map(HashMap::len).sum::<usize>(), 40);
     }
 }

@@ -118,7 +118,8 @@ mod tests {
 
     #[test]
     fn a_server_never_pairs_a_manifest_with_another_releases_signature() {
-        let root = std::env::temp_dir().join(format!("plasmd-switch-{}", std::process::id()));
+        let tmp = crate::testdir::TempDir::new("switch");
+        let root = tmp.path().to_path_buf();
         let dir = root.join("stable/arm64");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("vmlinuz"), b"kernel 1").unwrap();
@@ -159,6 +160,5 @@ mod tests {
         let after = catalog.rescan().unwrap()[&ca].clone();
         assert_eq!(after.release.as_ref().map(|r| r.release_seq), Some(2));
         assert_eq!(after.signature.as_deref(), Some(&second_sig[..]));
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }
