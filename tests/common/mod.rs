@@ -316,7 +316,7 @@ pub fn serve(dir: &Path, artifacts: &Path, extra: &[&str]) -> Serve {
     s.proc.wait_log(
         "Publishing boot manifest to DHT",
         1,
-        Duration::from_secs(30),
+        Duration::from_secs(60),
     );
     s
 }
