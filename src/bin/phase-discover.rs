@@ -75,7 +75,8 @@ fn lookup(session: &Session, cfg: &DiscoverConfig) -> Result<(), ClientError> {
     match &cfg.fetch {
         Some(target) => {
             let take = |c: &fetch::Checked| {
-                fetch::run(c, target, &cfg.query.limits).map_err(Failure::from)
+                let (files, _) = fetch::run(c, target, &cfg.query.limits, &cfg.peers)?;
+                Ok::<_, Failure>(files)
             };
             let (_, files) = client::run(session, &cfg.query, take, &mut note)?;
             for f in files {

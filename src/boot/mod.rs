@@ -294,7 +294,7 @@ fn fetch_boot_files(p: &Checked, limits: &fetch::Limits) -> Result<BootFiles, Fa
         fs::create_dir_all(&sub)
             .map_err(|e| Failure::failed(false, format!("{}: {e}", sub.display())))?;
         let out = sub.join(name);
-        fetch::fetch_artifact(&p.record, &p.artifacts, name, &out, limits)?;
+        fetch::fetch_artifact(&p.record, &p.artifacts, name, &out, limits, &[])?;
         Ok(out)
     };
     let files = BootFiles {

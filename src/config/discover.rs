@@ -30,6 +30,9 @@ pub struct DiscoverConfig {
     /// `--watch`: keep looking, and print every provider again after each
     /// pause of this long.
     pub watch: Option<Duration>,
+    /// `--peer URL`: manifest URLs of other holders of the release, asked
+    /// for chunks besides the provider.
+    pub peers: Vec<String>,
 }
 
 /// What `phase-discover` was asked to do.
@@ -61,6 +64,10 @@ Options:
                          manifest, to ./NAME or -o FILE|DIR (resumes a partial .NAME.part)
   -o, --output FILE      where --fetch writes
   --fetch-all DIR        download and verify every artifact of the manifest into DIR
+  --peer URL             the manifest URL of another holder of the release (a provider, a
+                         mirror, a booting board), asked for chunks besides the provider;
+                         repeatable. Each chunk is verified against the signed manifest; a
+                         holder that sends a bad one is dropped       (needs --fetch/--fetch-all)
   --release-key PUBFILE  accept only providers whose manifest is a release signed by this
                          minisign public key, for this channel/arch; repeatable (key rotation);
                          then any provider will do, pinned or not   [discover] release_keys
@@ -104,6 +111,7 @@ where
     let (mut fetch, mut output, mut fetch_all) = (None, None::<PathBuf>, None::<PathBuf>);
     let (mut watch, mut interval) = (false, None);
     let (mut min_rate, mut rate_window) = (None::<u64>, None::<u64>);
+    let mut peers = Vec::new();
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(DiscoverCommand::Print(DISCOVER_HELP.into())),
@@ -119,6 +127,7 @@ where
             Long("fetch") => fetch = Some(string(&mut p, "--fetch")?),
             Short('o') | Long("output") => output = Some(p.value()?.into()),
             Long("fetch-all") => fetch_all = Some(p.value()?.into()),
+            Long("peer") => peers.push(string(&mut p, "--peer")?),
             Long("json") => json = true,
             Long("mdns") => mdns = true,
             Long("all") => all = true,
@@ -196,6 +205,14 @@ where
         (None, Some(dir), None) => Some(FetchTarget::All { dir }),
         (None, None, None) => None,
     };
+    if !peers.is_empty() && fetch.is_none() {
+        return Err(ConfigError::Args(
+            "--peer goes with --fetch NAME or --fetch-all DIR".into(),
+        ));
+    }
+    for peer in &peers {
+        crate::fetch::check_url(peer).map_err(|e| ConfigError::Invalid(format!("--peer: {e}")))?;
+    }
     let watch = match (watch, interval) {
         (false, Some(_)) => {
             return Err(ConfigError::Args("--interval goes with --watch".into()));
@@ -270,6 +287,7 @@ where
         fetch,
         all,
         watch,
+        peers,
     })))
 }
 

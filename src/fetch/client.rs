@@ -219,6 +219,20 @@ pub(super) fn get(
     range_from: Option<u64>,
     limits: &Limits,
 ) -> Result<Response, FetchError> {
+    request(url, range_from.map(|from| format!("bytes={from}-")), limits)
+}
+
+/// Sends `GET url` for bytes `first..=last` only (`Range`), like [`get`].
+pub(super) fn get_span(
+    url: &str,
+    first: u64,
+    last: u64,
+    limits: &Limits,
+) -> Result<Response, FetchError> {
+    request(url, Some(format!("bytes={first}-{last}")), limits)
+}
+
+fn request(url: &str, range: Option<String>, limits: &Limits) -> Result<Response, FetchError> {
     let u = parse_url(url)?;
     let err = |m: String| FetchError::Http(url.to_string(), m);
     let addr = u
@@ -238,8 +252,8 @@ pub(super) fn get(
         u.host_port,
         env!("CARGO_PKG_VERSION")
     );
-    if let Some(from) = range_from {
-        req.push_str(&format!("Range: bytes={from}-\r\n"));
+    if let Some(range) = range {
+        req.push_str(&format!("Range: {range}\r\n"));
     }
     req.push_str("\r\n");
     stream

@@ -17,12 +17,15 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+pub mod chunked;
 mod client;
 
+pub use chunked::{Source, Tally};
 use client::{get, get_small};
 pub use client::{get_text, Limits};
 
 use crate::channel::is_safe_file_name;
+use crate::manifest::held::Held;
 use crate::manifest::{parse_manifest_and_boot, Artifact, BootSpec};
 use crate::record::ManifestRecord;
 use crate::release::{Release, ReleaseError, ReleaseKeys};
@@ -129,6 +132,11 @@ pub fn check_provider(
     })
 }
 
+/// Checks that `url` is a plain `http://` URL a download can use.
+pub fn check_url(url: &str) -> Result<(), FetchError> {
+    client::parse_url(url).map(|_| ())
+}
+
 /// The URL of artifact `name` next to the manifest.
 fn artifact_url(manifest_url: &str, name: &str) -> String {
     let no_query = manifest_url
@@ -151,14 +159,18 @@ fn artifact_url(manifest_url: &str, name: &str) -> String {
     )
 }
 
-/// Fetches artifact `name` (listed in `manifest`) to `out`, verified.
+/// Fetches artifact `name` (listed in `manifest`) to `out`, verified:
+/// chunk by chunk from the provider and `peers` (manifest URLs of other
+/// holders of the same release) when the manifest lists chunk hashes,
+/// else whole from the provider. Returns where the bytes came from.
 pub fn fetch_artifact(
     record: &ManifestRecord,
     manifest: &[Artifact],
     name: &str,
     out: &Path,
     limits: &Limits,
-) -> Result<(), FetchError> {
+    peers: &[String],
+) -> Result<Tally, FetchError> {
     let listed = manifest
         .iter()
         .find(|a| a.name == name)
@@ -171,18 +183,97 @@ pub fn fetch_artifact(
     }
     let url = artifact_url(&record.url, name);
     let part = part_path(out);
-    let io_err = |e| FetchError::Io(part.clone(), e);
+    if !listed.chunks.is_empty() {
+        let mut sources = vec![Source { url, origin: true }];
+        sources.extend(peers.iter().map(|p| Source {
+            url: artifact_url(p, name),
+            origin: false,
+        }));
+        return fetch_chunked(listed, &sources, &part, out, limits);
+    }
+    fetch_whole(listed, url, &part, out, limits)?;
+    Ok(Tally {
+        origin_bytes: listed.size,
+        ..Tally::default()
+    })
+}
+
+/// Opens a download's `.part` file for writing, never through a symlink.
+fn open_part(part: &Path, append: Option<bool>) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = OpenOptions::new();
+    o.custom_flags(nix::libc::O_NOFOLLOW).create(true);
+    match append {
+        // Chunks go to their offsets: read-write, kept as it is.
+        None => o.read(true).write(true),
+        Some(append) => o.write(true).append(append).truncate(!append),
+    };
+    o.open(part)
+}
+
+/// The chunked download of `listed` to `out` through `part`: chunks a
+/// `.part` file kept from an interrupted run are checked and kept.
+fn fetch_chunked(
+    listed: &Artifact,
+    sources: &[Source],
+    part: &Path,
+    out: &Path,
+    limits: &Limits,
+) -> Result<Tally, FetchError> {
+    let io_err = |e| FetchError::Io(part.to_path_buf(), e);
+    let file = open_part(part, None).map_err(io_err)?;
+    let held = Held::empty(listed.chunks.len());
+    if file.metadata().map_err(io_err)?.len() > 0 {
+        file.set_len(listed.size).map_err(io_err)?;
+        chunked::check_existing(&file, listed.size, &listed.chunks, &held);
+    } else {
+        file.set_len(listed.size).map_err(io_err)?;
+    }
+    let job = chunked::Job {
+        name: &listed.name,
+        size: listed.size,
+        hashes: &listed.chunks,
+        file: &file,
+        held: &held,
+    };
+    let progress = Progress::new(&listed.name, listed.size);
+    let result = chunked::download(&job, sources, limits, |got| progress.update(got));
+    progress.done();
+    if result.is_err() && held.count() == 0 {
+        // Nothing verified is worth keeping.
+        let _ = fs::remove_file(part);
+    }
+    let tally = result?;
+    // Every chunk verified against the signed manifest, at its place in a
+    // file of the listed size: the file is what the manifest lists.
+    file.sync_all().map_err(io_err)?;
+    fs::rename(part, out).map_err(|e| FetchError::Io(out.to_path_buf(), e))?;
+    Ok(tally)
+}
+
+/// The whole-file download of `listed` from `url` to `out` through
+/// `part`, resuming a `.part` prefix with `Range`.
+fn fetch_whole(
+    listed: &Artifact,
+    url: String,
+    part: &Path,
+    out: &Path,
+    limits: &Limits,
+) -> Result<(), FetchError> {
+    let name = listed.name.as_str();
+    let io_err = |e| FetchError::Io(part.to_path_buf(), e);
 
     // Resume from a partial download: hash what is there, ask for the rest.
     let mut hasher = Sha256::new();
     let mut have = 0u64;
-    let no_follow = || {
+    let existing = {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut o = OpenOptions::new();
-        o.custom_flags(nix::libc::O_NOFOLLOW);
-        o
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(part)
     };
-    if let Ok(mut f) = no_follow().read(true).open(&part) {
+    if let Ok(mut f) = existing {
         let len = f.metadata().map_err(io_err)?.len();
         if len < listed.size {
             let mut buf = vec![0u8; CHUNK];
@@ -205,7 +296,7 @@ pub fn fetch_artifact(
             hasher = Sha256::new();
         }
         (416, _) if have > 0 => {
-            let _ = fs::remove_file(&part);
+            let _ = fs::remove_file(part);
             return Err(FetchError::Http(
                 url,
                 "server refused to resume (416); run again to restart".into(),
@@ -217,20 +308,14 @@ pub fn fetch_artifact(
     resp.reader.expect(remaining);
     if let Some(len) = resp.content_length {
         if len != remaining {
-            let _ = fs::remove_file(&part);
+            let _ = fs::remove_file(part);
             return Err(FetchError::Mismatch(format!(
                 "{name}: server sends {len} bytes, the manifest says {} in all ({have} already here)",
                 listed.size
             )));
         }
     }
-    let mut file = no_follow()
-        .create(true)
-        .write(true)
-        .append(have > 0)
-        .truncate(have == 0)
-        .open(&part)
-        .map_err(io_err)?;
+    let mut file = open_part(part, Some(have > 0)).map_err(io_err)?;
     let progress = Progress::new(name, listed.size);
     let mut buf = vec![0u8; CHUNK];
     let mut got = have;
@@ -258,7 +343,7 @@ pub fn fetch_artifact(
         got += n as u64;
         if got > listed.size {
             drop(file);
-            let _ = fs::remove_file(&part);
+            let _ = fs::remove_file(part);
             progress.done();
             return Err(FetchError::Mismatch(format!(
                 "{name}: more bytes than the {} the manifest lists",
@@ -282,24 +367,26 @@ pub fn fetch_artifact(
     let hash = hex::encode(hasher.finalize());
     if hash != listed.sha256 {
         drop(file);
-        let _ = fs::remove_file(&part);
+        let _ = fs::remove_file(part);
         return Err(FetchError::Mismatch(format!(
             "{name} has sha256 {hash}, the manifest says {}",
             listed.sha256
         )));
     }
     file.sync_all().map_err(io_err)?;
-    fs::rename(&part, out).map_err(|e| FetchError::Io(out.to_path_buf(), e))?;
+    fs::rename(part, out).map_err(|e| FetchError::Io(out.to_path_buf(), e))?;
     Ok(())
 }
 
-/// Runs `--fetch` / `--fetch-all` for a checked provider: downloads and
-/// verifies each artifact against its manifest. Returns the files written.
+/// Runs `--fetch` / `--fetch-all` for a checked provider (and `peers`,
+/// see [`fetch_artifact`]): downloads and verifies each artifact against
+/// its manifest. Returns the files written and where their bytes came from.
 pub fn run(
     checked: &Checked,
     target: &FetchTarget,
     limits: &Limits,
-) -> Result<Vec<PathBuf>, FetchError> {
+    peers: &[String],
+) -> Result<(Vec<PathBuf>, Tally), FetchError> {
     let (record, manifest) = (&checked.record, &checked.artifacts);
     match target {
         FetchTarget::One { name, out } => {
@@ -308,12 +395,13 @@ pub fn run(
                 Some(o) => o.clone(),
                 None => PathBuf::from(name),
             };
-            fetch_artifact(record, manifest, name, &out, limits)?;
-            Ok(vec![out])
+            let tally = fetch_artifact(record, manifest, name, &out, limits, peers)?;
+            Ok((vec![out], tally))
         }
         FetchTarget::All { dir } => {
             fs::create_dir_all(dir).map_err(|e| FetchError::Io(dir.clone(), e))?;
             let mut written = Vec::new();
+            let mut tally = Tally::default();
             for a in manifest {
                 // A hostile manifest could list "../x": never write outside DIR.
                 if !is_safe_file_name(&a.name) || a.name.starts_with('.') {
@@ -323,10 +411,12 @@ pub fn run(
                     ));
                 }
                 let out = dir.join(&a.name);
-                fetch_artifact(record, manifest, &a.name, &out, limits)?;
+                tally.add(fetch_artifact(
+                    record, manifest, &a.name, &out, limits, peers,
+                )?);
                 written.push(out);
             }
-            Ok(written)
+            Ok((written, tally))
         }
     }
 }

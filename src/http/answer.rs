@@ -71,6 +71,7 @@ pub(super) fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> (Reply, &'stat
             files::artifact_reply(&ctx.catalog, &ca, &name, head),
             "artifact",
         ),
+        Route::Have(ca, name) => (files::have_reply(&ctx.catalog, &ca, &name), "have"),
     }
 }
 

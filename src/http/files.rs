@@ -179,6 +179,26 @@ fn memory_reply(head: &Head, etag: String, content_type: &str, body: Body) -> Re
     }
 }
 
+/// The answer for `?have`: every chunk of an artifact this provider serves
+/// (it serves only whole files whose hash checked out); `404` when the
+/// artifact is not served or its manifest lists no chunk hashes.
+pub fn have_reply(catalog: &Catalog, ca: &ChannelArch, name: &str) -> Reply {
+    let chunks = catalog
+        .manifest(ca)
+        .and_then(|m| m.artifacts.get(name).map(|a| a.chunks.len()));
+    match chunks {
+        Some(n) if n > 0 && catalog.open(ca, name).is_ok() => owned_reply(
+            "application/octet-stream",
+            crate::manifest::held::Held::full(n).to_bytes(),
+        ),
+        _ => Reply::text(
+            404,
+            "not found
+",
+        ),
+    }
+}
+
 /// The answer for an artifact: the open file and which of its bytes.
 pub fn artifact_reply(catalog: &Catalog, ca: &ChannelArch, name: &str, head: &Head) -> Reply {
     let open = match catalog.open(ca, name) {

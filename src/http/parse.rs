@@ -193,6 +193,9 @@ pub enum Route {
     /// the query asks (`/?refresh=N`).
     Page(Option<u32>),
     File(ChannelArch, String),
+    /// `GET /{channel}/{arch}/{file}?have`: which of the file's chunks
+    /// this server holds (see `manifest::held`).
+    Have(ChannelArch, String),
     /// A path that tries to leave the tree or is malformed: 400, logged.
     Refused(&'static str),
     NotFound,
@@ -248,13 +251,15 @@ pub fn route(url: &str) -> Route {
             {
                 return Route::NotFound;
             }
-            Route::File(
-                ChannelArch {
-                    channel: channel.clone(),
-                    arch: arch.clone(),
-                },
-                file.clone(),
-            )
+            let ca = ChannelArch {
+                channel: channel.clone(),
+                arch: arch.clone(),
+            };
+            if query.split('#').next() == Some("have") {
+                Route::Have(ca, file.clone())
+            } else {
+                Route::File(ca, file.clone())
+            }
         }
         _ => Route::NotFound,
     }
@@ -408,6 +413,18 @@ mod tests {
         );
         assert_eq!(route("/"), Route::Page(None));
         assert_eq!(route("/?refresh=10"), Route::Page(Some(10)));
+        let ca = ChannelArch {
+            channel: "stable".into(),
+            arch: "arm64".into(),
+        };
+        assert_eq!(
+            route("/stable/arm64/vmlinuz?have"),
+            Route::Have(ca.clone(), "vmlinuz".into())
+        );
+        assert_eq!(
+            route("/stable/arm64/vmlinuz?v=2"),
+            Route::File(ca, "vmlinuz".into())
+        );
         assert_eq!(route("/?refresh=0"), Route::Page(None));
         assert_eq!(route("/stable/arm64"), Route::NotFound);
         assert_eq!(route("/stable/arm64/a/b"), Route::NotFound);

@@ -6,6 +6,8 @@
 //!   clients for downloaded ones and by `release verify`;
 //! - [`write`]: artifacts → the canonical bytes (`render`), the content
 //!   version, hashing files;
+//! - [`held`]: which verified chunks of an artifact a process holds, and
+//!   its wire form;
 //! - [`catalog`]: scanning `<channel>/<arch>` trees under the artifacts
 //!   root into manifests, cached, and opening the files they list.
 //!
@@ -14,6 +16,7 @@
 //! for changes is the provider's.
 
 pub mod catalog;
+pub mod held;
 pub mod read;
 pub mod write;
 

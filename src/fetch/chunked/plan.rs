@@ -1,0 +1,501 @@
+//! Which chunk to ask which source for next: the bookkeeping of a chunked
+//! download, without any I/O (the workers in `chunked` do the asking).
+//!
+//! The rules, in order:
+//! - a chunk is asked of one source at a time, never twice at once;
+//! - a peer is asked for the rarest chunks it holds (the fewest live peers
+//!   hold them), ties broken at random, so a rack's boards fetch different
+//!   chunks and soon have something to give each other;
+//! - the origin is asked only for chunks no live peer holds, in runs of
+//!   consecutive chunks (one `Range` each, as BitTorrent web seeds are);
+//!   while peers hold every missing chunk it is left alone;
+//! - a source is used by at most [`PER_SOURCE`] requests at once;
+//! - a source that sent a bad chunk is dropped at once; one that failed
+//!   [`MAX_FAILURES`] times in a row is dropped too. A dropped peer's chunks
+//!   count as held by nobody, so they fall to the origin.
+
+use std::time::{Duration, Instant};
+
+/// Requests one source serves at once.
+pub const PER_SOURCE: usize = 2;
+/// Chunks asked of a peer in one request.
+pub const PEER_RUN: usize = 4;
+/// Chunks asked of the origin in one request.
+pub const ORIGIN_RUN: usize = 16;
+/// Failures in a row (refused connections, stalls, bad answers) after
+/// which a source is given up for this download.
+pub const MAX_FAILURES: u32 = 3;
+/// How often a peer's list of held chunks is asked for again while it has
+/// nothing this download still needs.
+pub const HAVE_REFRESH: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Missing,
+    Asked,
+    Done,
+}
+
+/// One place chunks may come from.
+#[derive(Debug)]
+pub struct SourceState {
+    /// The artifact's URL there.
+    pub url: String,
+    /// The origin holds everything; a peer holds what its `have` says.
+    pub origin: bool,
+    have: Vec<bool>,
+    /// When `have` was last asked for (or is being asked for now).
+    have_at: Option<Instant>,
+    busy: usize,
+    failures: u32,
+    /// Why it is no longer asked, once dropped.
+    pub dropped: Option<String>,
+    /// It sent a chunk that did not verify.
+    pub sent_bad: bool,
+    /// Verified bytes received from it.
+    pub bytes: u64,
+}
+
+impl SourceState {
+    fn has(&self, i: usize) -> bool {
+        self.origin || self.have.get(i).copied().unwrap_or(false)
+    }
+
+    fn live(&self) -> bool {
+        self.dropped.is_none()
+    }
+}
+
+/// What a worker is to do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// Ask source `source` for chunks `first..first + count`.
+    Run {
+        source: usize,
+        first: usize,
+        count: usize,
+    },
+    /// Ask source `source` which chunks it holds.
+    Have(usize),
+    /// Nothing to ask now: wait for a request to end.
+    Wait,
+    /// Every chunk is in.
+    Finished,
+    /// No source is left that could finish the download.
+    Stuck(String),
+}
+
+/// The state of one chunked download.
+#[derive(Debug)]
+pub struct Plan {
+    chunks: Vec<State>,
+    /// Every source, origins first.
+    pub sources: Vec<SourceState>,
+    done: usize,
+    progress_at: Instant,
+    /// How long the download may go without a chunk arriving while no live
+    /// source holds a missing one (peers still downloading may get it).
+    patience: Duration,
+    rng: u64,
+    /// Chunks that did not verify.
+    pub bad_chunks: u64,
+}
+
+impl Plan {
+    /// A download of `chunks` chunks, of which those `held` says are in
+    /// already, from `sources` (`(url, origin)`).
+    pub fn new(
+        chunks: usize,
+        held: impl Fn(usize) -> bool,
+        sources: Vec<(String, bool)>,
+        patience: Duration,
+    ) -> Plan {
+        let states: Vec<State> = (0..chunks)
+            .map(|i| if held(i) { State::Done } else { State::Missing })
+            .collect();
+        let done = states.iter().filter(|s| **s == State::Done).count();
+        let mut sources: Vec<SourceState> = sources
+            .into_iter()
+            .map(|(url, origin)| SourceState {
+                url,
+                origin,
+                have: Vec::new(),
+                have_at: None,
+                busy: 0,
+                failures: 0,
+                dropped: None,
+                sent_bad: false,
+                bytes: 0,
+            })
+            .collect();
+        sources.sort_by_key(|s| !s.origin);
+        Plan {
+            chunks: states,
+            sources,
+            done,
+            progress_at: Instant::now(),
+            patience,
+            rng: seed(),
+            bad_chunks: 0,
+        }
+    }
+
+    /// How many chunks are in.
+    pub fn done(&self) -> usize {
+        self.done
+    }
+
+    /// How many live peers hold chunk `i`.
+    fn offers(&self, i: usize) -> usize {
+        self.sources
+            .iter()
+            .filter(|s| !s.origin && s.live() && s.has(i))
+            .count()
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64: enough to spread picks, seeded from std's random keys.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// The next thing to do, marked as begun (chunks asked, the source
+    /// busy): each [`Pick::Run`] and [`Pick::Have`] must be answered with
+    /// [`Plan::finish_run`] or [`Plan::finish_have`].
+    pub fn pick(&mut self, now: Instant) -> Pick {
+        if self.done == self.chunks.len() {
+            return Pick::Finished;
+        }
+        // Peers first, from a random one on, so requests spread over them.
+        let n = self.sources.len();
+        let start = if n == 0 {
+            0
+        } else {
+            self.random() as usize % n
+        };
+        let mut order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
+        order.sort_by_key(|&s| self.sources[s].origin);
+        for s in order {
+            let src = &self.sources[s];
+            if !src.live() || src.busy >= PER_SOURCE {
+                continue;
+            }
+            if !src.origin && src.have_at.is_none() {
+                return self.begin_have(s, now);
+            }
+            if let Some((first, count)) = self.run_for(s) {
+                self.sources[s].busy += 1;
+                for c in &mut self.chunks[first..first + count] {
+                    *c = State::Asked;
+                }
+                return Pick::Run {
+                    source: s,
+                    first,
+                    count,
+                };
+            }
+        }
+        // Nothing to ask: look again at the peer whose list is oldest.
+        let stale = (0..n)
+            .filter(|&s| {
+                let src = &self.sources[s];
+                !src.origin
+                    && src.live()
+                    && src.busy < PER_SOURCE
+                    && src
+                        .have_at
+                        .is_some_and(|t| now.duration_since(t) >= HAVE_REFRESH)
+            })
+            .min_by_key(|&s| self.sources[s].have_at);
+        if let Some(s) = stale {
+            return self.begin_have(s, now);
+        }
+        let asked = self.chunks.contains(&State::Asked);
+        let busy = self.sources.iter().any(|s| s.busy > 0);
+        if !asked && !busy {
+            if !self.sources.iter().any(SourceState::live) {
+                let why = self
+                    .sources
+                    .iter()
+                    .filter_map(|s| s.dropped.as_ref().map(|d| format!("{}: {d}", s.url)))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Pick::Stuck(format!("every source failed ({why})"));
+            }
+            if now.duration_since(self.progress_at) >= self.patience {
+                let missing = self.chunks.iter().filter(|c| **c == State::Missing).count();
+                return Pick::Stuck(format!(
+                    "no source holds {missing} missing chunk(s) after {} s",
+                    self.patience.as_secs()
+                ));
+            }
+        }
+        Pick::Wait
+    }
+
+    fn begin_have(&mut self, s: usize, now: Instant) -> Pick {
+        let src = &mut self.sources[s];
+        src.busy += 1;
+        src.have_at = Some(now);
+        Pick::Have(s)
+    }
+
+    /// The chunks source `s` should be asked for now, if any.
+    fn run_for(&mut self, s: usize) -> Option<(usize, usize)> {
+        let src = &self.sources[s];
+        let n = self.chunks.len();
+        let origin = src.origin;
+        let wanted = |p: &Plan, i: usize| {
+            p.chunks[i] == State::Missing && p.sources[s].has(i) && (!origin || p.offers(i) == 0)
+        };
+        let first = if origin {
+            // The first wanted chunk from a random point on: runs stay
+            // long, and two origins do not start at the same place.
+            let from = self.random() as usize % n.max(1);
+            (0..n).map(|k| (from + k) % n).find(|&i| wanted(self, i))?
+        } else {
+            // Rarest first, ties at random.
+            let candidates: Vec<(usize, usize)> = (0..n)
+                .filter(|&i| wanted(self, i))
+                .map(|i| (self.offers(i), i))
+                .collect();
+            let rarest = candidates.iter().map(|c| c.0).min()?;
+            let rare: Vec<usize> = candidates
+                .iter()
+                .filter(|c| c.0 == rarest)
+                .map(|c| c.1)
+                .collect();
+            rare[self.random() as usize % rare.len()]
+        };
+        let max = if origin { ORIGIN_RUN } else { PEER_RUN };
+        let mut count = 1;
+        while count < max && first + count < n && wanted(self, first + count) {
+            count += 1;
+        }
+        Some((first, count))
+    }
+
+    /// Chunk `i` arrived from `source`, verified and written: `len` bytes.
+    pub fn chunk_done(&mut self, source: usize, i: usize, len: u64, now: Instant) {
+        if self.chunks[i] != State::Done {
+            self.chunks[i] = State::Done;
+            self.done += 1;
+        }
+        let src = &mut self.sources[source];
+        src.bytes += len;
+        src.failures = 0;
+        self.progress_at = now;
+    }
+
+    /// The request for `first..first + count` from `source` ended; chunks
+    /// not done go back to missing. `failure`, if any, is why it ended
+    /// early; `fatal` drops the source at once (a bad chunk).
+    pub fn finish_run(
+        &mut self,
+        source: usize,
+        first: usize,
+        count: usize,
+        failure: Option<Failure>,
+    ) {
+        for c in &mut self.chunks[first..first + count] {
+            if *c == State::Asked {
+                *c = State::Missing;
+            }
+        }
+        let src = &mut self.sources[source];
+        src.busy = src.busy.saturating_sub(1);
+        match failure {
+            None => {}
+            // The peer no longer (or not yet) holds what its list said:
+            // ask for its list again, no fault.
+            Some(Failure::NotHeld) => src.have_at = None,
+            Some(f) => self.fail(source, f),
+        }
+    }
+
+    /// The answer to [`Pick::Have`]: the peer's chunk list, or a failure.
+    pub fn finish_have(&mut self, source: usize, have: Result<Vec<bool>, Failure>) {
+        let src = &mut self.sources[source];
+        src.busy = src.busy.saturating_sub(1);
+        match have {
+            Ok(h) if h.len() == self.chunks.len() => {
+                src.have = h;
+                src.failures = 0;
+            }
+            Ok(_) => self.fail(
+                source,
+                Failure::Fatal("a chunk list of the wrong size".into()),
+            ),
+            Err(f) => self.fail(source, f),
+        }
+    }
+
+    fn fail(&mut self, source: usize, f: Failure) {
+        let src = &mut self.sources[source];
+        match f {
+            Failure::NotHeld => {}
+            Failure::Fatal(why) => src.dropped = Some(why),
+            Failure::BadChunk(why) => {
+                src.dropped = Some(why);
+                src.sent_bad = true;
+                self.bad_chunks += 1;
+            }
+            Failure::Again(why) => {
+                src.failures += 1;
+                if src.failures >= MAX_FAILURES {
+                    src.dropped = Some(why);
+                }
+            }
+        }
+    }
+}
+
+/// Why a request to a source did not deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The source answered that it does not hold the chunk (`416`).
+    NotHeld,
+    /// Worth trying again (unreachable, stalled, cut off); counted.
+    Again(String),
+    /// Never again in this download: a malformed answer.
+    Fatal(String),
+    /// A chunk that did not verify: never again in this download, counted.
+    BadChunk(String),
+}
+
+/// A random seed from std's randomly keyed hasher (no RNG crate).
+fn seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::process::id()) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(chunks: usize, sources: &[(&str, bool)]) -> Plan {
+        let sources = sources.iter().map(|(u, o)| (u.to_string(), *o)).collect();
+        Plan::new(chunks, |_| false, sources, Duration::from_secs(10))
+    }
+
+    fn run(p: Pick) -> (usize, usize, usize) {
+        match p {
+            Pick::Run {
+                source,
+                first,
+                count,
+            } => (source, first, count),
+            other => panic!("expected a run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_origin_alone_is_asked_for_long_runs_until_all_is_in() {
+        let mut p = plan(40, &[("o", true)]);
+        let now = Instant::now();
+        let (s, first, count) = run(p.pick(now));
+        assert_eq!((s, count), (0, ORIGIN_RUN.min(40 - first)));
+        let (_, first2, _) = run(p.pick(now));
+        assert!(first2 >= first + count || first2 + ORIGIN_RUN <= first);
+        // Two requests at once is the cap.
+        assert_eq!(p.pick(now), Pick::Wait);
+        for i in first..first + count {
+            p.chunk_done(0, i, 1, now);
+        }
+        p.finish_run(0, first, count, None);
+        assert_eq!(p.done(), count);
+    }
+
+    #[test]
+    fn the_origin_leaves_to_peers_what_they_hold_and_takes_it_back_when_they_drop() {
+        let mut p = plan(8, &[("o", true), ("peer", false)]);
+        let now = Instant::now();
+        // A peer's list is asked for first.
+        assert_eq!(p.pick(now), Pick::Have(1));
+        p.finish_have(
+            1,
+            Ok(vec![true, true, true, true, false, false, false, false]),
+        );
+        let mut asked = Vec::new();
+        while let Pick::Run {
+            source,
+            first,
+            count,
+        } = p.pick(now)
+        {
+            asked.push((source, first, count));
+        }
+        let origin: Vec<_> = asked.iter().filter(|a| a.0 == 0).collect();
+        assert!(
+            origin.iter().all(|a| a.1 >= 4 && a.1 + a.2 <= 8),
+            "origin asked only for chunks no peer holds: {asked:?}"
+        );
+        let peer: Vec<_> = asked.iter().filter(|a| a.0 == 1).copied().collect();
+        assert!(!peer.is_empty() && peer.iter().all(|a| a.1 + a.2 <= 4));
+        // The peer sends a bad chunk: dropped, its chunks back to missing
+        // and now the origin's.
+        let (_, first, count) = peer[0];
+        p.finish_run(1, first, count, Some(Failure::BadChunk("bad chunk".into())));
+        for (s, f, c) in asked.iter().filter(|a| a.0 == 0) {
+            p.finish_run(*s, *f, *c, Some(Failure::Again("cut".into())));
+        }
+        let (s, f, _) = run(p.pick(now));
+        assert_eq!(s, 0);
+        assert!(f < 8);
+        assert!(p.sources[1].dropped.is_some());
+        assert_eq!(p.bad_chunks, 1);
+    }
+
+    #[test]
+    fn peers_are_asked_for_the_rarest_chunks_first() {
+        let mut p = plan(4, &[("a", false), ("b", false)]);
+        let now = Instant::now();
+        for _ in 0..2 {
+            let Pick::Have(s) = p.pick(now) else { panic!() };
+            let have = if s == 0 {
+                vec![true, true, true, true]
+            } else {
+                vec![true, true, true, false]
+            };
+            p.finish_have(s, Ok(have));
+        }
+        // Chunk 3 is held by "a" alone: a's first request starts there.
+        for _ in 0..4 {
+            if let Pick::Run {
+                source: 0, first, ..
+            } = p.pick(now)
+            {
+                assert_eq!(first, 3);
+                return;
+            }
+        }
+        panic!("a was never asked");
+    }
+
+    #[test]
+    fn a_download_with_no_live_source_left_is_stuck_not_waiting() {
+        let mut p = plan(2, &[("o", true)]);
+        let now = Instant::now();
+        for _ in 0..MAX_FAILURES {
+            let (s, f, c) = run(p.pick(now));
+            p.finish_run(s, f, c, Some(Failure::Again("refused".into())));
+        }
+        match p.pick(now) {
+            Pick::Stuck(why) => assert!(why.contains("refused"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Peers that hold nothing this download needs: stuck after the
+        // patience, waiting before.
+        let mut p = Plan::new(
+            1,
+            |_| false,
+            vec![("p".into(), false)],
+            Duration::from_millis(0),
+        );
+        assert_eq!(p.pick(now), Pick::Have(0));
+        p.finish_have(0, Ok(vec![false]));
+        assert!(matches!(p.pick(Instant::now()), Pick::Stuck(_)));
+    }
+}
