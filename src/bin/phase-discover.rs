@@ -75,10 +75,12 @@ fn lookup(session: &Session, cfg: &DiscoverConfig) -> Result<(), ClientError> {
     match &cfg.fetch {
         Some(target) => {
             let take = |c: &fetch::Checked| {
-                let (files, _) = fetch::run(c, target, &cfg.query.limits, &cfg.peers)?;
-                Ok::<_, Failure>(files)
+                Ok::<_, Failure>(fetch::run(c, target, &cfg.query.limits, &cfg.peers)?)
             };
-            let (_, files) = client::run(session, &cfg.query, take, &mut note)?;
+            let (_, (files, tally)) = client::run(session, &cfg.query, take, &mut note)?;
+            if tally.peer_bytes > 0 || tally.bad_chunks > 0 {
+                eprintln!("phase-discover: {tally}");
+            }
             for f in files {
                 println!("{}", f.display());
             }
@@ -140,12 +142,8 @@ fn phase_boot() -> ExitCode {
         Err(e) => return fail(2, &format!("phase-boot: {e}")),
     };
     plasmd::init_logging("warn");
-    let cmdline = match cmdline {
-        Some(c) => c,
-        None => match plasmd::boot::cmdline::read() {
-            Ok(c) => c,
-            Err(e) => return fail(1, &format!("/proc/cmdline: {e}")),
-        },
-    };
-    plasmd::boot::run(&cmdline)
+    match plasmd::boot::cmdline::read(cmdline) {
+        Ok(cmdline) => plasmd::boot::run(&cmdline),
+        Err(e) => fail(1, &format!("/proc/cmdline: {e}")),
+    }
 }

@@ -90,7 +90,11 @@ fn number(name: &str, value: &str, min: u64, max: u64, unit: &str) -> Result<u64
 /// The running kernel's command line (`/proc/cmdline`), read lossily: a
 /// byte that is not UTF-8 must not stop the board; [`parse`] names a
 /// `phase.` word it spoils.
-pub fn read() -> std::io::Result<String> {
+/// `given` instead when there is one (`phase-boot --cmdline`).
+pub fn read(given: Option<String>) -> std::io::Result<String> {
+    if let Some(given) = given {
+        return Ok(given);
+    }
     let bytes = std::fs::read("/proc/cmdline")?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -79,6 +79,23 @@ impl Tally {
     }
 }
 
+impl std::fmt::Display for Tally {
+    /// `3.0 MiB from peers, 1.0 MiB from the origin, 1 bad chunk(s)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: u64| b as f64 / 1048576.0;
+        write!(
+            f,
+            "{:.1} MiB from peers, {:.1} MiB from the origin",
+            mib(self.peer_bytes),
+            mib(self.origin_bytes)
+        )?;
+        if self.bad_chunks > 0 {
+            write!(f, ", {} bad chunk(s) refused", self.bad_chunks)?;
+        }
+        Ok(())
+    }
+}
+
 /// A source: the artifact's URL there, and whether it is an origin (holds
 /// the whole file) or a peer (holds what its `?have` list says).
 #[derive(Debug, Clone, PartialEq, Eq)]

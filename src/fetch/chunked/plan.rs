@@ -28,6 +28,10 @@ pub const MAX_FAILURES: u32 = 3;
 /// How often a peer's list of held chunks is asked for again while it has
 /// nothing this download still needs.
 pub const HAVE_REFRESH: Duration = Duration::from_secs(1);
+/// How long the origin waits, at the start, for peers to say what they
+/// hold (so it is not asked for chunks a peer would have given). A peer
+/// whose first answer failed is not waited for.
+pub const HAVE_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -44,6 +48,10 @@ pub struct SourceState {
     /// The origin holds everything; a peer holds what its `have` says.
     pub origin: bool,
     have: Vec<bool>,
+    /// `have` was received at least once.
+    have_known: bool,
+    /// A `?have` request to it is under way.
+    have_asked: bool,
     /// When `have` was last asked for (or is being asked for now).
     have_at: Option<Instant>,
     busy: usize,
@@ -92,6 +100,7 @@ pub struct Plan {
     /// Every source, origins first.
     pub sources: Vec<SourceState>,
     done: usize,
+    started: Instant,
     progress_at: Instant,
     /// How long the download may go without a chunk arriving while no live
     /// source holds a missing one (peers still downloading may get it).
@@ -120,6 +129,8 @@ impl Plan {
                 url,
                 origin,
                 have: Vec::new(),
+                have_known: false,
+                have_asked: false,
                 have_at: None,
                 busy: 0,
                 failures: 0,
@@ -133,6 +144,7 @@ impl Plan {
             chunks: states,
             sources,
             done,
+            started: Instant::now(),
             progress_at: Instant::now(),
             patience,
             rng: seed(),
@@ -185,7 +197,7 @@ impl Plan {
             if !src.origin && src.have_at.is_none() {
                 return self.begin_have(s, now);
             }
-            if let Some((first, count)) = self.run_for(s) {
+            if let Some((first, count)) = self.run_for(s, now) {
                 self.sources[s].busy += 1;
                 for c in &mut self.chunks[first..first + count] {
                     *c = State::Asked;
@@ -239,14 +251,21 @@ impl Plan {
         let src = &mut self.sources[s];
         src.busy += 1;
         src.have_at = Some(now);
+        src.have_asked = true;
         Pick::Have(s)
     }
 
     /// The chunks source `s` should be asked for now, if any.
-    fn run_for(&mut self, s: usize) -> Option<(usize, usize)> {
+    fn run_for(&mut self, s: usize, now: Instant) -> Option<(usize, usize)> {
         let src = &self.sources[s];
         let n = self.chunks.len();
         let origin = src.origin;
+        let peers_unheard = self.sources.iter().any(|p| {
+            !p.origin && p.live() && !p.have_known && (p.have_asked || p.have_at.is_none())
+        });
+        if origin && peers_unheard && now.duration_since(self.started) < HAVE_GRACE {
+            return None;
+        }
         let wanted = |p: &Plan, i: usize| {
             p.chunks[i] == State::Missing && p.sources[s].has(i) && (!origin || p.offers(i) == 0)
         };
@@ -319,9 +338,11 @@ impl Plan {
     pub fn finish_have(&mut self, source: usize, have: Result<Vec<bool>, Failure>) {
         let src = &mut self.sources[source];
         src.busy = src.busy.saturating_sub(1);
+        src.have_asked = false;
         match have {
             Ok(h) if h.len() == self.chunks.len() => {
                 src.have = h;
+                src.have_known = true;
                 src.failures = 0;
             }
             Ok(_) => self.fail(
@@ -397,8 +418,11 @@ mod tests {
         let now = Instant::now();
         let (s, first, count) = run(p.pick(now));
         assert_eq!((s, count), (0, ORIGIN_RUN.min(40 - first)));
-        let (_, first2, _) = run(p.pick(now));
-        assert!(first2 >= first + count || first2 + ORIGIN_RUN <= first);
+        let (_, first2, count2) = run(p.pick(now));
+        assert!(
+            first2 >= first + count || first2 + count2 <= first,
+            "no chunk asked twice: {first}+{count}, {first2}+{count2}"
+        );
         // Two requests at once is the cap.
         assert_eq!(p.pick(now), Pick::Wait);
         for i in first..first + count {
@@ -449,11 +473,31 @@ mod tests {
     }
 
     #[test]
+    fn the_origin_waits_for_the_first_answer_of_peers_not_for_failed_ones() {
+        let mut p = plan(8, &[("o", true), ("peer", false)]);
+        let now = Instant::now();
+        assert_eq!(p.pick(now), Pick::Have(1));
+        assert_eq!(p.pick(now), Pick::Wait, "the peer may hold it all");
+        // Past the grace, the origin goes ahead anyway.
+        assert!(matches!(
+            p.pick(now + HAVE_GRACE),
+            Pick::Run { source: 0, .. }
+        ));
+        let mut p = plan(8, &[("o", true), ("peer", false)]);
+        assert_eq!(p.pick(now), Pick::Have(1));
+        p.finish_have(1, Err(Failure::Again("refused".into())));
+        assert!(matches!(p.pick(now), Pick::Run { source: 0, .. }));
+    }
+
+    #[test]
     fn peers_are_asked_for_the_rarest_chunks_first() {
         let mut p = plan(4, &[("a", false), ("b", false)]);
         let now = Instant::now();
-        for _ in 0..2 {
-            let Pick::Have(s) = p.pick(now) else { panic!() };
+        let asked: Vec<Pick> = (0..2).map(|_| p.pick(now)).collect();
+        for pick in asked {
+            let Pick::Have(s) = pick else {
+                panic!("{pick:?}")
+            };
             let have = if s == 0 {
                 vec![true, true, true, true]
             } else {
