@@ -1,6 +1,9 @@
 //! Record keys: `/phase/{channel}/{arch}/manifest` (the conventions' key,
-//! where providers announce themselves) and the per-provider key below it,
-//! built and taken apart.
+//! where providers announce themselves) and the per-provider key below it;
+//! and for holders of one release's content (boards downloading it,
+//! mirrors), `/phase/{channel}/{arch}/release/{manifest_sha256}` (where
+//! they announce themselves) and the per-holder key below it. Built and
+//! taken apart.
 
 use super::RecordError;
 use crate::channel::check_name;
@@ -23,40 +26,59 @@ pub fn provider_key(channel: &str, arch: &str, peer_id: &str) -> String {
     format!("/phase/{channel}/{arch}/manifest/{peer_id}")
 }
 
+/// The key holders of a release's content announce themselves under
+/// (Kademlia provider records only): `/phase/{channel}/{arch}/release/{sha}`,
+/// `sha` the hex sha256 of the release's signed manifest. Older clients
+/// never look here, so a holder with half a file is not offered to them.
+pub fn release_key(channel: &str, arch: &str, manifest_sha256: &str) -> String {
+    format!("/phase/{channel}/{arch}/release/{manifest_sha256}")
+}
+
+/// A holder's own record of where it serves that release:
+/// `/phase/{channel}/{arch}/release/{sha}/{peer_id}`.
+pub fn holder_key(channel: &str, arch: &str, manifest_sha256: &str, peer_id: &str) -> String {
+    format!("{}/{peer_id}", release_key(channel, arch, manifest_sha256))
+}
+
 /// A record key taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedKey {
     pub channel: String,
     pub arch: String,
-    /// For a per-provider key, the provider's peer id.
+    /// For a per-provider or per-holder key, the publisher's peer id.
     pub provider: Option<String>,
+    /// For a release or per-holder key, the release's manifest sha256.
+    pub release: Option<String>,
 }
 
-/// Splits a record key (the spec key or a per-provider key) back into its
-/// parts, checking the names.
+/// Splits a record key (the spec key, a per-provider key, a release key or
+/// a per-holder key) back into its parts, checking the names.
 pub fn parse_key(key: &[u8]) -> Result<ParsedKey, RecordError> {
     let s = std::str::from_utf8(key).map_err(|_| RecordError::BadKey)?;
     let rest = s.strip_prefix("/phase/").ok_or(RecordError::BadKey)?;
-    let mut parts = rest.split('/');
-    let (channel, arch, manifest, provider) =
-        (parts.next(), parts.next(), parts.next(), parts.next());
-    if manifest != Some("manifest") || parts.next().is_some() {
-        return Err(RecordError::BadKey);
-    }
-    let (channel, arch) = (channel.unwrap_or(""), arch.unwrap_or(""));
+    let parts: Vec<&str> = rest.splitn(6, '/').collect();
+    let (channel, arch, release, provider) = match parts.as_slice() {
+        [c, a, "manifest"] => (c, a, None, None),
+        [c, a, "manifest", p] => (c, a, None, Some(p)),
+        [c, a, "release", sha] => (c, a, Some(sha), None),
+        [c, a, "release", sha, p] => (c, a, Some(sha), Some(p)),
+        _ => return Err(RecordError::BadKey),
+    };
     check_name("channel", channel).map_err(|_| RecordError::BadKey)?;
     check_name("arch", arch).map_err(|_| RecordError::BadKey)?;
-    let provider = match provider {
-        None => None,
-        Some(p) => {
-            p.parse::<libp2p::PeerId>()
-                .map_err(|_| RecordError::BadKey)?;
-            Some(p.to_string())
+    if let Some(sha) = release {
+        if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(RecordError::BadKey);
         }
-    };
+    }
+    if let Some(p) = provider {
+        p.parse::<libp2p::PeerId>()
+            .map_err(|_| RecordError::BadKey)?;
+    }
     Ok(ParsedKey {
         channel: channel.to_string(),
         arch: arch.to_string(),
-        provider,
+        provider: provider.map(|p| p.to_string()),
+        release: release.map(|r| r.to_string()),
     })
 }

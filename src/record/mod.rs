@@ -19,7 +19,9 @@ use crate::channel::NameError;
 use crate::time::{parse_rfc3339, rfc3339, Now, CLOCK_SKEW_SECS};
 
 mod key;
-pub use key::{manifest_dht_key, manifest_key, parse_key, provider_key, ParsedKey};
+pub use key::{
+    holder_key, manifest_dht_key, manifest_key, parse_key, provider_key, release_key, ParsedKey,
+};
 
 /// Largest record value we write or accept, from the conventions.
 pub const MAX_RECORD_BYTES: usize = 2048;
@@ -517,6 +519,13 @@ pub fn decode_for_key(key: &[u8], value: &[u8], now: Now) -> Result<ManifestReco
     let parsed = parse_key(key)?;
     let record = ManifestRecord::from_bytes(value)?;
     record.validate(&parsed.channel, &parsed.arch)?;
+    if let Some(release) = &parsed.release {
+        // A release key holds announcements only; a holder's record names
+        // the release its key does.
+        if parsed.provider.is_none() || record.manifest_sha256.as_ref() != Some(release) {
+            return Err(RecordError::BadKey);
+        }
+    }
     if let Some(p) = &parsed.provider {
         if *p != record.peer_id {
             return Err(RecordError::KeyMismatch(parsed.channel, parsed.arch));

@@ -50,6 +50,29 @@ fn test_manifest_key_format() {
         parse_key(pk.as_bytes()).unwrap().provider.as_deref(),
         Some(PEER)
     );
+    let sha = "ab".repeat(32);
+    let rk = release_key("stable", "arm64", &sha);
+    assert_eq!(rk, format!("/phase/stable/arm64/release/{sha}"));
+    let parsed = parse_key(rk.as_bytes()).unwrap();
+    assert_eq!(
+        (parsed.release.as_deref(), parsed.provider),
+        (Some(&*sha), None)
+    );
+    let hk = holder_key("stable", "arm64", &sha, PEER);
+    let parsed = parse_key(hk.as_bytes()).unwrap();
+    assert_eq!(
+        (parsed.release.as_deref(), parsed.provider.as_deref()),
+        (Some(&*sha), Some(PEER))
+    );
+    for bad in [
+        format!("/phase/stable/arm64/release/{}", "AB".repeat(32)),
+        format!("/phase/stable/arm64/release/{}", "ab".repeat(31)),
+        format!("/phase/stable/arm64/release/{sha}/x"),
+        format!("/phase/stable/arm64/release/{sha}/{PEER}/x"),
+        "/phase/stable/arm64/release".to_string(),
+    ] {
+        assert!(parse_key(bad.as_bytes()).is_err(), "{bad}");
+    }
     for bad in [
         "/phase/stable/arm64/manifest/x",
         "/phase/stable/arm64/manifest/",
@@ -260,6 +283,29 @@ fn per_provider_keys_bind_the_record_to_its_publisher() {
     let other = provider_key("stable", "arm64", PEER);
     let e = decode_for_key(other.as_bytes(), &own.to_bytes().unwrap(), Now::At(now)).unwrap_err();
     assert_eq!(e.kind(), RefusalKind::Rekeyed);
+}
+
+#[test]
+fn holder_records_name_the_release_of_their_key() {
+    let now = 1_795_345_200;
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let peer = keypair.public().to_peer_id().to_string();
+    let mut r = sample();
+    r.peer_id = peer.clone();
+    r.url = format!("http://192.0.2.7:8090/_release/{SHA}/stable/arm64/manifest.json");
+    let expires = UNIX_EPOCH + std::time::Duration::from_secs(now + 3600);
+    let hk = holder_key("stable", "arm64", SHA, &peer);
+    let own = r.clone().sign(&hk, &keypair, 1, expires, SHA).unwrap();
+    assert!(decode_for_key(hk.as_bytes(), &own.to_bytes().unwrap(), Now::At(now)).is_ok());
+    // Another release's hash in the record: refused under this key.
+    let other_sha = "cd".repeat(32);
+    let hk2 = holder_key("stable", "arm64", &other_sha, &peer);
+    let wrong = r.clone().sign(&hk2, &keypair, 1, expires, SHA).unwrap();
+    assert!(decode_for_key(hk2.as_bytes(), &wrong.to_bytes().unwrap(), Now::At(now)).is_err());
+    // Nothing is stored under the release key itself.
+    let rk = release_key("stable", "arm64", SHA);
+    let bare = r.sign(&rk, &keypair, 1, expires, SHA).unwrap();
+    assert!(decode_for_key(rk.as_bytes(), &bare.to_bytes().unwrap(), Now::At(now)).is_err());
 }
 
 #[test]

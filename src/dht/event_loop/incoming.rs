@@ -59,7 +59,8 @@ impl EventLoop {
         }
     }
 
-    /// Stores a provider announcement for a manifest key, fairly between
+    /// Stores a provider announcement for a manifest key or a release key
+    /// (never a per-publisher key), fairly between
     /// the addresses announcing (`hygiene`); kad already checked that the
     /// provider is the peer that sent it.
     pub(super) fn add_provider_if_valid(&mut self, r: kad::ProviderRecord) {
