@@ -72,6 +72,15 @@ pub(super) fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> (Reply, &'stat
             "artifact",
         ),
         Route::Have(ca, name) => (files::have_reply(&ctx.catalog, &ca, &name), "have"),
+        Route::Release {
+            sha256,
+            ca,
+            name,
+            have,
+        } => (
+            super::holding::release_reply(&ctx.catalog, &sha256, &ca, &name, have, head),
+            if have { "have" } else { "release" },
+        ),
     }
 }
 

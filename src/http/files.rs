@@ -158,7 +158,7 @@ pub fn owned_reply(content_type: &str, body: Vec<u8>) -> Reply {
 }
 
 /// A short-lived in-memory body with an ETag.
-fn memory_reply(head: &Head, etag: String, content_type: &str, body: Body) -> Reply {
+pub fn memory_reply(head: &Head, etag: String, content_type: &str, body: Body) -> Reply {
     let mut headers = vec![
         ("Content-Type", content_type.to_string()),
         ("ETag", etag.clone()),

@@ -3,8 +3,11 @@
 //! thread; the DHT keeps its own runtime).
 //!
 //! Routes: `GET`/`HEAD` `/{channel}/{arch}/manifest.json`,
-//! `/{channel}/{arch}/{file}` and `/healthz`; `404` for anything else, `405`
-//! for other methods. When a rack of boards powers on, every board asks at
+//! `/{channel}/{arch}/{file}` (`?have`: its chunk list),
+//! `/_release/{manifest_sha256}/{channel}/{arch}/…` (a release by its
+//! manifest's hash, possibly still downloading), `/healthz`, `/metrics`
+//! and the status documents; `404` for anything else, `405` for other
+//! methods. When a rack of boards powers on, every board asks at
 //! once, so the server is built for that moment:
 //!
 //! - every connection is a small task on the loop: an idle or slow client
@@ -21,7 +24,8 @@
 //!   ([`LoopProbe`]).
 //!
 //! The parts: `parse` (request heads, routes, ranges), `conn` (a
-//! connection's life and its I/O), `files` (what to answer), `budget`
+//! connection's life and its I/O), `files` (what to answer), `holding`
+//! (what to answer for a release by its manifest hash), `budget`
 //! (which connection gives way). (tiny_http, the first choice, reads
 //! request heads without any size bound — upstream tiny-http#56 — and has no
 //! deadlines, so these limits need control of the connection itself.) This
@@ -31,6 +35,7 @@ mod answer;
 mod budget;
 mod conn;
 mod files;
+mod holding;
 mod pace;
 mod parse;
 mod warm;

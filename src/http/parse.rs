@@ -196,6 +196,14 @@ pub enum Route {
     /// `GET /{channel}/{arch}/{file}?have`: which of the file's chunks
     /// this server holds (see `manifest::held`).
     Have(ChannelArch, String),
+    /// `/_release/{manifest_sha256}/{channel}/{arch}/{file}[?have]`: a file
+    /// of the release with that manifest (see `manifest::holding`).
+    Release {
+        sha256: String,
+        ca: ChannelArch,
+        name: String,
+        have: bool,
+    },
     /// A path that tries to leave the tree or is malformed: 400, logged.
     Refused(&'static str),
     NotFound,
@@ -242,7 +250,28 @@ pub fn route(url: &str) -> Route {
         }
         segments.push(seg);
     }
-    match segments.as_slice() {
+    let have = query.split('#').next() == Some("have");
+    if let [first, sha, rest @ ..] = segments.as_slice() {
+        if first == "_release" {
+            let hex =
+                sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            return match (hex, file_route(rest, have)) {
+                (true, Route::File(ca, name) | Route::Have(ca, name)) => Route::Release {
+                    sha256: sha.clone(),
+                    ca,
+                    name,
+                    have,
+                },
+                _ => Route::NotFound,
+            };
+        }
+    }
+    file_route(&segments, have)
+}
+
+/// `{channel}/{arch}/{file}` as a route.
+fn file_route(segments: &[String], have: bool) -> Route {
+    match segments {
         [channel, arch, file] => {
             if check_name("channel", channel).is_err()
                 || check_name("arch", arch).is_err()
@@ -255,7 +284,7 @@ pub fn route(url: &str) -> Route {
                 channel: channel.clone(),
                 arch: arch.clone(),
             };
-            if query.split('#').next() == Some("have") {
+            if have {
                 Route::Have(ca, file.clone())
             } else {
                 Route::File(ca, file.clone())
@@ -423,8 +452,25 @@ mod tests {
         );
         assert_eq!(
             route("/stable/arm64/vmlinuz?v=2"),
-            Route::File(ca, "vmlinuz".into())
+            Route::File(ca.clone(), "vmlinuz".into())
         );
+        let sha = "0f".repeat(32);
+        assert_eq!(
+            route(&format!("/_release/{sha}/stable/arm64/vmlinuz?have")),
+            Route::Release {
+                sha256: sha.clone(),
+                ca,
+                name: "vmlinuz".into(),
+                have: true
+            }
+        );
+        for bad in [
+            format!("/_release/{}/stable/arm64/vmlinuz", "0F".repeat(32)),
+            format!("/_release/{sha}/stable/vmlinuz"),
+            format!("/_release/{sha}/stable/arm64/.hidden"),
+        ] {
+            assert_eq!(route(&bad), Route::NotFound, "{bad}");
+        }
         assert_eq!(route("/?refresh=0"), Route::Page(None));
         assert_eq!(route("/stable/arm64"), Route::NotFound);
         assert_eq!(route("/stable/arm64/a/b"), Route::NotFound);

@@ -4,7 +4,8 @@
 //! A rescan only hashes files whose size, mtime, ctime or inode changed, and
 //! reads them in fixed-size chunks, never whole. The catalog also answers
 //! "which file on disk is artifact X", refusing anything outside the root
-//! (see `beneath`). It does not watch for changes (the provider's `changes`),
+//! (see `beneath`), and keeps the releases held while they download
+//! (`holding`). It does not watch for changes (the provider's `changes`),
 //! serve HTTP (`http`) or publish (the provider's `publisher`).
 
 use std::collections::{BTreeMap, HashMap};
@@ -86,6 +87,8 @@ pub struct Catalog {
     switch_grace: Duration,
     /// When each channel/arch was first seen half-switched.
     half_switched: Mutex<HashMap<ChannelArch, Instant>>,
+    /// Releases held while they download, served beside the tree.
+    holdings: super::holding::Holdings,
 }
 
 /// How long a server keeps the previous manifest and signature while the
@@ -107,7 +110,14 @@ impl Catalog {
             signer: None,
             switch_grace: Duration::ZERO,
             half_switched: Mutex::new(HashMap::new()),
+            holdings: Default::default(),
         }
+    }
+
+    /// Releases held while they download (see `holding`), served under
+    /// `/_release/…` next to the tree's.
+    pub fn holdings(&self) -> &super::holding::Holdings {
+        &self.holdings
     }
 
     /// Signs every generated manifest with `key` (`--sign-key`), making it

@@ -8,6 +8,7 @@
 //!   version, hashing files;
 //! - [`held`]: which verified chunks of an artifact a process holds, and
 //!   its wire form;
+//! - [`holding`]: releases held while they download, offered to others;
 //! - [`catalog`]: scanning `<channel>/<arch>` trees under the artifacts
 //!   root into manifests, cached, and opening the files they list.
 //!
@@ -17,6 +18,7 @@
 
 pub mod catalog;
 pub mod held;
+pub mod holding;
 pub mod read;
 pub mod write;
 
