@@ -11,9 +11,8 @@
 use std::process::ExitCode;
 
 use plasmd::config::{self, BootCommand, DiscoverCommand, DiscoverConfig};
-use plasmd::discover::client::{self, ClientError, Failure, Note};
-use plasmd::discover::{watch, Session};
-use plasmd::fetch;
+use plasmd::discover::client::{self, ClientError, Note};
+use plasmd::discover::{share, watch, Session};
 use plasmd::record::ManifestRecord;
 use plasmd::time::rfc3339_secs;
 
@@ -74,10 +73,7 @@ fn lookup(session: &Session, cfg: &DiscoverConfig) -> Result<(), ClientError> {
     };
     match &cfg.fetch {
         Some(target) => {
-            let take = |c: &fetch::Checked| {
-                Ok::<_, Failure>(fetch::run(c, target, &cfg.query.limits, &cfg.peers)?)
-            };
-            let (_, (files, tally)) = client::run(session, &cfg.query, take, &mut note)?;
+            let (files, tally) = share::fetch(session, &cfg.query, target, &cfg.share, &mut note)?;
             if tally.peer_bytes > 0 || tally.bad_chunks > 0 {
                 eprintln!("phase-discover: {tally}");
             }

@@ -175,7 +175,7 @@ fn one_round(
                 "it served bytes that did not verify for this release".into(),
             ));
         }
-        fetch_boot_files(provider, &query.limits).inspect_err(|f| {
+        fetch_boot_files(provider, &query.limits, fetch::Swarm::default()).inspect_err(|f| {
             if f.mismatch {
                 bad.remember(id);
             }
@@ -255,7 +255,11 @@ impl BadReleases {
 /// resumes from the next provider (or round) instead of starting over,
 /// and nothing of another release is ever mixed in (every file is verified
 /// whole at the end in any case).
-fn fetch_boot_files(p: &Checked, limits: &fetch::Limits) -> Result<BootFiles, Failure> {
+fn fetch_boot_files(
+    p: &Checked,
+    limits: &fetch::Limits,
+    swarm: fetch::Swarm,
+) -> Result<BootFiles, Failure> {
     let boot = p.boot.as_ref().ok_or_else(|| {
         Failure::failed(
             true,
@@ -294,7 +298,7 @@ fn fetch_boot_files(p: &Checked, limits: &fetch::Limits) -> Result<BootFiles, Fa
         fs::create_dir_all(&sub)
             .map_err(|e| Failure::failed(false, format!("{}: {e}", sub.display())))?;
         let out = sub.join(name);
-        fetch::fetch_artifact(&p.record, &p.artifacts, name, &out, limits, &[])?;
+        fetch::fetch_artifact(&p.record, &p.artifacts, name, &out, limits, swarm)?;
         Ok(out)
     };
     let files = BootFiles {

@@ -12,6 +12,7 @@ use super::{
     MAX_MIN_RATE, MAX_RATE_WINDOW,
 };
 use crate::channel::check_name;
+pub use crate::discover::share::ShareConfig;
 use crate::discover::Query;
 pub use crate::fetch::FetchTarget;
 use crate::release::ReleaseKeys;
@@ -30,9 +31,8 @@ pub struct DiscoverConfig {
     /// `--watch`: keep looking, and print every provider again after each
     /// pause of this long.
     pub watch: Option<Duration>,
-    /// `--peer URL`: manifest URLs of other holders of the release, asked
-    /// for chunks besides the provider.
-    pub peers: Vec<String>,
+    /// `--peer`, `--seed`, `--seed-linger`: how a download shares.
+    pub share: ShareConfig,
 }
 
 /// What `phase-discover` was asked to do.
@@ -68,6 +68,11 @@ Options:
                          mirror, a booting board), asked for chunks besides the provider;
                          repeatable. Each chunk is verified against the signed manifest; a
                          holder that sends a bad one is dropped       (needs --fetch/--fetch-all)
+  --seed ADDR:PORT       while downloading, serve the chunks that verified to other boards from
+                         this address (e.g. 0.0.0.0:8090) and announce them in the DHT; other
+                         holders found there are asked for chunks too (needs --fetch/--fetch-all)
+  --seed-linger SECS     after the download, keep serving until no chunk was asked for 5 s, at
+                         most SECS (default 60; 0 stops at once)          (needs --seed)
   --release-key PUBFILE  accept only providers whose manifest is a release signed by this
                          minisign public key, for this channel/arch; repeatable (key rotation);
                          then any provider will do, pinned or not   [discover] release_keys
@@ -111,7 +116,7 @@ where
     let (mut fetch, mut output, mut fetch_all) = (None, None::<PathBuf>, None::<PathBuf>);
     let (mut watch, mut interval) = (false, None);
     let (mut min_rate, mut rate_window) = (None::<u64>, None::<u64>);
-    let mut peers = Vec::new();
+    let (mut peers, mut seed, mut linger) = (Vec::new(), None::<String>, None);
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(DiscoverCommand::Print(DISCOVER_HELP.into())),
@@ -128,6 +133,8 @@ where
             Short('o') | Long("output") => output = Some(p.value()?.into()),
             Long("fetch-all") => fetch_all = Some(p.value()?.into()),
             Long("peer") => peers.push(string(&mut p, "--peer")?),
+            Long("seed") => seed = Some(string(&mut p, "--seed")?),
+            Long("seed-linger") => linger = Some(secs(&mut p, "--seed-linger")?),
             Long("json") => json = true,
             Long("mdns") => mdns = true,
             Long("all") => all = true,
@@ -205,13 +212,34 @@ where
         (None, Some(dir), None) => Some(FetchTarget::All { dir }),
         (None, None, None) => None,
     };
-    if !peers.is_empty() && fetch.is_none() {
+    if (!peers.is_empty() || seed.is_some()) && fetch.is_none() {
         return Err(ConfigError::Args(
-            "--peer goes with --fetch NAME or --fetch-all DIR".into(),
+            "--peer and --seed go with --fetch NAME or --fetch-all DIR".into(),
         ));
+    }
+    if linger.is_some() && seed.is_none() {
+        return Err(ConfigError::Args("--seed-linger goes with --seed".into()));
     }
     for peer in &peers {
         crate::fetch::check_url(peer).map_err(|e| ConfigError::Invalid(format!("--peer: {e}")))?;
+    }
+    let seed = seed
+        .map(|s| {
+            s.parse::<std::net::SocketAddr>().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "--seed {s:?}: not an address and port (e.g. 0.0.0.0:8090)"
+                ))
+            })
+        })
+        .transpose()?;
+    let mut share = ShareConfig {
+        peers,
+        seed,
+        ..ShareConfig::default()
+    };
+    if let Some(max) = linger {
+        let max = in_range("--seed-linger", max, 0, 3600, "seconds")?;
+        share.linger.max = Duration::from_secs(max);
     }
     let watch = match (watch, interval) {
         (false, Some(_)) => {
@@ -287,7 +315,7 @@ where
         fetch,
         all,
         watch,
-        peers,
+        share,
     })))
 }
 

@@ -105,6 +105,8 @@ pub(crate) enum Command {
     /// Announce ourselves as a provider of `key` (Kademlia ADD_PROVIDER).
     Provide {
         key: RecordKey,
+        /// Addresses to announce with it (added as our external addresses).
+        addresses: Vec<Multiaddr>,
     },
     StopProviding {
         key: RecordKey,
@@ -165,7 +167,19 @@ impl Client {
     /// Announces us as a provider of `key` to the nodes closest to it (and
     /// in our own store); renewed by calling it again before the TTL.
     pub async fn provide(&self, key: RecordKey) -> Result<(), DhtError> {
-        self.send(Command::Provide { key }).await
+        self.provide_at(key, Vec::new()).await
+    }
+
+    /// [`Client::provide`], announcing `addresses` with it. A DHT client has
+    /// no confirmed address of its own, and storage nodes never hand out an
+    /// announcement without one (libp2p keeps such records, but answers
+    /// lookups only with providers whose addresses it knows).
+    pub async fn provide_at(
+        &self,
+        key: RecordKey,
+        addresses: Vec<Multiaddr>,
+    ) -> Result<(), DhtError> {
+        self.send(Command::Provide { key, addresses }).await
     }
 
     /// Stops announcing us as a provider of `key`.

@@ -57,6 +57,9 @@ pub enum ClientError {
     /// The floor was raised but could not be written.
     #[error("{0}")]
     SaveFloor(String),
+    /// The server that shares chunks with other boards cannot start.
+    #[error("cannot share the download: {0}")]
+    Share(String),
 }
 
 impl ClientError {
@@ -75,7 +78,7 @@ impl ClientError {
                     1
                 }
             }
-            ClientError::Lookup(_) | ClientError::SaveFloor(_) => 1,
+            ClientError::Lookup(_) | ClientError::SaveFloor(_) | ClientError::Share(_) => 1,
         }
     }
 }

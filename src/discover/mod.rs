@@ -5,6 +5,7 @@
 //! - [`session`]: a DHT client joined once and asked as often as needed;
 //! - [`choose`]: with release keys, which found providers may be used;
 //! - [`client`]: the path itself, used by `phase-discover` and `phase-boot`;
+//! - [`share`]: serving a release to other boards while downloading it;
 //! - [`watch`]: `phase-discover --watch`, the live table of every provider.
 //!
 //! Downloading and verifying bytes is `fetch`'s job, the floor file
@@ -13,6 +14,7 @@
 pub mod choose;
 pub mod client;
 pub mod session;
+pub mod share;
 pub mod watch;
 
 use std::path::PathBuf;

@@ -38,9 +38,11 @@ const LOOKUP_LIMIT: Duration = Duration::from_secs(10);
 /// runtime only runs while a method is called: between calls the
 /// connections are not served, so callers pause through [`Session::pause`].
 pub struct Session {
-    rt: tokio::runtime::Runtime,
-    client: dht::Client,
+    pub(super) rt: tokio::runtime::Runtime,
+    pub(super) client: dht::Client,
     dht_task: tokio::task::JoinHandle<()>,
+    /// The throw-away identity, which also signs a holder's record.
+    pub(super) keypair: Keypair,
 }
 
 impl Session {
@@ -50,8 +52,9 @@ impl Session {
             .enable_all()
             .build()
             .map_err(DiscoverError::Runtime)?;
+        let keypair = Keypair::generate_ed25519();
         let (client, event_loop, _) = rt.block_on(dht::start(DhtConfig {
-            keypair: Keypair::generate_ed25519(),
+            keypair: keypair.clone(),
             listen: Vec::new(),
             bootstrap: query.bootstrap.clone(),
             announce: Vec::new(),
@@ -68,6 +71,7 @@ impl Session {
             rt,
             client,
             dht_task,
+            keypair,
         })
     }
 
@@ -101,6 +105,39 @@ impl Session {
             // The closure panicked: carry it on here, as a direct call would.
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
+    }
+
+    /// Runs `work` on a thread of its own while this thread serves the DHT
+    /// connections and drives `background` (which is dropped, unfinished,
+    /// once `work` ends). Unlike [`Session::run_blocking`], `work` may
+    /// borrow.
+    pub fn while_running<T: Send>(
+        &self,
+        work: impl FnOnce() -> T + Send,
+        background: impl std::future::Future<Output = ()>,
+    ) -> T {
+        std::thread::scope(|scope| {
+            let worker = scope.spawn(work);
+            self.rt.block_on(async {
+                tokio::pin!(background);
+                let mut background_done = false;
+                while !worker.is_finished() {
+                    let tick = tokio::time::sleep(Duration::from_millis(50));
+                    if background_done {
+                        tick.await;
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = &mut background => background_done = true,
+                        _ = tick => {}
+                    }
+                }
+            });
+            match worker.join() {
+                Ok(v) => v,
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        })
     }
 
     /// Keeps serving the DHT connections for `d`.
@@ -251,6 +288,37 @@ fn rank(records: Vec<ManifestRecord>, now: u64) -> Vec<ManifestRecord> {
         .collect();
     keyed.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
     keyed.into_iter().map(|(_, _, _, r)| r).collect()
+}
+
+/// The manifest URLs of up to `max` holders of the release whose manifest
+/// hashes to `sha` (announced under its release key, a random sample of
+/// them), each from its own valid record; asked until `until`.
+pub(super) async fn holders(
+    client: &dht::Client,
+    query: &Query,
+    sha: &str,
+    max: usize,
+    until: Instant,
+) -> Result<Vec<String>, DiscoverError> {
+    let (channel, arch) = (&query.channel, &query.arch);
+    let key = libp2p::kad::RecordKey::new(&record::release_key(channel, arch, sha));
+    let mut announced = client.get_providers(key).await?;
+    let mut peers = HashSet::new();
+    while let Ok(Some(p)) = tokio::time::timeout_at(until, announced.recv()).await {
+        peers.insert(p);
+    }
+    let mut peers = shuffled(peers.into_iter().collect());
+    peers.truncate(max);
+    let keys: Vec<String> = peers
+        .iter()
+        .map(|p| record::holder_key(channel, arch, sha, &p.to_string()))
+        .collect();
+    let lookups = keys.iter().map(|key| records_at(client, query, key, until));
+    let mut urls = Vec::new();
+    for found in libp2p::futures::future::join_all(lookups).await {
+        urls.extend(found?.into_iter().map(|r| r.url));
+    }
+    Ok(urls)
 }
 
 /// The valid, trusted records found under one key (best per publisher).

@@ -13,6 +13,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -26,6 +27,7 @@ pub use client::{get_text, Limits};
 
 use crate::channel::is_safe_file_name;
 use crate::manifest::held::Held;
+use crate::manifest::holding::{HeldFile, Holding};
 use crate::manifest::{parse_manifest_and_boot, Artifact, BootSpec};
 use crate::record::ManifestRecord;
 use crate::release::{Release, ReleaseError, ReleaseKeys};
@@ -83,6 +85,10 @@ pub struct Checked {
     pub release: Option<Release>,
     /// What the manifest says to boot, if anything.
     pub boot: Option<BootSpec>,
+    /// The manifest as it came (and its release signature): what a holder
+    /// of this release serves to others, byte for byte.
+    pub manifest: Arc<Vec<u8>>,
+    pub signature: Option<Arc<Vec<u8>>>,
 }
 
 /// Downloads the manifest the record points at and checks it: against the
@@ -112,23 +118,25 @@ pub fn check_provider(
     }
     let (artifacts, boot) = parse_manifest_and_boot(&body)
         .map_err(|e| FetchError::BadManifest(record.url.clone(), e))?;
-    let release = if keys.is_empty() {
-        None
+    let (release, signature) = if keys.is_empty() {
+        (None, None)
     } else {
         // Next to the manifest, whatever query the record's URL carries.
         let manifest_url = record.url.split(['?', '#']).next().unwrap_or(&record.url);
         let sig_url = format!("{manifest_url}.minisig");
         let sig = get_small(&sig_url, MAX_SIGNATURE, limits)?;
-        Some(
-            keys.verify(&body, sig.as_deref(), channel, arch)
-                .map_err(|e| FetchError::Release(record.url.clone(), e))?,
-        )
+        let release = keys
+            .verify(&body, sig.as_deref(), channel, arch)
+            .map_err(|e| FetchError::Release(record.url.clone(), e))?;
+        (Some(release), sig.map(Arc::new))
     };
     Ok(Checked {
         record: record.clone(),
         artifacts,
         release,
         boot,
+        manifest: Arc::new(body),
+        signature,
     })
 }
 
@@ -159,17 +167,28 @@ fn artifact_url(manifest_url: &str, name: &str) -> String {
     )
 }
 
+/// Other holders of the release a download may use, and where it offers
+/// its own verified chunks to them.
+#[derive(Default, Clone, Copy)]
+pub struct Swarm<'a> {
+    /// Manifest URLs of other holders of the same release, asked again now
+    /// and then during a download (holders join while a rack boots).
+    pub peers: Option<&'a (dyn Fn() -> Vec<String> + Sync)>,
+    /// Where each artifact's verified chunks are offered as they arrive.
+    pub holding: Option<&'a Holding>,
+}
+
 /// Fetches artifact `name` (listed in `manifest`) to `out`, verified:
-/// chunk by chunk from the provider and `peers` (manifest URLs of other
-/// holders of the same release) when the manifest lists chunk hashes,
-/// else whole from the provider. Returns where the bytes came from.
+/// chunk by chunk from the provider and the `swarm`'s peers when the
+/// manifest lists chunk hashes, else whole from the provider. Returns
+/// where the bytes came from.
 pub fn fetch_artifact(
     record: &ManifestRecord,
     manifest: &[Artifact],
     name: &str,
     out: &Path,
     limits: &Limits,
-    peers: &[String],
+    swarm: Swarm,
 ) -> Result<Tally, FetchError> {
     let listed = manifest
         .iter()
@@ -184,12 +203,19 @@ pub fn fetch_artifact(
     let url = artifact_url(&record.url, name);
     let part = part_path(out);
     if !listed.chunks.is_empty() {
-        let mut sources = vec![Source { url, origin: true }];
-        sources.extend(peers.iter().map(|p| Source {
-            url: artifact_url(p, name),
-            origin: false,
-        }));
-        return fetch_chunked(listed, &sources, &part, out, limits);
+        let origin = Source { url, origin: true };
+        let peers = || {
+            swarm
+                .peers
+                .map_or_else(Vec::new, |p| p())
+                .iter()
+                .map(|p| Source {
+                    url: artifact_url(p, name),
+                    origin: false,
+                })
+                .collect()
+        };
+        return fetch_chunked(listed, origin, &peers, swarm.holding, &part, out, limits);
     }
     fetch_whole(listed, url, &part, out, limits)?;
     Ok(Tally {
@@ -215,14 +241,16 @@ fn open_part(part: &Path, append: Option<bool>) -> io::Result<fs::File> {
 /// `.part` file kept from an interrupted run are checked and kept.
 fn fetch_chunked(
     listed: &Artifact,
-    sources: &[Source],
+    origin: Source,
+    peers: &(dyn Fn() -> Vec<Source> + Sync),
+    holding: Option<&Holding>,
     part: &Path,
     out: &Path,
     limits: &Limits,
 ) -> Result<Tally, FetchError> {
     let io_err = |e| FetchError::Io(part.to_path_buf(), e);
-    let file = open_part(part, None).map_err(io_err)?;
-    let held = Held::empty(listed.chunks.len());
+    let file = Arc::new(open_part(part, None).map_err(io_err)?);
+    let held = Arc::new(Held::empty(listed.chunks.len()));
     if file.metadata().map_err(io_err)?.len() > 0 {
         file.set_len(listed.size).map_err(io_err)?;
         chunked::check_existing(&file, listed.size, &listed.chunks, &held);
@@ -236,8 +264,16 @@ fn fetch_chunked(
         file: &file,
         held: &held,
     };
+    if let Some(h) = holding {
+        let offered = HeldFile {
+            file: file.clone(),
+            size: listed.size,
+            held: held.clone(),
+        };
+        h.add(&listed.name, offered);
+    }
     let progress = Progress::new(&listed.name, listed.size);
-    let result = chunked::download(&job, sources, limits, |got| progress.update(got));
+    let result = chunked::download(&job, origin, peers, limits, |got| progress.update(got));
     progress.done();
     if result.is_err() && held.count() == 0 {
         // Nothing verified is worth keeping.
@@ -378,14 +414,14 @@ fn fetch_whole(
     Ok(())
 }
 
-/// Runs `--fetch` / `--fetch-all` for a checked provider (and `peers`,
-/// see [`fetch_artifact`]): downloads and verifies each artifact against
+/// Runs `--fetch` / `--fetch-all` for a checked provider (and the
+/// `swarm`, see [`fetch_artifact`]): downloads and verifies each artifact against
 /// its manifest. Returns the files written and where their bytes came from.
 pub fn run(
     checked: &Checked,
     target: &FetchTarget,
     limits: &Limits,
-    peers: &[String],
+    swarm: Swarm,
 ) -> Result<(Vec<PathBuf>, Tally), FetchError> {
     let (record, manifest) = (&checked.record, &checked.artifacts);
     match target {
@@ -395,7 +431,7 @@ pub fn run(
                 Some(o) => o.clone(),
                 None => PathBuf::from(name),
             };
-            let tally = fetch_artifact(record, manifest, name, &out, limits, peers)?;
+            let tally = fetch_artifact(record, manifest, name, &out, limits, swarm)?;
             Ok((vec![out], tally))
         }
         FetchTarget::All { dir } => {
@@ -412,7 +448,7 @@ pub fn run(
                 }
                 let out = dir.join(&a.name);
                 tally.add(fetch_artifact(
-                    record, manifest, &a.name, &out, limits, peers,
+                    record, manifest, &a.name, &out, limits, swarm,
                 )?);
                 written.push(out);
             }

@@ -54,7 +54,10 @@ pub fn release_reply(
         },
         _ => match holding.file(name) {
             Some(f) if have => files::owned_reply("application/octet-stream", f.held.to_bytes()),
-            Some(f) => chunks_reply(&f, head),
+            Some(f) => {
+                holding.asked();
+                chunks_reply(&f, head)
+            }
             None => not_found(),
         },
     }

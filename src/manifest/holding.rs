@@ -12,7 +12,9 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::held::Held;
 use super::{read_fields, Manifest};
@@ -37,6 +39,8 @@ pub struct Holding {
     /// The signed manifest and its signature, served as they came.
     pub manifest: Arc<Manifest>,
     files: Mutex<BTreeMap<String, HeldFile>>,
+    /// When a chunk was last asked for, in ms since the epoch.
+    asked_at: AtomicU64,
 }
 
 impl Holding {
@@ -56,6 +60,7 @@ impl Holding {
             ca,
             manifest: Arc::new(manifest),
             files: Mutex::new(BTreeMap::new()),
+            asked_at: AtomicU64::new(now_ms()),
         })
     }
 
@@ -73,6 +78,16 @@ impl Holding {
         self.lock().get(name).cloned()
     }
 
+    /// Notes that another holder asked for chunks just now.
+    pub fn asked(&self) {
+        self.asked_at.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since chunks were last asked for (or since it was made).
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.asked_at.load(Ordering::Relaxed)))
+    }
+
     /// Bytes held, of bytes listed so far.
     pub fn progress(&self) -> (u64, u64) {
         self.lock().values().fold((0, 0), |(held, all), f| {
@@ -80,6 +95,12 @@ impl Holding {
             (held + f.size * f.held.count() as u64 / chunks, all + f.size)
         })
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The releases a process holds, by manifest sha256.

@@ -304,7 +304,11 @@ impl EventLoop {
                 kad.remove_record(&key);
                 let _ = reply.send(());
             }
-            Command::Provide { key } => {
+            Command::Provide { key, addresses } => {
+                for a in addresses {
+                    self.swarm.add_external_address(a);
+                }
+                let kad = &mut self.swarm.behaviour_mut().kad;
                 if let Err(e) = kad.start_providing(key) {
                     log::warn!("cannot announce as provider: {e:?}");
                 }
@@ -451,6 +455,9 @@ impl EventLoop {
                     }
                 }
                 QueryResult::StartProviding(Err(e)) => log::debug!("provider announcement: {e}"),
+                QueryResult::StartProviding(Ok(ok)) => {
+                    log::debug!("provider announcement sent: {:?}", ok.key)
+                }
                 QueryResult::Bootstrap(Err(e)) => log::debug!("DHT bootstrap: {e}"),
                 _ => {}
             },

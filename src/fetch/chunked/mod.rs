@@ -34,6 +34,10 @@ use plan::{Pick, Plan};
 /// Requests in flight at once for one download, all sources together: each
 /// holds one chunk's buffer, so this bounds memory to this many MiB.
 pub const WORKERS: usize = 6;
+/// Sources one download uses at most (the origin among them).
+pub const MAX_SOURCES: usize = 24;
+/// How often the list of peers is asked for newcomers.
+const PEERS_AGAIN: Duration = Duration::from_secs(1);
 
 /// One artifact to download in chunks.
 pub struct Job<'a> {
@@ -109,9 +113,13 @@ pub struct Source {
 /// source is left that could finish it (every chunk already written stays
 /// marked in `job.held`, so a retry with other sources resumes).
 /// `progress` is called with the bytes held now and then while it runs.
+///
+/// `peers` is asked now and then for the peers known now: new ones join
+/// the download (at most [`MAX_SOURCES`] sources in all).
 pub fn download(
     job: &Job,
-    sources: &[Source],
+    origin: Source,
+    peers: &(dyn Fn() -> Vec<Source> + Sync),
     limits: &Limits,
     progress: impl Fn(u64),
 ) -> Result<Tally, FetchError> {
@@ -119,6 +127,9 @@ pub fn download(
     // Peers still downloading may come to hold what nobody holds yet: wait
     // for them as long as a stalled source would be waited for.
     let patience = limits.window.max(Duration::from_secs(1)) * 2;
+    let mut sources = vec![origin];
+    sources.extend(peers());
+    sources.truncate(MAX_SOURCES);
     let plan = Plan::new(
         chunks,
         |i| job.held.has(i),
@@ -133,8 +144,17 @@ pub fn download(
         let workers: Vec<_> = (0..WORKERS.min(chunks.max(1)))
             .map(|_| scope.spawn(|| work(job, &shared, limits)))
             .collect();
+        let mut asked_peers = Instant::now();
         while !workers.iter().all(|w| w.is_finished()) {
             progress((job.held.count() as u64 * CHUNK_SIZE).min(job.size));
+            if asked_peers.elapsed() >= PEERS_AGAIN {
+                asked_peers = Instant::now();
+                let found = peers();
+                let mut plan = shared.lock();
+                for p in found {
+                    plan.add_source(p.url, MAX_SOURCES);
+                }
+            }
             // Woken by every step a worker ends, its last one included.
             let plan = shared.lock();
             let _ = shared

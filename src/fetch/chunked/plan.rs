@@ -65,6 +65,22 @@ pub struct SourceState {
 }
 
 impl SourceState {
+    fn peer(url: String) -> SourceState {
+        SourceState {
+            url,
+            origin: false,
+            have: Vec::new(),
+            have_known: false,
+            have_asked: false,
+            have_at: None,
+            busy: 0,
+            failures: 0,
+            dropped: None,
+            sent_bad: false,
+            bytes: 0,
+        }
+    }
+
     fn has(&self, i: usize) -> bool {
         self.origin || self.have.get(i).copied().unwrap_or(false)
     }
@@ -126,17 +142,8 @@ impl Plan {
         let mut sources: Vec<SourceState> = sources
             .into_iter()
             .map(|(url, origin)| SourceState {
-                url,
                 origin,
-                have: Vec::new(),
-                have_known: false,
-                have_asked: false,
-                have_at: None,
-                busy: 0,
-                failures: 0,
-                dropped: None,
-                sent_bad: false,
-                bytes: 0,
+                ..SourceState::peer(url)
             })
             .collect();
         sources.sort_by_key(|s| !s.origin);
@@ -149,6 +156,14 @@ impl Plan {
             patience,
             rng: seed(),
             bad_chunks: 0,
+        }
+    }
+
+    /// A peer found during the download joins it, unless it is there
+    /// already or `max` sources are.
+    pub fn add_source(&mut self, url: String, max: usize) {
+        if self.sources.len() < max && !self.sources.iter().any(|s| s.url == url) {
+            self.sources.push(SourceState::peer(url));
         }
     }
 
