@@ -194,3 +194,60 @@ fn holders_that_vanish_mid_download_leave_the_provider_to_finish() {
     );
     assert!(!out.with_file_name(".rootfs.img.part").exists());
 }
+
+#[test]
+fn a_board_that_has_the_release_serves_it_to_the_next_one_through_the_dht() {
+    let dir = TempDir::new("peers-seed");
+    let root = artifacts(dir.path());
+    let data = rootfs(&root);
+    let s = serve(dir.path(), &root, &[]);
+    discover_until(&s.p2p_addr, Duration::from_secs(10), &[], |d| d.code == 0);
+    // The first board downloads from the provider, then keeps serving.
+    let first_dir = dir.path().join("first");
+    let args = lookup_args(
+        &s.p2p_addr,
+        30,
+        &[
+            "--fetch-all",
+            first_dir.to_str().unwrap(),
+            "--seed",
+            "127.0.0.1:0",
+            "--seed-linger",
+            "60",
+        ],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = Proc::spawn_logged("first", DISCOVER, &args, "info,libp2p=warn");
+    first.wait_log("holding stable/arm64 release", 1, Duration::from_secs(30));
+    let done = first_dir.join("rootfs.img");
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while !done.exists() {
+        assert!(
+            std::time::Instant::now() < end,
+            "the first board never finished"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The next board finds it as a holder and takes every chunk from it:
+    // a holder that has it all leaves the provider alone.
+    let next_dir = dir.path().join("next");
+    let d = discover(
+        &s.p2p_addr,
+        30,
+        &[
+            "--fetch-all",
+            next_dir.to_str().unwrap(),
+            "--seed",
+            "127.0.0.1:0",
+            "--seed-linger",
+            "0",
+        ],
+    );
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    assert_eq!(std::fs::read(next_dir.join("rootfs.img")).unwrap(), data);
+    assert!(
+        d.stderr.contains("MiB from peers, 0.0 MiB from the origin"),
+        "{}",
+        d.stderr
+    );
+}
