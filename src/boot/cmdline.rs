@@ -7,7 +7,11 @@
 //! board boots without a floor; 1: it waits for the partition),
 //! `phase.timeout=SECS` (one lookup round), `phase.min_rate=BYTES` and
 //! `phase.rate_window=SECS` (how slow a provider may send; see
-//! `fetch::Limits`). Other words are the kernel's
+//! `fetch::Limits`), `phase.share_port=PORT` (where the board serves the
+//! chunks it verified to the rest of the rack while it downloads; default
+//! 8090, 0 turns sharing off) and `phase.seed_linger=SECS` (how long at
+//! most it keeps serving before kexec; default 60, 0 not at all; it stops
+//! sooner once nothing was asked for 5 s). Other words are the kernel's
 //! and are ignored; a `phase.` word we do not know is an error, so a typo
 //! does not silently fall back to a default.
 
@@ -26,6 +30,8 @@ const MAX_CMDLINE: usize = 64 * 1024;
 /// Default and largest `phase.timeout`.
 const DEFAULT_ROUND: u64 = 15;
 const MAX_ROUND: u64 = 3600;
+/// Where a booting board serves chunks to the others by default.
+pub const DEFAULT_SHARE_PORT: u16 = 8090;
 
 /// A bad `phase.*` word: the board says so on the console and keeps
 /// waiting (there is no one to read an exit code).
@@ -53,6 +59,10 @@ pub struct Settings {
     pub round: Duration,
     /// How slow a provider may be before it is passed over.
     pub limits: Limits,
+    /// Serve verified chunks to other boards on this port (0: do not).
+    pub share_port: u16,
+    /// How long sharing may go on after the download, before kexec.
+    pub linger: crate::discover::share::Linger,
 }
 
 /// The architecture name boards use for the machine this runs on.
@@ -116,6 +126,8 @@ pub fn parse(cmdline: &str) -> Result<Settings, CmdlineError> {
         state_required: false,
         round: Duration::from_secs(DEFAULT_ROUND),
         limits: Limits::default(),
+        share_port: DEFAULT_SHARE_PORT,
+        linger: Default::default(),
     };
     for word in cmdline.split_ascii_whitespace() {
         let Some(setting) = word.strip_prefix("phase.") else {
@@ -161,6 +173,10 @@ pub fn parse(cmdline: &str) -> Result<Settings, CmdlineError> {
                 s.limits.window =
                     Duration::from_secs(number(name, value, 1, MAX_RATE_WINDOW, "seconds")?)
             }
+            "share_port" => s.share_port = number(name, value, 0, 65535, "(a TCP port)")? as u16,
+            "seed_linger" => {
+                s.linger.max = Duration::from_secs(number(name, value, 0, 3600, "seconds")?)
+            }
             _ => return Err(bad(format!("phase.{name}: unknown setting"))),
         }
     }
@@ -188,9 +204,11 @@ mod tests {
         let s = parse(&format!(
             "console=ttyAMA0 quiet phase.channel=stable phase.mdns=0 \
              phase.bootstrap=/ip4/192.0.2.1/tcp/4001 phase.release_key={line} \
-             phase.state=PHASESTATE phase.timeout=5 phase.min_rate=0 phase.rate_window=20"
+             phase.state=PHASESTATE phase.timeout=5 phase.min_rate=0 phase.rate_window=20 \
+             phase.share_port=0 phase.seed_linger=10"
         ))
         .unwrap();
+        assert_eq!((s.share_port, s.linger.max), (0, Duration::from_secs(10)));
         assert_eq!(
             (s.channel.as_str(), s.arch.as_str()),
             ("stable", running_arch())
@@ -233,6 +251,11 @@ mod tests {
             ("phase.channel=s phase.min_rate=fast", "phase.min_rate"),
             ("phase.channel=s phase.min_rate=-1", "phase.min_rate"),
             ("phase.channel=s phase.rate_window=0", "phase.rate_window"),
+            ("phase.channel=s phase.share_port=65536", "phase.share_port"),
+            (
+                "phase.channel=s phase.seed_linger=3601",
+                "phase.seed_linger",
+            ),
             (
                 "phase.channel=s phase.state_required=1",
                 "needs phase.state",

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::discover::client::{self, ClientError, Failure, Note};
+use crate::discover::share::Sharing;
 use crate::discover::{Query, Session};
 use crate::fetch::{self, Checked};
 use crate::minisign::PublicKey;
@@ -92,6 +93,7 @@ pub fn run(cmdline: &str) -> ! {
     ));
     let mut pause = Duration::from_secs(1);
     let mut bad = BadReleases::default();
+    let sharing = start_sharing(&settings);
     // One DHT session for every round: mDNS and the bootstrap peers are
     // found once, not again each time.
     let mut session: Option<Session> = None;
@@ -114,7 +116,7 @@ pub fn run(cmdline: &str) -> ! {
             }
         }
         if let (Some(s), false) = (&session, waiting_for_floor) {
-            match one_round(s, &query, &mut bad) {
+            match one_round(s, &query, &mut bad, sharing.as_ref()) {
                 Ok(never) => match never {},
                 Err(Round::NoBoot(why)) => say(&why),
                 Err(Round::SessionLost(why)) => {
@@ -132,6 +134,29 @@ pub fn run(cmdline: &str) -> ! {
             None => std::thread::sleep(wait),
         }
         pause = (pause * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// The server that shares verified chunks with the rest of the rack while
+/// this board downloads (`phase.share_port`); `None` when turned off or
+/// the port cannot be had (said on the console: the board boots anyway).
+fn start_sharing(settings: &cmdline::Settings) -> Option<Sharing> {
+    if settings.share_port == 0 {
+        return None;
+    }
+    let listen = std::net::SocketAddr::from(([0, 0, 0, 0], settings.share_port));
+    match Sharing::start(listen, settings.linger) {
+        Ok(s) => {
+            say(&format!(
+                "sharing what this board downloads on port {}",
+                settings.share_port
+            ));
+            Some(s)
+        }
+        Err(e) => {
+            say(&format!("not sharing with other boards: {e}"));
+            None
+        }
     }
 }
 
@@ -160,6 +185,7 @@ fn one_round(
     session: &Session,
     query: &Query,
     bad: &mut BadReleases,
+    sharing: Option<&Sharing>,
 ) -> Result<std::convert::Infallible, Round> {
     let mut note = |n: Note| match n {
         Note::ClockBehind { .. } => {}
@@ -175,7 +201,12 @@ fn one_round(
                 "it served bytes that did not verify for this release".into(),
             ));
         }
-        fetch_boot_files(provider, &query.limits, fetch::Swarm::default()).inspect_err(|f| {
+        let fetch = |swarm: fetch::Swarm| fetch_boot_files(provider, &query.limits, swarm);
+        match sharing {
+            Some(s) => s.download(session, query, provider, fetch),
+            None => fetch(fetch::Swarm::default()),
+        }
+        .inspect_err(|f| {
             if f.mismatch {
                 bad.remember(id);
             }
@@ -201,6 +232,10 @@ fn one_round(
     let release = provider.release.as_ref().map_or_else(String::new, |r| {
         format!("version {} (release_seq {})", r.version, r.release_seq)
     });
+    if let Some(s) = sharing {
+        // The last boards of the rack still need sources.
+        s.linger(session);
+    }
     say(&format!(
         "kexec into {}/{} {release}",
         query.channel, query.arch
