@@ -6,9 +6,14 @@
 //! - a peer is asked for the rarest chunks it holds (the fewest live peers
 //!   hold them), ties broken at random, so a rack's boards fetch different
 //!   chunks and soon have something to give each other;
-//! - the origin is asked only for chunks no live peer holds, in runs of
-//!   consecutive chunks (one `Range` each, as BitTorrent web seeds are);
-//!   while peers hold every missing chunk it is left alone;
+//! - the origin is asked only for chunks no live peer holds; while peers
+//!   hold every missing chunk it is left alone. Alone, a board asks it for
+//!   runs of consecutive chunks (one `Range` each, as BitTorrent web seeds
+//!   are); with peers about, for one chunk at a time, one request at a
+//!   time, so a rack's boards spread over the release and pass on what
+//!   each got;
+//! - peers' lists are asked for again once a second, before the origin is
+//!   asked for anything;
 //! - a source is used by at most [`PER_SOURCE`] requests at once;
 //! - a source that sent a bad chunk is dropped at once; one that failed
 //!   [`MAX_FAILURES`] times in a row is dropped too. A dropped peer's chunks
@@ -202,34 +207,30 @@ impl Plan {
         } else {
             self.random() as usize % n
         };
-        let mut order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
-        order.sort_by_key(|&s| self.sources[s].origin);
-        for s in order {
+        let order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
+        let (origins, peers): (Vec<usize>, Vec<usize>) =
+            order.into_iter().partition(|&s| self.sources[s].origin);
+        let peers_live = self.sources.iter().any(|s| !s.origin && s.live());
+        for s in peers {
             let src = &self.sources[s];
             if !src.live() || src.busy >= PER_SOURCE {
                 continue;
             }
-            if !src.origin && src.have_at.is_none() {
+            if src.have_at.is_none() {
                 return self.begin_have(s, now);
             }
-            if let Some((first, count)) = self.run_for(s, now) {
-                self.sources[s].busy += 1;
-                for c in &mut self.chunks[first..first + count] {
-                    *c = State::Asked;
-                }
-                return Pick::Run {
-                    source: s,
-                    first,
-                    count,
-                };
+            if let Some(run) = self.run_for(s, now) {
+                return self.begin_run(s, run);
             }
         }
-        // Nothing to ask: look again at the peer whose list is oldest.
+        // Peers' lists go stale as they download: the oldest is asked for
+        // again before the origin is asked for what they may hold by now.
         let stale = (0..n)
             .filter(|&s| {
                 let src = &self.sources[s];
                 !src.origin
                     && src.live()
+                    && !src.have_asked
                     && src.busy < PER_SOURCE
                     && src
                         .have_at
@@ -238,6 +239,19 @@ impl Plan {
             .min_by_key(|&s| self.sources[s].have_at);
         if let Some(s) = stale {
             return self.begin_have(s, now);
+        }
+        // With peers about, the origin serves one request at a time: the
+        // rest of the rack asks it too, and what it sends one board, that
+        // board passes on.
+        let origin_cap = if peers_live { 1 } else { PER_SOURCE };
+        for s in origins {
+            let src = &self.sources[s];
+            if !src.live() || src.busy >= origin_cap {
+                continue;
+            }
+            if let Some(run) = self.run_for(s, now) {
+                return self.begin_run(s, run);
+            }
         }
         let asked = self.chunks.contains(&State::Asked);
         let busy = self.sources.iter().any(|s| s.busy > 0);
@@ -260,6 +274,18 @@ impl Plan {
             }
         }
         Pick::Wait
+    }
+
+    fn begin_run(&mut self, s: usize, (first, count): (usize, usize)) -> Pick {
+        self.sources[s].busy += 1;
+        for c in &mut self.chunks[first..first + count] {
+            *c = State::Asked;
+        }
+        Pick::Run {
+            source: s,
+            first,
+            count,
+        }
     }
 
     fn begin_have(&mut self, s: usize, now: Instant) -> Pick {
@@ -303,7 +329,14 @@ impl Plan {
                 .collect();
             rare[self.random() as usize % rare.len()]
         };
-        let max = if origin { ORIGIN_RUN } else { PEER_RUN };
+        // The origin sends long runs to a board alone; with peers about,
+        // single chunks, so the rack's requests spread over the release.
+        let peers_live = self.sources.iter().any(|p| !p.origin && p.live());
+        let max = match (origin, peers_live) {
+            (true, false) => ORIGIN_RUN,
+            (true, true) => 1,
+            (false, _) => PEER_RUN,
+        };
         let mut count = 1;
         while count < max && first + count < n && wanted(self, first + count) {
             count += 1;
