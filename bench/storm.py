@@ -195,6 +195,9 @@ def run(n, addr, pub, sha, share):
             sys.exit(f"storm: a board exited {p.returncode}; see {WORK}")
         usage.append((ru.ru_utime + ru.ru_stime, ru.ru_maxrss))
     sent = origin_sent() - before
+    times = sorted(finished.values())
+    print(f"storm: {n} board(s), {'peer-assisted' if share else 'origin only'}: first {times[0]:.1f} s, "
+          f"median {times[len(times) // 2]:.1f} s, last {times[-1]:.1f} s", file=sys.stderr)
     for i, (_, path, _) in enumerate(boards):
         h = hashlib.sha256()
         with open(path, "rb") as f:

@@ -267,7 +267,7 @@ fn local_ip_towards(url: &str) -> Option<IpAddr> {
     Some(socket.local_addr().ok()?.ip())
 }
 
-/// `/ip4/IP/tcp/PORT` (or `/ip6/…`) of an `http://IP:PORT/…` URL.
+/// `/ip4/IP/tcp/PORT/http` (or `/ip6/…`) of an `http://IP:PORT/…` URL.
 fn http_multiaddr(url: &str) -> Option<libp2p::Multiaddr> {
     let host_port = url.strip_prefix("http://")?.split('/').next()?;
     let addr: SocketAddr = host_port.parse().ok()?;
@@ -275,7 +275,9 @@ fn http_multiaddr(url: &str) -> Option<libp2p::Multiaddr> {
         IpAddr::V4(v4) => format!("/ip4/{v4}"),
         IpAddr::V6(v6) => format!("/ip6/{v6}"),
     };
-    format!("{ip}/tcp/{}", addr.port()).parse().ok()
+    // `/http` at the end: a libp2p TCP transport does not dial it (it is
+    // not a libp2p listener).
+    format!("{ip}/tcp/{}/http", addr.port()).parse().ok()
 }
 
 /// Puts this process's holder record for release `sha` of `ca` (naming
@@ -309,7 +311,7 @@ async fn announce(
         .map_err(|e| e.to_string())?;
     // The announcement carries our HTTP address: libp2p passes on only
     // announcements with an address; nothing dials it (the record above
-    // says where the chunks are).
+    // says where the chunks are, and `/http` is no libp2p transport).
     let address = http_multiaddr(url).into_iter().collect();
     session
         .client

@@ -53,7 +53,7 @@ pub fn release_reply(
             None => not_found(),
         },
         _ => match holding.file(name) {
-            Some(f) if have => files::owned_reply("application/octet-stream", f.held.to_bytes()),
+            Some(f) if have => files::owned_reply("application/octet-stream", f.held.to_wire()),
             Some(f) => {
                 holding.asked();
                 chunks_reply(&f, head)

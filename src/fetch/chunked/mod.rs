@@ -267,9 +267,9 @@ fn work(job: &Job, shared: &Shared, limits: &Limits) -> Option<String> {
     }
 }
 
-/// Asks a peer which chunks it holds: `GET URL?have`.
-fn ask_have(url: &str, chunks: usize, limits: &Limits) -> Result<Vec<bool>, Failure> {
-    let max = chunks.div_ceil(8) as u64;
+/// Asks a peer which chunks it holds and which are coming: `GET URL?have`.
+fn ask_have(url: &str, chunks: usize, limits: &Limits) -> Result<(Vec<bool>, Vec<bool>), Failure> {
+    let max = 2 * chunks.div_ceil(8) as u64;
     match get_small(&format!("{url}?have"), max, limits) {
         Ok(Some(body)) => {
             parse_have(&body, chunks).ok_or_else(|| Failure::Fatal("a malformed ?have list".into()))
@@ -314,6 +314,27 @@ fn fetch_run(
     }
     resp.reader.expect(want);
     let mut buf = vec![0u8; CHUNK_SIZE as usize];
+    // Other boards leave these to us meanwhile (see `Held`).
+    for i in first..first + count {
+        job.held.set_coming(i, true);
+    }
+    let result = read_run(job, &mut resp, &mut buf, first, count, done);
+    for i in first..first + count {
+        job.held.set_coming(i, false);
+    }
+    result
+}
+
+/// Reads chunks `first..first + count` from `resp`, each verified, written
+/// and reported in turn.
+fn read_run(
+    job: &Job,
+    resp: &mut super::client::Response,
+    buf: &mut [u8],
+    first: usize,
+    count: usize,
+    done: impl Fn(usize, u64),
+) -> Result<(), Failure> {
     for i in first..first + count {
         let (offset, len) = job.span(i);
         let buf = &mut buf[..len as usize];

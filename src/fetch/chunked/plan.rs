@@ -53,6 +53,8 @@ pub struct SourceState {
     /// The origin holds everything; a peer holds what its `have` says.
     pub origin: bool,
     have: Vec<bool>,
+    /// What it is fetching now, by its last list.
+    coming: Vec<bool>,
     /// `have` was received at least once.
     have_known: bool,
     /// A `?have` request to it is under way.
@@ -75,6 +77,7 @@ impl SourceState {
             url,
             origin: false,
             have: Vec::new(),
+            coming: Vec::new(),
             have_known: false,
             have_asked: false,
             have_at: None,
@@ -183,6 +186,13 @@ impl Plan {
             .iter()
             .filter(|s| !s.origin && s.live() && s.has(i))
             .count()
+    }
+
+    /// Whether a live peer is fetching chunk `i` (and will offer it).
+    fn coming(&self, i: usize) -> bool {
+        self.sources
+            .iter()
+            .any(|s| !s.origin && s.live() && s.coming.get(i).copied().unwrap_or(false))
     }
 
     fn random(&mut self) -> u64 {
@@ -307,8 +317,11 @@ impl Plan {
         if origin && peers_unheard && now.duration_since(self.started) < HAVE_GRACE {
             return None;
         }
+        // The origin is left what no live peer holds or is fetching.
         let wanted = |p: &Plan, i: usize| {
-            p.chunks[i] == State::Missing && p.sources[s].has(i) && (!origin || p.offers(i) == 0)
+            p.chunks[i] == State::Missing
+                && p.sources[s].has(i)
+                && (!origin || (p.offers(i) == 0 && !p.coming(i)))
         };
         let first = if origin {
             // The first wanted chunk from a random point on: runs stay
@@ -382,14 +395,16 @@ impl Plan {
         }
     }
 
-    /// The answer to [`Pick::Have`]: the peer's chunk list, or a failure.
-    pub fn finish_have(&mut self, source: usize, have: Result<Vec<bool>, Failure>) {
+    /// The answer to [`Pick::Have`]: the chunks the peer holds and those
+    /// it is fetching, or a failure.
+    pub fn finish_have(&mut self, source: usize, have: Result<(Vec<bool>, Vec<bool>), Failure>) {
         let src = &mut self.sources[source];
         src.busy = src.busy.saturating_sub(1);
         src.have_asked = false;
         match have {
-            Ok(h) if h.len() == self.chunks.len() => {
+            Ok((h, coming)) if h.len() == self.chunks.len() && coming.len() == h.len() => {
                 src.have = h;
+                src.coming = coming;
                 src.have_known = true;
                 src.failures = 0;
             }
@@ -486,10 +501,8 @@ mod tests {
         let now = Instant::now();
         // A peer's list is asked for first.
         assert_eq!(p.pick(now), Pick::Have(1));
-        p.finish_have(
-            1,
-            Ok(vec![true, true, true, true, false, false, false, false]),
-        );
+        let have = vec![true, true, true, true, false, false, false, false];
+        p.finish_have(1, Ok((have, vec![false; 8])));
         let mut asked = Vec::new();
         while let Pick::Run {
             source,
@@ -538,6 +551,20 @@ mod tests {
     }
 
     #[test]
+    fn the_origin_is_not_asked_for_what_a_peer_is_fetching() {
+        let mut p = plan(4, &[("o", true), ("peer", false)]);
+        let now = Instant::now();
+        assert_eq!(p.pick(now), Pick::Have(1));
+        let coming = vec![true, true, false, true];
+        p.finish_have(1, Ok((vec![false; 4], coming)));
+        let (s, first, count) = run(p.pick(now));
+        assert_eq!((s, first, count), (0, 2, 1));
+        // One request at a time to the origin with a peer about; nothing
+        // else it may be asked for.
+        assert_eq!(p.pick(now), Pick::Wait);
+    }
+
+    #[test]
     fn peers_are_asked_for_the_rarest_chunks_first() {
         let mut p = plan(4, &[("a", false), ("b", false)]);
         let now = Instant::now();
@@ -551,7 +578,7 @@ mod tests {
             } else {
                 vec![true, true, true, false]
             };
-            p.finish_have(s, Ok(have));
+            p.finish_have(s, Ok((have, vec![false; 4])));
         }
         // Chunk 3 is held by "a" alone: a's first request starts there.
         for _ in 0..4 {
@@ -587,7 +614,7 @@ mod tests {
             Duration::from_millis(0),
         );
         assert_eq!(p.pick(now), Pick::Have(0));
-        p.finish_have(0, Ok(vec![false]));
+        p.finish_have(0, Ok((vec![false], vec![false])));
         assert!(matches!(p.pick(Instant::now()), Pick::Stuck(_)));
     }
 }
