@@ -37,6 +37,9 @@ RATE = os.environ.get("RATE", "100mbit")
 RATE_BPS = float(re.match(r"(\d+)mbit", RATE).group(1)) * 1e6
 LINGER = os.environ.get("LINGER", "30")
 CAP = float(os.environ.get("CAP", "1800"))  # seconds one run may take
+# SKIP_ORIGIN=1 leaves out the origin-only runs (N times one board's time
+# each): for trying the peer-assisted runs alone.
+SKIP_ORIGIN = os.environ.get("SKIP_ORIGIN") == "1"
 WORK = os.environ.get("WORK", "/tmp/plasmd-storm")
 PREFIX = "plst"
 SW = f"{PREFIX}-sw"
@@ -228,7 +231,10 @@ def main():
         single, _, _ = run(1, addr, pub, sha, share=False)
         rows, lines = [], []
         for n in BOARDS:
-            origin_only, _, _ = (single, None, None) if n == 1 else run(n, addr, pub, sha, share=False)
+            if n == 1 or SKIP_ORIGIN:
+                origin_only = single if n == 1 else float("nan")
+            else:
+                origin_only, _, _ = run(n, addr, pub, sha, share=False)
             peer, usage, sent = run(n, addr, pub, sha, share=True)
             cpu = sum(u[0] for u in usage) / len(usage)
             rss = max(u[1] for u in usage) / 1024

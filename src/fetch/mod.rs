@@ -215,7 +215,16 @@ pub fn fetch_artifact(
                 })
                 .collect()
         };
-        return fetch_chunked(listed, origin, &peers, swarm.holding, &part, out, limits);
+        let shared = swarm.holding.is_some();
+        return fetch_chunked(
+            listed,
+            origin,
+            (&peers, shared),
+            swarm.holding,
+            &part,
+            out,
+            limits,
+        );
     }
     fetch_whole(listed, url, &part, out, limits)?;
     Ok(Tally {
@@ -242,7 +251,7 @@ fn open_part(part: &Path, append: Option<bool>) -> io::Result<fs::File> {
 fn fetch_chunked(
     listed: &Artifact,
     origin: Source,
-    peers: &(dyn Fn() -> Vec<Source> + Sync),
+    (peers, shared): (&(dyn Fn() -> Vec<Source> + Sync), bool),
     holding: Option<&Holding>,
     part: &Path,
     out: &Path,
@@ -263,6 +272,7 @@ fn fetch_chunked(
         hashes: &listed.chunks,
         file: &file,
         held: &held,
+        shared,
     };
     if let Some(h) = holding {
         let offered = HeldFile {

@@ -50,6 +50,8 @@ pub struct Job<'a> {
     pub file: &'a File,
     /// Chunks in `file` already verified; marked as they arrive.
     pub held: &'a Held,
+    /// Part of a rack's download: peers are looked for while it runs.
+    pub shared: bool,
 }
 
 impl Job<'_> {
@@ -130,12 +132,15 @@ pub fn download(
     let mut sources = vec![origin];
     sources.extend(peers());
     sources.truncate(MAX_SOURCES);
-    let plan = Plan::new(
+    let mut plan = Plan::new(
         chunks,
         |i| job.held.has(i),
         sources.iter().map(|s| (s.url.clone(), s.origin)).collect(),
         patience,
     );
+    if job.shared {
+        plan = plan.expect_peers();
+    }
     let shared = Shared {
         plan: Mutex::new(plan),
         changed: Condvar::new(),
@@ -176,6 +181,15 @@ pub fn download(
         ..Tally::default()
     };
     for s in &plan.sources {
+        log::debug!(
+            "{}: {} bytes from {}{}",
+            job.name,
+            s.bytes,
+            s.url,
+            s.dropped
+                .as_deref()
+                .map_or(String::new(), |d| format!(" (dropped: {d})"))
+        );
         if s.origin {
             tally.origin_bytes += s.bytes;
         } else {

@@ -12,7 +12,7 @@
 //!   are); with peers about, for one chunk at a time, one request at a
 //!   time, so a rack's boards spread over the release and pass on what
 //!   each got;
-//! - peers' lists are asked for again once a second, before the origin is
+//! - peers' lists are asked for again every half second, before the origin is
 //!   asked for anything;
 //! - a source is used by at most [`PER_SOURCE`] requests at once;
 //! - a source that sent a bad chunk is dropped at once; one that failed
@@ -32,7 +32,7 @@ pub const ORIGIN_RUN: usize = 16;
 pub const MAX_FAILURES: u32 = 3;
 /// How often a peer's list of held chunks is asked for again while it has
 /// nothing this download still needs.
-pub const HAVE_REFRESH: Duration = Duration::from_secs(1);
+pub const HAVE_REFRESH: Duration = Duration::from_millis(500);
 /// How long the origin waits, at the start, for peers to say what they
 /// hold (so it is not asked for chunks a peer would have given). A peer
 /// whose first answer failed is not waited for.
@@ -130,6 +130,10 @@ pub struct Plan {
     /// source holds a missing one (peers still downloading may get it).
     patience: Duration,
     rng: u64,
+    /// Where the next request to the origin starts looking.
+    origin_cursor: usize,
+    /// Peers may join (see [`Plan::expect_peers`]).
+    expect_peers: bool,
     /// Chunks that did not verify.
     pub bad_chunks: u64,
 }
@@ -163,8 +167,20 @@ impl Plan {
             progress_at: Instant::now(),
             patience,
             rng: seed(),
+            origin_cursor: (seed() >> 8) as usize % chunks.max(1),
+            expect_peers: false,
             bad_chunks: 0,
         }
+    }
+
+    /// Treats the download as one among others from the start, as when
+    /// peers are looked for while it runs: the origin is asked for single
+    /// chunks, one at a time, even before the first peer is found (long
+    /// runs committed before the rack is known would be fetched by many
+    /// boards at once).
+    pub fn expect_peers(mut self) -> Self {
+        self.expect_peers = true;
+        self
     }
 
     /// A peer found during the download joins it, unless it is there
@@ -178,6 +194,12 @@ impl Plan {
     /// How many chunks are in.
     pub fn done(&self) -> usize {
         self.done
+    }
+
+    /// Whether other boards take part: a live peer, or peers expected
+    /// (a shared download, whose peers are still being found).
+    fn peers_about(&self) -> bool {
+        self.expect_peers || self.sources.iter().any(|s| !s.origin && s.live())
     }
 
     /// How many live peers hold chunk `i`.
@@ -220,7 +242,7 @@ impl Plan {
         let order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
         let (origins, peers): (Vec<usize>, Vec<usize>) =
             order.into_iter().partition(|&s| self.sources[s].origin);
-        let peers_live = self.sources.iter().any(|s| !s.origin && s.live());
+        let peers_live = self.peers_about();
         for s in peers {
             let src = &self.sources[s];
             if !src.live() || src.busy >= PER_SOURCE {
@@ -324,10 +346,34 @@ impl Plan {
                 && (!origin || (p.offers(i) == 0 && !p.coming(i)))
         };
         let first = if origin {
-            // The first wanted chunk from a random point on: runs stay
-            // long, and two origins do not start at the same place.
-            let from = self.random() as usize % n.max(1);
-            (0..n).map(|k| (from + k) % n).find(|&i| wanted(self, i))?
+            // The chunk after the last one asked of the origin (a random
+            // one at first): each board of a rack works through a stretch
+            // of its own. Once that runs into chunks another board holds or
+            // is fetching, it starts again in the middle of the longest
+            // stretch nobody has: boards keep far apart, so two rarely ask
+            // the origin for the same chunk even while their lists of each
+            // other are a moment old.
+            let next = self.origin_cursor % n.max(1);
+            let first = if wanted(self, next) {
+                next
+            } else {
+                let mut longest: Option<(usize, usize)> = None;
+                let mut i = 0;
+                while i < n {
+                    let start = i;
+                    while i < n && wanted(self, i) {
+                        i += 1;
+                    }
+                    if i > start && longest.is_none_or(|(_, len)| i - start > len) {
+                        longest = Some((start, i - start));
+                    }
+                    i += 1;
+                }
+                let (start, len) = longest?;
+                start + len / 2
+            };
+            self.origin_cursor = first + 1;
+            first
         } else {
             // Rarest first, ties at random.
             let candidates: Vec<(usize, usize)> = (0..n)
@@ -344,7 +390,7 @@ impl Plan {
         };
         // The origin sends long runs to a board alone; with peers about,
         // single chunks, so the rack's requests spread over the release.
-        let peers_live = self.sources.iter().any(|p| !p.origin && p.live());
+        let peers_live = self.peers_about();
         let max = match (origin, peers_live) {
             (true, false) => ORIGIN_RUN,
             (true, true) => 1,
