@@ -212,6 +212,61 @@ def run(n, addr, pub, sha, share):
     return max(finished.values()), usage, sent
 
 
+RECEIVER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 9000))
+s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept()
+buf, got = bytearray(1 << 20), 0
+while k := c.recv_into(buf):
+    got += k
+print(got, flush=True)
+"""
+
+SENDER = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], 9000))
+with open(sys.argv[2], "rb") as f:
+    c.sendfile(f)
+c.close()
+"""
+
+
+def capacity(n, release_file):
+    """What this machine's virtual rack can carry: every board sends the
+    release to the next one at once over plain TCP; the last one's time."""
+    if n < 2:
+        return float("nan")
+    receivers = []
+    for i in range(n):
+        r = subprocess.Popen(["ip", "netns", "exec", ns_of(f"b{i}"), "python3", "-c", RECEIVER, board_ip(i)],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+        running.append(r)
+        r.stdout.readline()
+        receivers.append(r)
+    t0 = time.time()
+    senders = []
+    for i in range(n):
+        p = subprocess.Popen(["ip", "netns", "exec", ns_of(f"b{i}"), "python3", "-c", SENDER,
+                              board_ip((i + 1) % n), release_file], start_new_session=True)
+        running.append(p)
+        senders.append(p)
+    for r in receivers:
+        got = int(r.stdout.readline() or 0)
+        r.wait()
+        running.remove(r)
+        if got != SIZE_MIB * 2**20:
+            sys.exit(f"storm: a capacity receiver got {got} bytes")
+    took = time.time() - t0
+    for p in senders:
+        p.wait()
+        running.remove(p)
+    return took
+
+
 def bound(n):
     """Kumar & Ross: max(S/u_s, S/d, N*S/(u_s + N*u)) with every rate RATE."""
     bits = SIZE_MIB * 8 * 2**20
@@ -236,21 +291,24 @@ def main():
             else:
                 origin_only, _, _ = run(n, addr, pub, sha, share=False)
             peer, usage, sent = run(n, addr, pub, sha, share=True)
+            rack = capacity(n, os.path.join(tree, "stable", "arm64", "rootfs.img"))
             cpu = sum(u[0] for u in usage) / len(usage)
             rss = max(u[1] for u in usage) / 1024
             rows.append(f"| {n} | {single:.1f} | {origin_only:.1f} | {peer:.1f} | {sent / release:.2f} "
-                        f"| {peer / single:.2f} | {cpu:.1f} s, {rss:.0f} MiB | {bound(n):.1f} |")
+                        f"| {peer / single:.2f} | {cpu:.1f} s, {rss:.0f} MiB | {bound(n):.1f} | {rack:.1f} |")
             lines.append(f"storm: boards={n} size_mib={SIZE_MIB} single_s={single:.1f} "
                          f"origin_only_s={origin_only:.1f} peer_s={peer:.1f} origin_bytes={sent}")
         print(f"Release of {SIZE_MIB} MiB (one artifact, signed), every link tbf {RATE} both ways; "
               f"boards run phase-discover --release-key --fetch-all (peer-assisted: --seed, "
               f"--seed-linger {LINGER}). Origin bytes: the provider's plasmd_http_sent_bytes_total "
-              f"in the peer-assisted run (origin only sends every board a copy).")
+              f"in the peer-assisted run (origin only sends every board a copy). The last column is "
+              f"what this machine's virtual rack carries at all: every board sending the release to "
+              f"the next one at once over plain TCP (kernel sendfile, Python receiver).")
         print()
         print("| boards | one board alone (s) | all boards, origin only (s) | all boards, peer-assisted (s) "
               "| origin bytes sent (× release) | peer-assisted ÷ one board | CPU s and max RSS per board "
-              "| Kumar & Ross bound (s) |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+              "| Kumar & Ross bound (s) | this machine's rack, plain TCP (s) |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in rows:
             print(r)
         print()

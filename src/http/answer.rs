@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 
 use super::files::{self, Reply};
-use super::parse::{self, clip, Head, Method, Route};
+use super::parse::{clip, Head, Method};
+use super::route::{self, Route};
 use super::{Ctx, Generated};
 use crate::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
 
@@ -17,7 +18,7 @@ pub(super) fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> (Reply, &'stat
         r.headers.push(("Allow", "GET, HEAD".into()));
         return (r, "other");
     }
-    let route = parse::route(&head.target);
+    let route = route::route(&head.target);
     log::debug!(
         "{:?} {} from {peer}: {route:?}",
         head.method,

@@ -116,3 +116,79 @@ fn chunks_reply(f: &HeldFile, head: &Head) -> Reply {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::held::Held;
+    use crate::manifest::holding::Holding;
+    use crate::testdir::TempDir;
+    use std::sync::Arc;
+
+    fn head(range: Option<&str>) -> Head {
+        Head {
+            method: super::super::parse::Method::Get,
+            target: String::new(),
+            keep_alive: false,
+            range: range.map(str::to_string),
+            if_range: None,
+            if_none_match: None,
+        }
+    }
+
+    #[test]
+    fn a_release_being_downloaded_offers_only_the_chunks_that_verified() {
+        let dir = TempDir::new("holding");
+        let path = dir.path().join("rootfs");
+        let size = 2 * CHUNK_SIZE + 10;
+        std::fs::File::create(&path).unwrap().set_len(size).unwrap();
+        let ca = ChannelArch {
+            channel: "stable".into(),
+            arch: "arm64".into(),
+        };
+        let json = br#"{"version": "v1", "artifacts": []}"#.to_vec();
+        let holding = Arc::new(Holding::new(ca.clone(), json, None).unwrap());
+        let held = Arc::new(Held::empty(3));
+        held.set(1);
+        held.set_coming(2, true);
+        holding.add(
+            "rootfs",
+            HeldFile {
+                file: Arc::new(std::fs::File::open(&path).unwrap()),
+                size,
+                held: held.clone(),
+            },
+        );
+        let catalog = Catalog::new(None, vec![], vec![]);
+        catalog.holdings().add(holding.clone());
+        let sha = holding.manifest.sha256.clone();
+        let ask = |name: &str, have: bool, range: Option<&str>| {
+            release_reply(&catalog, &sha, &ca, name, have, &head(range))
+        };
+        // Its list: chunk 1 held, chunk 2 coming.
+        let r = ask("rootfs", true, None);
+        assert_eq!((r.status, r.memory_body()), (200, &[0x40, 0x20][..]));
+        // Inside chunk 1: served; touching chunk 0 or 2: not yet (416).
+        let inside = format!("bytes={}-{}", CHUNK_SIZE, 2 * CHUNK_SIZE - 1);
+        assert_eq!(ask("rootfs", false, Some(&inside)).status, 206);
+        let across = format!("bytes={}-{}", CHUNK_SIZE, 2 * CHUNK_SIZE);
+        let r = ask("rootfs", false, Some(&across));
+        assert_eq!(r.status, 416);
+        assert!(r
+            .headers
+            .iter()
+            .any(|(k, v)| *k == "Phase-Held" && v == "1/3"));
+        assert_eq!(ask("rootfs", false, None).status, 416, "not whole yet");
+        // The manifest as it came; other releases and names are unknown.
+        assert_eq!(ask(MANIFEST_NAME, false, None).status, 200);
+        assert_eq!(ask(SIGNATURE_NAME, false, None).status, 404);
+        assert_eq!(ask("other", false, None).status, 404);
+        let other = "00".repeat(32);
+        let r = release_reply(&catalog, &other, &ca, "rootfs", false, &head(None));
+        assert_eq!(r.status, 404);
+        // Once all is here, the whole file.
+        held.set(0);
+        held.set(2);
+        assert_eq!(ask("rootfs", false, None).status, 200);
+    }
+}

@@ -23,7 +23,8 @@
 //!   behind a download; the board's health check asks the loop itself
 //!   ([`LoopProbe`]).
 //!
-//! The parts: `parse` (request heads, routes, ranges), `conn` (a
+//! The parts: `parse` (request heads, ranges), `route` (what a target
+//! asks for), `conn` (a
 //! connection's life and its I/O), `files` (what to answer), `holding`
 //! (what to answer for a release by its manifest hash), `budget`
 //! (which connection gives way). (tiny_http, the first choice, reads
@@ -38,6 +39,7 @@ mod files;
 mod holding;
 mod pace;
 mod parse;
+mod route;
 mod warm;
 
 pub use parse::fuzz_request;

@@ -150,8 +150,26 @@ pub fn download(
             .map(|_| scope.spawn(|| work(job, &shared, limits)))
             .collect();
         let mut asked_peers = Instant::now();
+        let began = Instant::now();
         while !workers.iter().all(|w| w.is_finished()) {
             progress((job.held.count() as u64 * CHUNK_SIZE).min(job.size));
+            if log::log_enabled!(log::Level::Trace) {
+                let plan = shared.lock();
+                let from_origin: u64 = plan
+                    .sources
+                    .iter()
+                    .filter(|s| s.origin)
+                    .map(|s| s.bytes)
+                    .sum();
+                log::trace!(
+                    "{}: {:.2} s: {}/{chunks} chunks, {} MiB from the origin, {} peer(s)",
+                    job.name,
+                    began.elapsed().as_secs_f64(),
+                    job.held.count(),
+                    from_origin >> 20,
+                    plan.sources.len() - 1
+                );
+            }
             if asked_peers.elapsed() >= PEERS_AGAIN {
                 asked_peers = Instant::now();
                 let found = peers();
@@ -199,6 +217,13 @@ pub fn download(
             tally.dropped.push((s.url.clone(), why.clone()));
         }
     }
+    log::debug!(
+        "{}: workers waited {:.1} s in all; {} have lists, {} runs",
+        job.name,
+        plan.waited.as_secs_f64(),
+        plan.haves,
+        plan.runs
+    );
     if plan.done() == chunks {
         return Ok(tally);
     }
@@ -236,11 +261,13 @@ fn work(job: &Job, shared: &Shared, limits: &Limits) -> Option<String> {
             loop {
                 match plan.pick(Instant::now()) {
                     Pick::Wait => {
+                        let t = Instant::now();
                         plan = shared
                             .changed
-                            .wait_timeout(plan, Duration::from_millis(200))
+                            .wait_timeout(plan, Duration::from_millis(50))
                             .unwrap_or_else(|e| e.into_inner())
                             .0;
+                        plan.waited += t.elapsed();
                     }
                     other => break other,
                 }

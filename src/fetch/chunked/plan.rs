@@ -12,8 +12,9 @@
 //!   are); with peers about, for one chunk at a time, one request at a
 //!   time, so a rack's boards spread over the release and pass on what
 //!   each got;
-//! - peers' lists are asked for again every half second, before the origin is
-//!   asked for anything;
+//! - the origin is asked first, for what no live peer holds or is fetching
+//!   (the rack needs that from it, and its link is what a rack waits on);
+//!   peers' lists older than half a second are asked for again before it;
 //! - a source is used by at most [`PER_SOURCE`] requests at once;
 //! - a source that sent a bad chunk is dropped at once; one that failed
 //!   [`MAX_FAILURES`] times in a row is dropped too. A dropped peer's chunks
@@ -136,6 +137,11 @@ pub struct Plan {
     expect_peers: bool,
     /// Chunks that did not verify.
     pub bad_chunks: u64,
+    /// For the debug log: time workers spent with nothing to do, lists
+    /// asked for, runs asked for.
+    pub waited: Duration,
+    pub haves: u64,
+    pub runs: u64,
 }
 
 impl Plan {
@@ -170,6 +176,9 @@ impl Plan {
             origin_cursor: (seed() >> 8) as usize % chunks.max(1),
             expect_peers: false,
             bad_chunks: 0,
+            waited: Duration::ZERO,
+            haves: 0,
+            runs: 0,
         }
     }
 
@@ -243,35 +252,32 @@ impl Plan {
         let (origins, peers): (Vec<usize>, Vec<usize>) =
             order.into_iter().partition(|&s| self.sources[s].origin);
         let peers_live = self.peers_about();
-        for s in peers {
+        // A peer not heard from yet is asked what it holds first.
+        for &s in &peers {
             let src = &self.sources[s];
-            if !src.live() || src.busy >= PER_SOURCE {
-                continue;
-            }
-            if src.have_at.is_none() {
+            if src.live() && src.busy < PER_SOURCE && src.have_at.is_none() {
                 return self.begin_have(s, now);
             }
-            if let Some(run) = self.run_for(s, now) {
-                return self.begin_run(s, run);
-            }
         }
-        // Peers' lists go stale as they download: the oldest is asked for
-        // again before the origin is asked for what they may hold by now.
-        let stale = (0..n)
-            .filter(|&s| {
-                let src = &self.sources[s];
-                !src.origin
-                    && src.live()
-                    && !src.have_asked
-                    && src.busy < PER_SOURCE
-                    && src
-                        .have_at
-                        .is_some_and(|t| now.duration_since(t) >= HAVE_REFRESH)
-            })
-            .min_by_key(|&s| self.sources[s].have_at);
-        if let Some(s) = stale {
-            return self.begin_have(s, now);
-        }
+        // The origin next: what it is asked for, no board of the rack holds
+        // or is fetching (by our lists of them), so the rack needs it from
+        // there, and the sooner the better — the origin's link is what the
+        // whole rack waits on. Lists gone stale are asked for again first,
+        // so the origin is not asked for what a peer got a moment ago.
+        let stale = |p: &Plan| {
+            (0..n)
+                .filter(|&s| {
+                    let src = &p.sources[s];
+                    !src.origin
+                        && src.live()
+                        && !src.have_asked
+                        && src.busy < PER_SOURCE
+                        && src
+                            .have_at
+                            .is_some_and(|t| now.duration_since(t) >= HAVE_REFRESH)
+                })
+                .min_by_key(|&s| p.sources[s].have_at)
+        };
         // With peers about, the origin serves one request at a time: the
         // rest of the rack asks it too, and what it sends one board, that
         // board passes on.
@@ -281,9 +287,25 @@ impl Plan {
             if !src.live() || src.busy >= origin_cap {
                 continue;
             }
+            if let Some(stale) = stale(self) {
+                return self.begin_have(stale, now);
+            }
             if let Some(run) = self.run_for(s, now) {
                 return self.begin_run(s, run);
             }
+        }
+        for s in peers {
+            let src = &self.sources[s];
+            if !src.live() || src.busy >= PER_SOURCE {
+                continue;
+            }
+            if let Some(run) = self.run_for(s, now) {
+                return self.begin_run(s, run);
+            }
+        }
+        // Nothing to fetch: look again at the peer whose list is oldest.
+        if let Some(s) = stale(self) {
+            return self.begin_have(s, now);
         }
         let asked = self.chunks.contains(&State::Asked);
         let busy = self.sources.iter().any(|s| s.busy > 0);
@@ -309,6 +331,7 @@ impl Plan {
     }
 
     fn begin_run(&mut self, s: usize, (first, count): (usize, usize)) -> Pick {
+        self.runs += 1;
         self.sources[s].busy += 1;
         for c in &mut self.chunks[first..first + count] {
             *c = State::Asked;
@@ -321,6 +344,7 @@ impl Plan {
     }
 
     fn begin_have(&mut self, s: usize, now: Instant) -> Pick {
+        self.haves += 1;
         let src = &mut self.sources[s];
         src.busy += 1;
         src.have_at = Some(now);
@@ -502,165 +526,4 @@ fn seed() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan(chunks: usize, sources: &[(&str, bool)]) -> Plan {
-        let sources = sources.iter().map(|(u, o)| (u.to_string(), *o)).collect();
-        Plan::new(chunks, |_| false, sources, Duration::from_secs(10))
-    }
-
-    fn run(p: Pick) -> (usize, usize, usize) {
-        match p {
-            Pick::Run {
-                source,
-                first,
-                count,
-            } => (source, first, count),
-            other => panic!("expected a run, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_origin_alone_is_asked_for_long_runs_until_all_is_in() {
-        let mut p = plan(40, &[("o", true)]);
-        let now = Instant::now();
-        let (s, first, count) = run(p.pick(now));
-        assert_eq!((s, count), (0, ORIGIN_RUN.min(40 - first)));
-        let (_, first2, count2) = run(p.pick(now));
-        assert!(
-            first2 >= first + count || first2 + count2 <= first,
-            "no chunk asked twice: {first}+{count}, {first2}+{count2}"
-        );
-        // Two requests at once is the cap.
-        assert_eq!(p.pick(now), Pick::Wait);
-        for i in first..first + count {
-            p.chunk_done(0, i, 1, now);
-        }
-        p.finish_run(0, first, count, None);
-        assert_eq!(p.done(), count);
-    }
-
-    #[test]
-    fn the_origin_leaves_to_peers_what_they_hold_and_takes_it_back_when_they_drop() {
-        let mut p = plan(8, &[("o", true), ("peer", false)]);
-        let now = Instant::now();
-        // A peer's list is asked for first.
-        assert_eq!(p.pick(now), Pick::Have(1));
-        let have = vec![true, true, true, true, false, false, false, false];
-        p.finish_have(1, Ok((have, vec![false; 8])));
-        let mut asked = Vec::new();
-        while let Pick::Run {
-            source,
-            first,
-            count,
-        } = p.pick(now)
-        {
-            asked.push((source, first, count));
-        }
-        let origin: Vec<_> = asked.iter().filter(|a| a.0 == 0).collect();
-        assert!(
-            origin.iter().all(|a| a.1 >= 4 && a.1 + a.2 <= 8),
-            "origin asked only for chunks no peer holds: {asked:?}"
-        );
-        let peer: Vec<_> = asked.iter().filter(|a| a.0 == 1).copied().collect();
-        assert!(!peer.is_empty() && peer.iter().all(|a| a.1 + a.2 <= 4));
-        // The peer sends a bad chunk: dropped, its chunks back to missing
-        // and now the origin's.
-        let (_, first, count) = peer[0];
-        p.finish_run(1, first, count, Some(Failure::BadChunk("bad chunk".into())));
-        for (s, f, c) in asked.iter().filter(|a| a.0 == 0) {
-            p.finish_run(*s, *f, *c, Some(Failure::Again("cut".into())));
-        }
-        let (s, f, _) = run(p.pick(now));
-        assert_eq!(s, 0);
-        assert!(f < 8);
-        assert!(p.sources[1].dropped.is_some());
-        assert_eq!(p.bad_chunks, 1);
-    }
-
-    #[test]
-    fn the_origin_waits_for_the_first_answer_of_peers_not_for_failed_ones() {
-        let mut p = plan(8, &[("o", true), ("peer", false)]);
-        let now = Instant::now();
-        assert_eq!(p.pick(now), Pick::Have(1));
-        assert_eq!(p.pick(now), Pick::Wait, "the peer may hold it all");
-        // Past the grace, the origin goes ahead anyway.
-        assert!(matches!(
-            p.pick(now + HAVE_GRACE),
-            Pick::Run { source: 0, .. }
-        ));
-        let mut p = plan(8, &[("o", true), ("peer", false)]);
-        assert_eq!(p.pick(now), Pick::Have(1));
-        p.finish_have(1, Err(Failure::Again("refused".into())));
-        assert!(matches!(p.pick(now), Pick::Run { source: 0, .. }));
-    }
-
-    #[test]
-    fn the_origin_is_not_asked_for_what_a_peer_is_fetching() {
-        let mut p = plan(4, &[("o", true), ("peer", false)]);
-        let now = Instant::now();
-        assert_eq!(p.pick(now), Pick::Have(1));
-        let coming = vec![true, true, false, true];
-        p.finish_have(1, Ok((vec![false; 4], coming)));
-        let (s, first, count) = run(p.pick(now));
-        assert_eq!((s, first, count), (0, 2, 1));
-        // One request at a time to the origin with a peer about; nothing
-        // else it may be asked for.
-        assert_eq!(p.pick(now), Pick::Wait);
-    }
-
-    #[test]
-    fn peers_are_asked_for_the_rarest_chunks_first() {
-        let mut p = plan(4, &[("a", false), ("b", false)]);
-        let now = Instant::now();
-        let asked: Vec<Pick> = (0..2).map(|_| p.pick(now)).collect();
-        for pick in asked {
-            let Pick::Have(s) = pick else {
-                panic!("{pick:?}")
-            };
-            let have = if s == 0 {
-                vec![true, true, true, true]
-            } else {
-                vec![true, true, true, false]
-            };
-            p.finish_have(s, Ok((have, vec![false; 4])));
-        }
-        // Chunk 3 is held by "a" alone: a's first request starts there.
-        for _ in 0..4 {
-            if let Pick::Run {
-                source: 0, first, ..
-            } = p.pick(now)
-            {
-                assert_eq!(first, 3);
-                return;
-            }
-        }
-        panic!("a was never asked");
-    }
-
-    #[test]
-    fn a_download_with_no_live_source_left_is_stuck_not_waiting() {
-        let mut p = plan(2, &[("o", true)]);
-        let now = Instant::now();
-        for _ in 0..MAX_FAILURES {
-            let (s, f, c) = run(p.pick(now));
-            p.finish_run(s, f, c, Some(Failure::Again("refused".into())));
-        }
-        match p.pick(now) {
-            Pick::Stuck(why) => assert!(why.contains("refused"), "{why}"),
-            other => panic!("{other:?}"),
-        }
-        // Peers that hold nothing this download needs: stuck after the
-        // patience, waiting before.
-        let mut p = Plan::new(
-            1,
-            |_| false,
-            vec![("p".into(), false)],
-            Duration::from_millis(0),
-        );
-        assert_eq!(p.pick(now), Pick::Have(0));
-        p.finish_have(0, Ok((vec![false], vec![false])));
-        assert!(matches!(p.pick(Instant::now()), Pick::Stuck(_)));
-    }
-}
+mod tests;
