@@ -118,8 +118,9 @@ fn boards_find_verify_and_kexec_into_the_signed_release_and_refuse_anything_else
         "180",
     ]);
     assert_eq!(code, 0, "{out}");
-    let refused = line_with(&out, "verification failed: stage2.img has sha256");
+    let refused = line_with(&out, "verification failed: stage2.img");
     assert!(refused.contains("192.0.2.3"), "{out}");
+    assert!(refused.contains("chunk 0 did not verify"), "{out}");
     // Not downloaded from again every round.
     assert!(out.contains("skipping http://192.0.2.3:8080/"), "{out}");
     println!("tampered provider: {}", refused.trim());
