@@ -16,9 +16,11 @@
 //!   (the rack needs that from it, and its link is what a rack waits on);
 //!   peers' lists older than half a second are asked for again before it;
 //! - a source is used by at most [`PER_SOURCE`] requests at once;
-//! - a source that sent a bad chunk is dropped at once; one that failed
-//!   [`MAX_FAILURES`] times in a row is dropped too. A dropped peer's chunks
-//!   count as held by nobody, so they fall to the origin.
+//! - a source that sent a bad chunk is dropped at once. An origin that
+//!   failed [`MAX_FAILURES`] times in a row is dropped too; such a peer is
+//!   rested for [`REST`] (in a storm a busy board times out now and answers
+//!   later), and dropped after [`MAX_RESTS`] rests. The chunks of a peer
+//!   dropped or resting count as held by nobody, so they fall to the origin.
 
 use std::time::{Duration, Instant};
 
@@ -29,8 +31,14 @@ pub const PEER_RUN: usize = 4;
 /// Chunks asked of the origin in one request.
 pub const ORIGIN_RUN: usize = 16;
 /// Failures in a row (refused connections, stalls, bad answers) after
-/// which a source is given up for this download.
+/// which a source is rested (a peer) or given up (the origin).
 pub const MAX_FAILURES: u32 = 3;
+/// How long a peer that failed [`MAX_FAILURES`] times in a row is left
+/// alone: in a storm a busy board may time out now and answer later, and
+/// giving it up for good would leave its chunks to the origin.
+pub const REST: Duration = Duration::from_secs(10);
+/// Rests after which a peer is given up for this download.
+pub const MAX_RESTS: u32 = 6;
 /// How often a peer's list of held chunks is asked for again while it has
 /// nothing this download still needs.
 pub const HAVE_REFRESH: Duration = Duration::from_millis(500);
@@ -66,6 +74,10 @@ pub struct SourceState {
     failures: u32,
     /// Why it is no longer asked, once dropped.
     pub dropped: Option<String>,
+    /// Left alone until then after failing (a peer); not counted as
+    /// holding anything meanwhile.
+    rest_until: Option<Instant>,
+    rests: u32,
     /// It sent a chunk that did not verify.
     pub sent_bad: bool,
     /// Verified bytes received from it.
@@ -85,6 +97,8 @@ impl SourceState {
             busy: 0,
             failures: 0,
             dropped: None,
+            rest_until: None,
+            rests: 0,
             sent_bad: false,
             bytes: 0,
         }
@@ -95,7 +109,7 @@ impl SourceState {
     }
 
     fn live(&self) -> bool {
-        self.dropped.is_none()
+        self.dropped.is_none() && self.rest_until.is_none()
     }
 }
 
@@ -241,6 +255,14 @@ impl Plan {
         if self.done == self.chunks.len() {
             return Pick::Finished;
         }
+        // Rested peers come back, their lists asked for again.
+        for src in &mut self.sources {
+            if src.rest_until.is_some_and(|t| now >= t) {
+                src.rest_until = None;
+                src.have_at = None;
+                src.failures = 0;
+            }
+        }
         // Peers first, from a random one on, so requests spread over them.
         let n = self.sources.len();
         let start = if n == 0 {
@@ -310,7 +332,8 @@ impl Plan {
         let asked = self.chunks.contains(&State::Asked);
         let busy = self.sources.iter().any(|s| s.busy > 0);
         if !asked && !busy {
-            if !self.sources.iter().any(SourceState::live) {
+            let resting = self.sources.iter().any(|s| s.rest_until.is_some());
+            if !resting && !self.sources.iter().any(SourceState::live) {
                 let why = self
                     .sources
                     .iter()
@@ -498,8 +521,15 @@ impl Plan {
             }
             Failure::Again(why) => {
                 src.failures += 1;
-                if src.failures >= MAX_FAILURES {
+                if src.failures < MAX_FAILURES {
+                    return;
+                }
+                if src.origin || src.rests >= MAX_RESTS {
                     src.dropped = Some(why);
+                } else {
+                    src.rests += 1;
+                    src.failures = 0;
+                    src.rest_until = Some(Instant::now() + REST);
                 }
             }
         }

@@ -160,3 +160,35 @@ fn a_download_with_no_live_source_left_is_stuck_not_waiting() {
     p.finish_have(0, Ok((vec![false], vec![false])));
     assert!(matches!(p.pick(Instant::now()), Pick::Stuck(_)));
 }
+
+#[test]
+fn a_peer_that_keeps_failing_rests_its_chunks_go_to_the_origin_and_it_comes_back() {
+    let mut p = plan(4, &[("o", true), ("peer", false)]);
+    let now = Instant::now();
+    assert_eq!(p.pick(now), Pick::Have(1));
+    p.finish_have(1, Ok((vec![true; 4], vec![false; 4])));
+    for _ in 0..MAX_FAILURES {
+        let (s, f, c) = loop {
+            match p.pick(now) {
+                Pick::Run {
+                    source: 1,
+                    first,
+                    count,
+                } => break (1, first, count),
+                Pick::Run {
+                    source,
+                    first,
+                    count,
+                } => p.finish_run(source, first, count, Some(Failure::Again("slow".into()))),
+                other => panic!("{other:?}"),
+            }
+        };
+        p.finish_run(s, f, c, Some(Failure::Again("timed out".into())));
+    }
+    // Resting: not dropped, its chunks are the origin's meanwhile.
+    assert!(p.sources[1].dropped.is_none());
+    assert!(matches!(p.pick(now), Pick::Run { source: 0, .. }));
+    // Back after the rest, its list asked for again.
+    let later = Instant::now() + REST + Duration::from_secs(1);
+    assert_eq!(p.pick(later), Pick::Have(1));
+}
