@@ -77,6 +77,13 @@ pub fn chunk_count(size: u64, chunk_size: u64) -> u64 {
     size.div_ceil(chunk_size.max(1))
 }
 
+/// The byte offset and length of chunk `i` of a file of `size` bytes at
+/// [`CHUNK_SIZE`] (the last chunk may be shorter; past the end, empty).
+pub fn chunk_span(size: u64, i: usize) -> (u64, u64) {
+    let start = (i as u64).saturating_mul(CHUNK_SIZE);
+    (start, CHUNK_SIZE.min(size.saturating_sub(start)))
+}
+
 /// The manifest of one channel/arch, ready to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {

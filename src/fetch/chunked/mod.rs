@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use super::client::{get_small, get_span, Limits};
 use super::FetchError;
 use crate::manifest::held::{parse_have, Held};
-use crate::manifest::CHUNK_SIZE;
+use crate::manifest::{chunk_span, CHUNK_SIZE};
 pub use plan::Failure;
 use plan::{Pick, Plan};
 
@@ -57,8 +57,7 @@ pub struct Job<'a> {
 impl Job<'_> {
     /// The byte offset and length of chunk `i`.
     fn span(&self, i: usize) -> (u64, u64) {
-        let start = i as u64 * CHUNK_SIZE;
-        (start, CHUNK_SIZE.min(self.size.saturating_sub(start)))
+        chunk_span(self.size, i)
     }
 }
 
@@ -71,8 +70,6 @@ pub struct Tally {
     pub peer_bytes: u64,
     /// Chunks that did not verify (each dropped its source).
     pub bad_chunks: u64,
-    /// Sources given up on, and why.
-    pub dropped: Vec<(String, String)>,
 }
 
 impl Tally {
@@ -81,7 +78,6 @@ impl Tally {
         self.origin_bytes += other.origin_bytes;
         self.peer_bytes += other.peer_bytes;
         self.bad_chunks += other.bad_chunks;
-        self.dropped.extend(other.dropped);
     }
 }
 
@@ -212,9 +208,6 @@ pub fn download(
             tally.origin_bytes += s.bytes;
         } else {
             tally.peer_bytes += s.bytes;
-        }
-        if let Some(why) = &s.dropped {
-            tally.dropped.push((s.url.clone(), why.clone()));
         }
     }
     log::debug!(
@@ -403,8 +396,8 @@ fn read_run(
 pub fn check_existing(file: &File, size: u64, hashes: &[[u8; 32]], held: &Held) {
     let mut buf = vec![0u8; CHUNK_SIZE as usize];
     for (i, want) in hashes.iter().enumerate() {
-        let start = i as u64 * CHUNK_SIZE;
-        let len = CHUNK_SIZE.min(size.saturating_sub(start)) as usize;
+        let (start, len) = chunk_span(size, i);
+        let len = len as usize;
         if file.read_exact_at(&mut buf[..len], start).is_err() {
             return;
         }

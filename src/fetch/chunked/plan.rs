@@ -6,18 +6,18 @@
 //! - a peer is asked for the rarest chunks it holds (the fewest live peers
 //!   hold them), ties broken at random, so a rack's boards fetch different
 //!   chunks and soon have something to give each other;
-//! - the origin is asked only for chunks no live peer holds; while peers
-//!   hold every missing chunk it is left alone. Alone, a board asks it for
+//! - the origin is asked only for chunks no live peer holds or is
+//!   fetching; while peers hold every missing chunk it is left alone. When
+//!   there is such a chunk the origin is asked first (the rack needs it from
+//!   there, and its link is what a rack waits on), after peers' lists older
+//!   than half a second are asked for again. Alone, a board asks it for
 //!   runs of consecutive chunks (one `Range` each, as BitTorrent web seeds
 //!   are); with peers about, for one chunk at a time, one request at a
 //!   time, so a rack's boards spread over the release and pass on what
 //!   each got;
-//! - the origin is asked first, for what no live peer holds or is fetching
-//!   (the rack needs that from it, and its link is what a rack waits on);
-//!   peers' lists older than half a second are asked for again before it;
 //! - a source is used by at most [`PER_SOURCE`] requests at once;
 //! - a source that sent a bad chunk is dropped at once. An origin that
-//!   failed [`MAX_FAILURES`] times in a row is dropped too; such a peer is
+//!   failed [`MAX_FAILURES`] times in a row is dropped too; a peer that did is
 //!   rested for [`REST`] (in a storm a busy board times out now and answers
 //!   later), and dropped after [`MAX_RESTS`] rests. The chunks of a peer
 //!   dropped or resting count as held by nobody, so they fall to the origin.
@@ -263,7 +263,7 @@ impl Plan {
                 src.failures = 0;
             }
         }
-        // Peers first, from a random one on, so requests spread over them.
+        // Sources from a random one on, so requests spread over them.
         let n = self.sources.len();
         let start = if n == 0 {
             0
