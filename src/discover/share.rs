@@ -186,6 +186,12 @@ impl Sharing {
                 Err(_) => log::warn!("cannot announce {url} as a holder: no answer in time"),
             }
         }
+        // Holders are anyone's boards: the chunks they send are verified, so
+        // publisher pins (`--trust`) are not for them.
+        let query = &Query {
+            trusted: Vec::new(),
+            ..query.clone()
+        };
         // A first look before the download starts, so holders already
         // there are asked from the first chunk on; then every few seconds.
         let found = Mutex::new(Vec::new());
@@ -338,7 +344,8 @@ async fn look_for_holders(
     }
 }
 
-/// One look for the holders of release `sha` (but `own`), into `found`.
+/// One look for the holders of release `sha` (but `own`), into `found`;
+/// `query` carries no publisher pins (see `Sharing::download`).
 async fn look_once(
     session: &Session,
     query: &Query,
@@ -346,14 +353,8 @@ async fn look_once(
     own: Option<&str>,
     found: &Mutex<Vec<String>>,
 ) {
-    // Holders are anyone's boards: the chunks they send are verified, so
-    // publisher pins (`--trust`) are not for them.
-    let query = Query {
-        trusted: Vec::new(),
-        ..query.clone()
-    };
     let until = tokio::time::Instant::now() + LOOK_LIMIT;
-    let urls = super::session::holders(&session.client, &query, sha, MAX_HOLDERS, until)
+    let urls = super::session::holders(&session.client, query, sha, MAX_HOLDERS, until)
         .await
         .unwrap_or_default();
     let urls: Vec<String> = urls

@@ -215,16 +215,7 @@ pub fn fetch_artifact(
                 })
                 .collect()
         };
-        let shared = swarm.holding.is_some();
-        return fetch_chunked(
-            listed,
-            origin,
-            (&peers, shared),
-            swarm.holding,
-            &part,
-            out,
-            limits,
-        );
+        return fetch_chunked(listed, origin, &peers, swarm.holding, &part, out, limits);
     }
     fetch_whole(listed, url, &part, out, limits)?;
     Ok(Tally {
@@ -251,7 +242,7 @@ fn open_part(part: &Path, append: Option<bool>) -> io::Result<fs::File> {
 fn fetch_chunked(
     listed: &Artifact,
     origin: Source,
-    (peers, shared): (&(dyn Fn() -> Vec<Source> + Sync), bool),
+    peers: &(dyn Fn() -> Vec<Source> + Sync),
     holding: Option<&Holding>,
     part: &Path,
     out: &Path,
@@ -260,11 +251,10 @@ fn fetch_chunked(
     let io_err = |e| FetchError::Io(part.to_path_buf(), e);
     let file = Arc::new(open_part(part, None).map_err(io_err)?);
     let held = Arc::new(Held::empty(listed.chunks.len()));
-    if file.metadata().map_err(io_err)?.len() > 0 {
-        file.set_len(listed.size).map_err(io_err)?;
+    let resumed = file.metadata().map_err(io_err)?.len() > 0;
+    file.set_len(listed.size).map_err(io_err)?;
+    if resumed {
         chunked::check_existing(&file, listed.size, &listed.chunks, &held);
-    } else {
-        file.set_len(listed.size).map_err(io_err)?;
     }
     let job = chunked::Job {
         name: &listed.name,
@@ -272,7 +262,8 @@ fn fetch_chunked(
         hashes: &listed.chunks,
         file: &file,
         held: &held,
-        shared,
+        // A download that offers its chunks is one of a rack's.
+        shared: holding.is_some(),
     };
     if let Some(h) = holding {
         let offered = HeldFile {
