@@ -91,6 +91,15 @@ fn ranges_etags_and_cache_headers() {
         (200, 100_000),
         "a changed file is sent whole"
     );
+    // If-Match: bytes of that file only; another one's are refused (412).
+    let (st, _, body) = get_with(
+        port,
+        file,
+        &format!("Range: bytes=0-9\r\nIf-Match: \"{sha}\""),
+    );
+    assert_eq!((st, body.len()), (206, 10));
+    let (st, _, body) = get_with(port, file, "Range: bytes=0-9\r\nIf-Match: \"stale\"");
+    assert_eq!(st, 412, "{}", String::from_utf8_lossy(&body));
     let (st, _, body) = get_with(port, file, "Range: bytes=0-1,5-6");
     assert_eq!(
         (st, body.len()),

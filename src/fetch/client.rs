@@ -219,20 +219,28 @@ pub(super) fn get(
     range_from: Option<u64>,
     limits: &Limits,
 ) -> Result<Response, FetchError> {
-    request(url, range_from.map(|from| format!("bytes={from}-")), limits)
+    request(
+        url,
+        range_from.map(|from| format!("Range: bytes={from}-\r\n")),
+        limits,
+    )
 }
 
-/// Sends `GET url` for bytes `first..=last` only (`Range`), like [`get`].
+/// Sends `GET url` for bytes `first..=last` only (`Range`), like [`get`],
+/// of the file whose sha256 is `sha256` only (`If-Match`: a server whose
+/// file by that name changed answers `412`).
 pub(super) fn get_span(
     url: &str,
-    first: u64,
-    last: u64,
+    (first, last): (u64, u64),
+    sha256: &str,
     limits: &Limits,
 ) -> Result<Response, FetchError> {
-    request(url, Some(format!("bytes={first}-{last}")), limits)
+    let headers = format!("Range: bytes={first}-{last}\r\nIf-Match: \"{sha256}\"\r\n");
+    request(url, Some(headers), limits)
 }
 
-fn request(url: &str, range: Option<String>, limits: &Limits) -> Result<Response, FetchError> {
+/// `extra`: whole header lines (each ending in CRLF) added to the request.
+fn request(url: &str, extra: Option<String>, limits: &Limits) -> Result<Response, FetchError> {
     let u = parse_url(url)?;
     let err = |m: String| FetchError::Http(url.to_string(), m);
     let addr = u
@@ -252,8 +260,8 @@ fn request(url: &str, range: Option<String>, limits: &Limits) -> Result<Response
         u.host_port,
         env!("CARGO_PKG_VERSION")
     );
-    if let Some(range) = range {
-        req.push_str(&format!("Range: {range}\r\n"));
+    if let Some(extra) = extra {
+        req.push_str(&extra);
     }
     req.push_str("\r\n");
     stream

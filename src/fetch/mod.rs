@@ -259,6 +259,7 @@ fn fetch_chunked(
     let job = chunked::Job {
         name: &listed.name,
         size: listed.size,
+        sha256: &listed.sha256,
         hashes: &listed.chunks,
         file: &file,
         held: &held,

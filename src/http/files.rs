@@ -221,6 +221,18 @@ pub fn artifact_reply(catalog: &Catalog, ca: &ChannelArch, name: &str, head: &He
         headers.push(("Last-Modified", crate::time::http_date(t)));
     }
     let etag = open.sha256.as_ref().map(|sha| format!("\"{sha}\""));
+    // If-Match (RFC 9110 13.1.1) before anything else: a client fetching
+    // chunks of one release must not be sent another release's bytes
+    // under the same name; `412` tells it this server moved on.
+    if let Some(want) = head.if_match.as_deref() {
+        let matches = match &etag {
+            Some(etag) => etag_matches(Some(want), etag),
+            None => want.trim() == "*",
+        };
+        if !matches {
+            return Reply::text(412, "this file is no longer the one asked for\n");
+        }
+    }
     if let (Some(sha), Some(etag)) = (&open.sha256, &etag) {
         let named_by_content = name.contains(&sha[..16]);
         headers.push(("ETag", etag.clone()));
@@ -286,8 +298,9 @@ pub fn artifact_reply(catalog: &Catalog, ca: &ChannelArch, name: &str, head: &He
     }
 }
 
-fn etag_matches(if_none_match: Option<&str>, etag: &str) -> bool {
-    if_none_match.is_some_and(|v| {
+/// Whether an `If-None-Match`/`If-Match` list names `etag` (or is `*`).
+fn etag_matches(list: Option<&str>, etag: &str) -> bool {
+    list.is_some_and(|v| {
         v.split(',')
             .map(|t| t.trim().trim_start_matches("W/"))
             .any(|t| t == etag || t == "*")
@@ -302,6 +315,7 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        412 => "Precondition Failed",
         416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",

@@ -133,6 +133,7 @@ mod tests {
             range: range.map(str::to_string),
             if_range: None,
             if_none_match: None,
+            if_match: None,
         }
     }
 

@@ -27,6 +27,9 @@ pub struct Head {
     pub range: Option<String>,
     pub if_range: Option<String>,
     pub if_none_match: Option<String>,
+    /// `If-Match`: a download of one release asks for bytes of that file
+    /// only (a mirror may have switched releases since).
+    pub if_match: Option<String>,
 }
 
 /// The methods we tell apart.
@@ -109,6 +112,7 @@ pub fn parse_head(raw: &[u8]) -> Result<Head, HeadError> {
         range: None,
         if_range: None,
         if_none_match: None,
+        if_match: None,
     };
     let mut hosts = 0;
     let mut lengths = 0;
@@ -143,6 +147,8 @@ pub fn parse_head(raw: &[u8]) -> Result<Head, HeadError> {
             head.if_range = Some(text()?);
         } else if name.eq_ignore_ascii_case("if-none-match") {
             head.if_none_match = Some(text()?);
+        } else if name.eq_ignore_ascii_case("if-match") {
+            head.if_match = Some(text()?);
         }
     }
     if hosts > 1 {

@@ -44,6 +44,9 @@ pub struct Job<'a> {
     /// For messages.
     pub name: &'a str,
     pub size: u64,
+    /// The whole file's sha256, as the manifest lists it: sent as
+    /// `If-Match`, so a server that switched releases says so (`412`).
+    pub sha256: &'a str,
     /// The manifest's sha256 per [`CHUNK_SIZE`] chunk.
     pub hashes: &'a [[u8; 32]],
     /// Where chunks are written, at their offset (already `size` long).
@@ -330,13 +333,21 @@ fn fetch_run(
     let (start, _) = job.span(first);
     let (last_start, last_len) = job.span(first + count - 1);
     let end = last_start + last_len - 1;
-    let mut resp = get_span(url, start, end, limits).map_err(|e| Failure::Again(e.to_string()))?;
+    let mut resp = get_span(url, (start, end), job.sha256, limits)
+        .map_err(|e| Failure::Again(e.to_string()))?;
     match (resp.status, resp.range_start) {
         (206, Some(s)) if s == start => {}
         // A server that ignores Range sends the file from its start.
         (200, _) if start == 0 => {}
         (200, _) => return Err(Failure::Fatal("ignores Range requests".into())),
         (416, _) => return Err(Failure::NotHeld),
+        // A mirror that moved on to a newer release: not a fault, but
+        // this source has nothing more of this one under that name.
+        (412, _) => {
+            return Err(Failure::Fatal(
+                "serves another release of this file now (412)".into(),
+            ))
+        }
         (status, _) => return Err(Failure::Again(format!("status {status}"))),
     }
     let want = end + 1 - start;
