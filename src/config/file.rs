@@ -54,6 +54,10 @@ pub(super) struct ProviderSection {
     pub(super) name: Option<String>,
     pub(super) external_url: Option<String>,
     pub(super) sign_key: Option<PathBuf>,
+    pub(super) mirror: Option<Vec<String>>,
+    pub(super) mirror_keep: Option<u64>,
+    pub(super) mirror_interval: Option<u64>,
+    pub(super) release_keys: Option<Vec<PathBuf>>,
     #[serde(default)]
     pub(super) dht: DhtSection,
 }

@@ -16,6 +16,7 @@ use libp2p::Multiaddr;
 
 mod discover;
 mod file;
+mod mirror;
 mod p2p;
 mod release;
 mod serve;
@@ -23,7 +24,7 @@ mod status;
 
 pub use crate::release::command::ReleaseCommand;
 pub use discover::{parse_boot, parse_discover, BootCommand, DiscoverCommand, DiscoverConfig};
-pub use serve::{parse_plasmd, DhtTiming, NodeConfig, P2pConfig, ServeConfig};
+pub use serve::{parse_plasmd, DhtTiming, MirrorConfig, NodeConfig, P2pConfig, ServeConfig};
 
 /// Default HTTP listen address.
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
@@ -112,20 +113,25 @@ pub(crate) fn in_range(
     }
 }
 
+/// A flag's value as a whole number of seconds.
 pub(crate) fn secs(p: &mut lexopt::Parser, flag: &str) -> Result<u64, ConfigError> {
-    let v = string(p, flag)?;
-    v.parse()
-        .map_err(|_| ConfigError::Args(format!("{flag}: {v:?} is not a whole number of seconds")))
+    whole(p, flag, "a whole number of seconds")
 }
 
 /// A flag's value as a whole number of bytes per second.
 pub(crate) fn bytes_per_sec(p: &mut lexopt::Parser, flag: &str) -> Result<u64, ConfigError> {
+    whole(p, flag, "a whole number of bytes per second")
+}
+
+/// A flag's value as a count.
+pub(crate) fn count(p: &mut lexopt::Parser, flag: &str) -> Result<u64, ConfigError> {
+    whole(p, flag, "a whole number")
+}
+
+fn whole(p: &mut lexopt::Parser, flag: &str, what: &str) -> Result<u64, ConfigError> {
     let v = string(p, flag)?;
-    v.parse().map_err(|_| {
-        ConfigError::Args(format!(
-            "{flag}: {v:?} is not a whole number of bytes per second"
-        ))
-    })
+    v.parse()
+        .map_err(|_| ConfigError::Args(format!("{flag}: {v:?} is not {what}")))
 }
 
 /// Peer ids from flags or the file, `what` naming where they came from.

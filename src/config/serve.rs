@@ -9,11 +9,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::file::{load_file, FileConfig};
+pub use super::mirror::MirrorConfig;
+use super::mirror::{build_mirror, MirrorFlags};
 use super::p2p::build_p2p;
 pub use super::p2p::P2pConfig;
 use super::{
-    bytes_per_sec, in_range, release, secs, status, string, version_line, Command, ConfigError,
-    DEFAULT_HTTP_LISTEN, MAX_MIN_RATE, MAX_RATE_WINDOW,
+    bytes_per_sec, count, in_range, release, secs, status, string, version_line, Command,
+    ConfigError, DEFAULT_HTTP_LISTEN, MAX_MIN_RATE, MAX_RATE_WINDOW,
 };
 use crate::board::BoardProfile;
 use crate::channel::check_name;
@@ -49,6 +51,8 @@ pub struct ServeConfig {
     pub dht: DhtTiming,
     /// `--sign-key`: sign generated manifests as releases (a one-provider lab).
     pub sign_key: Option<std::sync::Arc<SecretKey>>,
+    /// `--mirror`: channel/archs followed from other providers.
+    pub mirror: Option<MirrorConfig>,
 }
 
 /// Everything `plasmd node` needs.
@@ -106,6 +110,16 @@ Options (each also settable in the --config file; flags win):
   --sign-key SECFILE       sign the manifests plasmd generates with this release key (minisign
                            secret key; a one-provider lab: weaker than signing offline with
                            `plasmd release sign`, see the README)            [provider] sign_key
+  --mirror C/A             follow channel/arch C/A from other providers (repeatable): fetch
+                           each newer signed release, peers first, and serve it; kept in
+                           ARTIFACTS/.mirror                                   [provider] mirror
+  --release-key PUBFILE    with --mirror: follow only releases signed by this key (repeatable;
+                           required)                                    [provider] release_keys
+  --mirror-keep N          releases kept per mirrored channel/arch, the served one included
+                           (default 2: the previous one stays for boards still fetching it;
+                           1 to 8)                                        [provider] mirror_keep
+  --mirror-interval SECS   how often to look for a newer release (default 15)
+                                                                      [provider] mirror_interval
   --check-config           check the flags and config file (and board profile), print OK and
                            what would be advertised (channel/arch, version, signature, URL), exit
   -h, --help               print this help
@@ -166,6 +180,7 @@ pub(super) struct Flags {
     pub(super) sign_key: Option<PathBuf>,
     pub(super) trust: Vec<String>,
     pub(super) metrics_listen: Option<String>,
+    pub(super) mirror: MirrorFlags,
 }
 
 /// Which flags a subcommand accepts.
@@ -221,7 +236,8 @@ where
             "metrics-listen" => sub == Sub::Node,
             "artifacts" | "board" | "channel" | "arch" | "http-listen" | "http-min-rate"
             | "http-rate-window" | "external-url" | "provider-name" | "refresh-interval"
-            | "check-config" | "sign-key" => sub == Sub::Serve,
+            | "check-config" | "sign-key" | "mirror" | "mirror-keep" | "mirror-interval"
+            | "release-key" => sub == Sub::Serve,
             _ => true,
         };
         if !allowed {
@@ -262,6 +278,10 @@ where
             Long("external-url") => f.external_url = Some(string(&mut p, "--external-url")?),
             Long("identity") => f.identity = Some(p.value()?.into()),
             Long("sign-key") => f.sign_key = Some(p.value()?.into()),
+            Long("mirror") => f.mirror.mirror.push(string(&mut p, "--mirror")?),
+            Long("mirror-keep") => f.mirror.keep = Some(count(&mut p, "--mirror-keep")?),
+            Long("mirror-interval") => f.mirror.interval = Some(secs(&mut p, "--mirror-interval")?),
+            Long("release-key") => f.mirror.release_keys.push(p.value()?.into()),
             Long("trust") => f.trust.push(string(&mut p, "--trust")?),
             Long("metrics-listen") => f.metrics_listen = Some(string(&mut p, "--metrics-listen")?),
             Long("provider-name") => f.provider_name = Some(string(&mut p, "--provider-name")?),
@@ -460,7 +480,10 @@ fn build_serve(f: Flags) -> Result<ServeConfig, ConfigError> {
             None => None,
         };
 
+    let mirror = build_mirror(&f.mirror, &file, artifacts.as_deref())?;
+
     Ok(ServeConfig {
+        mirror,
         sign_key,
         artifacts,
         board,

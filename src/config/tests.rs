@@ -238,3 +238,87 @@ fn discover_takes_a_minimum_rate_and_its_window() {
         );
     }
 }
+
+#[test]
+fn a_mirror_needs_a_release_key_and_an_artifacts_root() {
+    let dir = std::env::temp_dir().join(format!("plasmd-mirror-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (public, secret) = (dir.join("fleet.pub"), dir.join("fleet.key"));
+    crate::minisign::keygen(&public, &secret).unwrap();
+    let key = public.to_str().unwrap();
+    let root = dir.to_str().unwrap();
+
+    let c = serve(&[
+        "--artifacts",
+        root,
+        "--mirror",
+        "stable/arm64",
+        "--release-key",
+        key,
+    ]);
+    let m = c.unwrap().mirror.expect("mirrored");
+    assert_eq!(m.channel_archs[0].to_string(), "stable/arm64");
+    assert_eq!((m.keep, m.interval), (2, Duration::from_secs(15)));
+    assert_eq!(m.dir, dir.join(".mirror"));
+
+    let refused = |args: &[&str], why: &str| {
+        let e = serve(args).unwrap_err().to_string();
+        assert!(e.contains(why), "{args:?}: {e}");
+    };
+    refused(
+        &["--artifacts", root, "--mirror", "stable/arm64"],
+        "--release-key",
+    );
+    refused(
+        &[
+            "--artifacts",
+            root,
+            "--mirror",
+            "stable",
+            "--release-key",
+            key,
+        ],
+        "CHANNEL/ARCH",
+    );
+    refused(
+        &[
+            "--artifacts",
+            root,
+            "--mirror",
+            "../x",
+            "--release-key",
+            key,
+        ],
+        "--mirror",
+    );
+    for keep in ["0", "9", "many"] {
+        let args = [
+            "--artifacts",
+            root,
+            "--mirror",
+            "stable/arm64",
+            "--release-key",
+            key,
+        ];
+        refused(
+            &[&args[..], &["--mirror-keep", keep]].concat(),
+            "--mirror-keep",
+        );
+    }
+    refused(
+        &["--artifacts", root, "--mirror-keep", "3"],
+        "only go with --mirror",
+    );
+    refused(
+        &[
+            "--board",
+            "qemu-virt",
+            "--mirror",
+            "stable/arm64",
+            "--release-key",
+            key,
+        ],
+        "needs --artifacts",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

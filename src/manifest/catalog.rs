@@ -89,6 +89,8 @@ pub struct Catalog {
     half_switched: Mutex<HashMap<ChannelArch, Instant>>,
     /// Releases held while they download, served beside the tree.
     holdings: super::holding::Holdings,
+    /// Channel/archs a mirror serves instead of a directory of the tree.
+    mirrors: super::mirrored::Mirrors,
 }
 
 /// How long a server keeps the previous manifest and signature while the
@@ -111,7 +113,17 @@ impl Catalog {
             switch_grace: Duration::ZERO,
             half_switched: Mutex::new(HashMap::new()),
             holdings: Default::default(),
+            mirrors: Default::default(),
         }
+    }
+
+    /// Serves `m` for `ca` from now on, instead of `ca`'s directory (a
+    /// mirror switching releases): the manifest and the files switch
+    /// together. The publisher hears of it at the next rescan.
+    pub fn set_mirrored(&self, ca: ChannelArch, m: super::mirrored::Mirrored) {
+        let manifest = m.manifest.clone();
+        self.mirrors.set(ca.clone(), m);
+        lock(&self.manifests).insert(ca, manifest);
     }
 
     /// Releases held while they download (see `holding`), served under
@@ -165,7 +177,7 @@ impl Catalog {
                 }
             };
             for arch in archs {
-                if found.len() >= MAX_CHANNEL_ARCHS {
+                if found.len() + self.mirrors.channel_archs().len() >= MAX_CHANNEL_ARCHS {
                     log::warn!(
                         "more than {MAX_CHANNEL_ARCHS} channel/arch directories; ignoring the rest"
                     );
@@ -175,6 +187,13 @@ impl Catalog {
                     channel: channel.clone(),
                     arch,
                 });
+            }
+        }
+        // A mirrored channel/arch is served whether or not its directory
+        // exists (the mirror's wins if it does).
+        for ca in self.mirrors.channel_archs() {
+            if !found.contains(&ca) {
+                found.push(ca);
             }
         }
         found.sort();
@@ -228,6 +247,10 @@ impl Catalog {
         let mut fresh = BTreeMap::new();
         let cas = self.channel_archs()?;
         for ca in cas.iter().cloned() {
+            if let Some(m) = self.mirrors.get(&ca) {
+                fresh.insert(ca, m.manifest);
+                continue;
+            }
             match self.scan_one(&root, &ca, true) {
                 Ok(m) => {
                     lock(&self.half_switched).remove(&ca);
@@ -405,18 +428,38 @@ impl Catalog {
     /// the open handle, so a file replaced (renamed over) meanwhile is served
     /// whole, old or new.
     pub fn open(&self, ca: &ChannelArch, name: &str) -> Result<OpenArtifact, OpenError> {
-        let manifest = self.manifest(ca).ok_or(OpenError::NotListed)?;
-        if !manifest.artifacts.contains_key(name) {
+        // A mirrored release's manifest and directory, taken together.
+        let mirrored = self.mirrors.get(ca);
+        let manifest = match &mirrored {
+            Some(m) => m.manifest.clone(),
+            None => self.manifest(ca).ok_or(OpenError::NotListed)?,
+        };
+        let Some(listed) = manifest.artifacts.get(name) else {
             return Err(OpenError::NotListed);
-        }
+        };
         let root = self.root().ok_or(OpenError::NotListed)?;
-        let (file, meta) = beneath::open_regular(&root, &rel_path(ca, name)).map_err(|e| {
+        let rel = match &mirrored {
+            Some(m) => m.dir.join(name),
+            None => rel_path(ca, name),
+        };
+        let (file, meta) = beneath::open_regular(&root, &rel).map_err(|e| {
             if e.is_exhaustion() {
                 OpenError::Exhausted(e)
             } else {
                 OpenError::Unavailable(e)
             }
         })?;
+        if mirrored.is_some() {
+            // Written by the mirror, every chunk verified on arrival; a
+            // file of another size is not the one listed.
+            let sha256 = (meta.len() == listed.size).then(|| listed.sha256.clone());
+            return Ok(OpenArtifact {
+                file,
+                size: meta.len(),
+                modified: meta.modified().ok(),
+                sha256,
+            });
+        }
         let stamp = Stamp::of(&meta);
         // The cached hash is only this handle's if nothing changed since.
         let path = dir_of(&root, ca).join(name);

@@ -19,6 +19,7 @@
 pub mod catalog;
 pub mod held;
 pub mod holding;
+pub mod mirrored;
 pub mod read;
 pub mod write;
 
