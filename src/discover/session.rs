@@ -155,6 +155,17 @@ impl Session {
     }
 }
 
+/// [`Session::lookup_until`] for a process with a DHT node of its own (a
+/// mirror): asks through `client` until something valid is found or
+/// `deadline` passes; ranked best first.
+pub(crate) async fn find(
+    client: &dht::Client,
+    query: &Query,
+    deadline: Instant,
+) -> Result<Vec<ManifestRecord>, DiscoverError> {
+    lookup(client, query, deadline, &mut Tried::default()).await
+}
+
 async fn lookup(
     client: &dht::Client,
     query: &Query,

@@ -23,11 +23,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use libp2p::identity::Keypair;
 use libp2p::kad::RecordKey;
 
 use super::client::{self, ClientError, Failure, Note};
 use super::{Query, Session};
 use crate::channel::ChannelArch;
+use crate::dht;
 use crate::fetch::{self, Checked, FetchTarget, Swarm, Tally};
 use crate::http::{HttpError, HttpLimits, HttpServer, StatusSlot};
 use crate::manifest::holding::{holding_path, Holding};
@@ -44,7 +46,7 @@ const LOOK_LIMIT: Duration = Duration::from_secs(3);
 const MAX_HOLDERS: usize = 32;
 /// Announcing (one put and one provider record) gives up after this long:
 /// the download goes on without it.
-const ANNOUNCE_LIMIT: Duration = Duration::from_secs(5);
+pub(crate) const ANNOUNCE_LIMIT: Duration = Duration::from_secs(5);
 
 /// How long a process keeps serving a release it finished downloading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +179,14 @@ impl Sharing {
         if let Some(url) = &own_url {
             // The timer is made inside the runtime: it needs its clock.
             let announced = session.rt.block_on(async {
-                let put = announce(session, &ca, &sha, url, &checked.record.version);
+                let put = announce(
+                    &session.client,
+                    &session.keypair,
+                    &ca,
+                    &sha,
+                    url,
+                    &checked.record.version,
+                );
                 tokio::time::timeout(ANNOUNCE_LIMIT, put).await
             });
             match announced {
@@ -195,15 +204,19 @@ impl Sharing {
         // A first look before the download starts, so holders already
         // there are asked from the first chunk on; then every few seconds.
         let found = Mutex::new(Vec::new());
-        session
-            .rt
-            .block_on(look_once(session, query, &sha, own_url.as_deref(), &found));
+        session.rt.block_on(look_once(
+            &session.client,
+            query,
+            &sha,
+            own_url.as_deref(),
+            &found,
+        ));
         let peers = || found.lock().map(|f| f.clone()).unwrap_or_default();
         let swarm = Swarm {
             peers: Some(&peers),
             holding: Some(&holding),
         };
-        let look = look_for_holders(session, query, &sha, own_url.as_deref(), &found);
+        let look = look_for_holders(&session.client, query, &sha, own_url.as_deref(), &found);
         session.while_running(|| download(swarm), look)
     }
 
@@ -287,31 +300,26 @@ fn http_multiaddr(url: &str) -> Option<libp2p::Multiaddr> {
 }
 
 /// Puts this process's holder record for release `sha` of `ca` (naming
-/// `url`) and announces it as a holder.
-async fn announce(
-    session: &Session,
+/// `url`, signed with `keypair`, our DHT identity) and announces it as a
+/// holder.
+pub(crate) async fn announce(
+    client: &dht::Client,
+    keypair: &Keypair,
     ca: &ChannelArch,
     sha: &str,
     url: &str,
     version: &str,
 ) -> Result<(), String> {
-    let me = session.client.peer_id().to_string();
+    let me = client.peer_id().to_string();
     let key = holder_key(&ca.channel, &ca.arch, sha, &me);
     let seq = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let record = ManifestRecord::new(url, &me, None, version)
-        .sign(
-            &key,
-            &session.keypair,
-            seq,
-            SystemTime::now() + HOLDER_TTL,
-            sha,
-        )
+        .sign(&key, keypair, seq, SystemTime::now() + HOLDER_TTL, sha)
         .and_then(|r| r.to_bytes())
         .map_err(|e| e.to_string())?;
-    session
-        .client
+    client
         .put(RecordKey::new(&key), record, HOLDER_TTL)
         .await
         .map_err(|e| e.to_string())?;
@@ -319,8 +327,7 @@ async fn announce(
     // announcements with an address; nothing dials it (the record above
     // says where the chunks are, and `/http` is no libp2p transport).
     let address = http_multiaddr(url).into_iter().collect();
-    session
-        .client
+    client
         .provide_at(
             RecordKey::new(&release_key(&ca.channel, &ca.arch, sha)),
             address,
@@ -331,8 +338,8 @@ async fn announce(
 
 /// Every [`LOOK_AGAIN`], the manifest URLs of the holders of release `sha`
 /// (but `own`) into `found`. Runs until dropped.
-async fn look_for_holders(
-    session: &Session,
+pub(crate) async fn look_for_holders(
+    client: &dht::Client,
     query: &Query,
     sha: &str,
     own: Option<&str>,
@@ -340,21 +347,21 @@ async fn look_for_holders(
 ) {
     loop {
         tokio::time::sleep(LOOK_AGAIN).await;
-        look_once(session, query, sha, own, found).await;
+        look_once(client, query, sha, own, found).await;
     }
 }
 
 /// One look for the holders of release `sha` (but `own`), into `found`;
 /// `query` carries no publisher pins (see `Sharing::download`).
-async fn look_once(
-    session: &Session,
+pub(crate) async fn look_once(
+    client: &dht::Client,
     query: &Query,
     sha: &str,
     own: Option<&str>,
     found: &Mutex<Vec<String>>,
 ) {
     let until = tokio::time::Instant::now() + LOOK_LIMIT;
-    let urls = super::session::holders(&session.client, query, sha, MAX_HOLDERS, until)
+    let urls = super::session::holders(client, query, sha, MAX_HOLDERS, until)
         .await
         .unwrap_or_default();
     let urls: Vec<String> = urls

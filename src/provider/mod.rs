@@ -19,6 +19,7 @@ use tokio::sync::{watch, Notify};
 use crate::board::health::{self, HealthChecks};
 
 mod changes;
+pub mod mirror;
 mod probes;
 pub mod publisher;
 use crate::board::notify::Notifier;
@@ -188,6 +189,23 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
             rescan.clone(),
             shutdown.clone(),
         ));
+        let mirrors: Vec<_> = cfg
+            .mirror
+            .iter()
+            .flat_map(|m| m.channel_archs.iter().map(move |ca| (m, ca)))
+            .map(|(m, ca)| {
+                let mirror = mirror::Mirror {
+                    ca: ca.clone(),
+                    cfg: m.clone(),
+                    client: client.clone(),
+                    keypair: keypair.clone(),
+                    catalog: catalog.clone(),
+                    base_url: base_url.clone(),
+                    rescan: rescan.clone(),
+                };
+                tokio::spawn(mirror.run(shutdown.clone()))
+            })
+            .collect();
         // On a board without --artifacts, the root is the netboot partition.
         let tracker = match (&cfg.board, &cfg.artifacts) {
             (Some(board), None) => Some(tokio::spawn(partition::track(
@@ -229,6 +247,9 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
 
         wait_then_stop(shutdown, async move {
             let _ = pub_task.await;
+            for m in mirrors {
+                let _ = m.await;
+            }
             let _ = watcher.await;
             let _ = health.await;
             if let Some(t) = tracker {
@@ -274,6 +295,9 @@ fn print_advertised(
     let cas = catalog.channel_archs().unwrap_or_default();
     for ca in &cas {
         println!("advertising {}", Publisher::url(base_url, ca));
+    }
+    for line in mirror_lines(cfg).lines() {
+        println!("{}", line.trim_start());
     }
     match (&cfg.artifacts, cas.is_empty()) {
         (Some(dir), true) => println!(
@@ -363,6 +387,7 @@ fn flush_stdout() {
 /// of the artifacts tree as `serve` would make it, without binding or
 /// publishing anything.
 pub fn describe(cfg: &ServeConfig) -> String {
+    let mirrored = mirror_lines(cfg);
     let Some(root) = &cfg.artifacts else {
         return "  artifacts: on the board's netboot partition; nothing to show until it is found\n"
             .into();
@@ -375,11 +400,11 @@ pub fn describe(cfg: &ServeConfig) -> String {
         .unwrap_or_else(|| derived_base_url(cfg.http_listen));
     let manifests = match catalog.rescan() {
         Ok(m) => m,
-        Err(e) => return format!("  nothing to advertise: {e}\n"),
+        Err(e) => return format!("  nothing to advertise: {e}\n{mirrored}"),
     };
     if manifests.is_empty() {
         return format!(
-            "  nothing to advertise: no <channel>/<arch> directories under {}\n",
+            "  nothing to advertise: no <channel>/<arch> directories under {}\n{mirrored}",
             root.display()
         );
     }
@@ -400,7 +425,25 @@ pub fn describe(cfg: &ServeConfig) -> String {
             Publisher::url(&base, ca)
         ));
     }
-    out
+    out + &mirrored
+}
+
+/// One line per mirrored channel/arch: what it follows and where it keeps
+/// it.
+fn mirror_lines(cfg: &ServeConfig) -> String {
+    let Some(m) = &cfg.mirror else {
+        return String::new();
+    };
+    m.channel_archs
+        .iter()
+        .map(|ca| {
+            format!(
+                "  {ca}: mirrored from other providers (releases signed by {}), kept in {}\n",
+                m.release_keys.ids(),
+                m.dir.join(&ca.channel).join(&ca.arch).display()
+            )
+        })
+        .collect()
 }
 
 /// `http://<host>:<port>` for the bound HTTP address: the address itself,
