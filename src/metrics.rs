@@ -51,6 +51,55 @@ pub struct AdvertLabels {
     pub release_seq: String,
 }
 
+/// Where verified chunk bytes came from: `origin` or `peer`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: &'static str,
+}
+
+/// Chunks of releases (see "Boot storms"): those this process downloaded,
+/// verified, by where they came from, and those it served to other boards.
+#[derive(Default)]
+pub struct ChunkMetrics {
+    pub received: Family<SourceLabel, Counter>,
+    pub received_bytes: Family<SourceLabel, Counter>,
+    /// Chunks that did not verify (each dropped its source).
+    pub bad: Counter,
+    /// Chunk requests answered (a `Range` of the chunk engine, on the tree
+    /// or under `/_release/`), and their body bytes.
+    pub served_requests: Counter,
+    pub served_bytes: Counter,
+}
+
+impl ChunkMetrics {
+    fn label(origin: bool) -> SourceLabel {
+        SourceLabel {
+            source: if origin { "origin" } else { "peer" },
+        }
+    }
+
+    /// Counts one verified chunk of `bytes` from an origin or a peer.
+    pub fn received(&self, origin: bool, bytes: u64) {
+        self.received.get_or_create(&Self::label(origin)).inc();
+        self.received_bytes
+            .get_or_create(&Self::label(origin))
+            .inc_by(bytes);
+    }
+
+    /// Verified bytes received so far from origins (`true`) or peers.
+    pub fn received_bytes(&self, origin: bool) -> u64 {
+        self.received_bytes
+            .get(&Self::label(origin))
+            .map_or(0, |c| c.get())
+    }
+
+    /// Counts one chunk request answered with `bytes` of body.
+    pub fn served(&self, bytes: u64) {
+        self.served_requests.inc();
+        self.served_bytes.inc_by(bytes);
+    }
+}
+
 /// The netboot partition a board profile looks for.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
@@ -136,6 +185,7 @@ pub struct Metrics {
     registry: Registry,
     pub http: HttpMetrics,
     pub dht: DhtMetrics,
+    pub chunks: ChunkMetrics,
     /// What each channel/arch advertises.
     pub adverts: Family<AdvertLabels, Gauge>,
     /// Watchdog pets, and health-check failures by `check`.
@@ -250,6 +300,33 @@ impl Metrics {
             "what each channel/arch advertises (value 1)",
             adverts.clone(),
         );
+        let chunks = ChunkMetrics::default();
+        let c = ours.sub_registry_with_prefix("chunks");
+        c.register(
+            "received",
+            "release chunks downloaded and verified, by source (origin or peer)",
+            chunks.received.clone(),
+        );
+        c.register(
+            "received_bytes",
+            "bytes of release chunks downloaded and verified, by source",
+            chunks.received_bytes.clone(),
+        );
+        c.register(
+            "bad",
+            "release chunks that did not verify (each dropped its source)",
+            chunks.bad.clone(),
+        );
+        c.register(
+            "served_requests",
+            "chunk requests of other boards answered",
+            chunks.served_requests.clone(),
+        );
+        c.register(
+            "served_bytes",
+            "bytes of chunks sent to other boards",
+            chunks.served_bytes.clone(),
+        );
         let b = ours.sub_registry_with_prefix("board");
         b.register("watchdog_pets", "hardware watchdog pets", pets.clone());
         b.register(
@@ -267,6 +344,7 @@ impl Metrics {
             registry,
             http,
             dht,
+            chunks,
             adverts,
             watchdog_pets: pets,
             health_failures: health,

@@ -85,6 +85,31 @@ fn a_mirror_follows_the_release_and_keeps_the_previous_one_for_boards_still_fetc
     assert_eq!(get(port, "/stable/arm64/manifest.json"), (200, m1.clone()));
     assert_eq!(get(port, "/stable/arm64/rootfs.img"), (200, v1.clone()));
 
+    // Counted: every byte of release 1 came from the origin, in chunks the
+    // origin counts as served; `plasmd status` says so.
+    let release_bytes = v1.len() + 18 + 100_000 + 3;
+    let metrics = String::from_utf8(get(port, "/metrics").1).unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "plasmd_chunks_received_bytes_total{{source=\"origin\"}} {release_bytes}\n"
+        )),
+        "{metrics}"
+    );
+    let origin_metrics = String::from_utf8(get(origin.http_port, "/metrics").1).unwrap();
+    let served = metric(&origin_metrics, "plasmd_chunks_served_bytes_total");
+    assert_eq!(served, release_bytes as u64, "{origin_metrics}");
+    let status = run(
+        PLASMD,
+        &["status", "--url", &format!("http://127.0.0.1:{port}")],
+    );
+    assert!(
+        status
+            .stdout
+            .contains("Release chunks: 0.0 MiB from peers, 6.1 MiB from origins"),
+        "{}",
+        status.stdout
+    );
+
     // A board starts downloading release 1 from the mirror, and is slow.
     let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(30)))
@@ -157,6 +182,15 @@ fn a_mirror_follows_the_release_and_keeps_the_previous_one_for_boards_still_fetc
         get(again.http_port, "/stable/arm64/manifest.json"),
         (200, m3)
     );
+}
+
+/// The value of an unlabelled metric.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .parse()
+        .unwrap()
 }
 
 /// `GET target` with extra header lines; (status, head, body).

@@ -128,6 +128,9 @@ pub fn fetch(
 pub struct Sharing {
     server: HttpServer,
     catalog: Arc<Catalog>,
+    /// The server's metrics (`/metrics` on the share port): chunks served
+    /// to other boards, and received by this download.
+    metrics: Arc<crate::metrics::Metrics>,
     linger: Linger,
 }
 
@@ -135,16 +138,18 @@ impl Sharing {
     /// Starts the server on `listen` (what it holds is added per download).
     pub fn start(listen: SocketAddr, linger: Linger) -> Result<Sharing, HttpError> {
         let catalog = Arc::new(Catalog::new(None, Vec::new(), Vec::new()));
+        let metrics = crate::metrics::Metrics::new();
         let server = HttpServer::start(
             listen,
             catalog.clone(),
-            crate::metrics::Metrics::new(),
+            metrics.clone(),
             StatusSlot::default(),
             HttpLimits::default(),
         )?;
         Ok(Sharing {
             server,
             catalog,
+            metrics,
             linger,
         })
     }
@@ -215,6 +220,7 @@ impl Sharing {
         let swarm = Swarm {
             peers: Some(&peers),
             holding: Some(&holding),
+            metrics: Some(&self.metrics.chunks),
         };
         let look = look_for_holders(&session.client, query, &sha, own_url.as_deref(), &found);
         session.while_running(|| download(swarm), look)

@@ -29,6 +29,7 @@ use crate::channel::is_safe_file_name;
 use crate::manifest::held::Held;
 use crate::manifest::holding::{HeldFile, Holding};
 use crate::manifest::{parse_manifest_and_boot, Artifact, BootSpec};
+use crate::metrics::ChunkMetrics;
 use crate::record::ManifestRecord;
 use crate::release::{Release, ReleaseError, ReleaseKeys};
 
@@ -176,6 +177,8 @@ pub struct Swarm<'a> {
     pub peers: Option<&'a (dyn Fn() -> Vec<String> + Sync)>,
     /// Where each artifact's verified chunks are offered as they arrive.
     pub holding: Option<&'a Holding>,
+    /// Where chunks received (by source) and bad chunks are counted.
+    pub metrics: Option<&'a ChunkMetrics>,
 }
 
 /// Fetches artifact `name` (listed in `manifest`) to `out`, verified:
@@ -215,7 +218,7 @@ pub fn fetch_artifact(
                 })
                 .collect()
         };
-        return fetch_chunked(listed, origin, &peers, swarm.holding, &part, out, limits);
+        return fetch_chunked(listed, origin, &peers, swarm, &part, out, limits);
     }
     fetch_whole(listed, url, &part, out, limits)?;
     Ok(Tally {
@@ -243,7 +246,7 @@ fn fetch_chunked(
     listed: &Artifact,
     origin: Source,
     peers: &(dyn Fn() -> Vec<Source> + Sync),
-    holding: Option<&Holding>,
+    swarm: Swarm,
     part: &Path,
     out: &Path,
     limits: &Limits,
@@ -264,9 +267,10 @@ fn fetch_chunked(
         file: &file,
         held: &held,
         // A download that offers its chunks is one of a rack's.
-        shared: holding.is_some(),
+        shared: swarm.holding.is_some(),
+        metrics: swarm.metrics,
     };
-    if let Some(h) = holding {
+    if let Some(h) = swarm.holding {
         let offered = HeldFile {
             file: file.clone(),
             size: listed.size,

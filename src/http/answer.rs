@@ -70,7 +70,13 @@ pub(super) fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> (Reply, &'stat
         }
         Route::File(ca, name) => (
             files::artifact_reply(&ctx.catalog, &ca, &name, head),
-            "artifact",
+            // The chunk engine names the file it wants (`If-Match`): a
+            // board fetching chunks of a release, counted as such.
+            if head.if_match.is_some() && head.range.is_some() {
+                "chunks"
+            } else {
+                "artifact"
+            },
         ),
         Route::Have(ca, name) => (files::have_reply(&ctx.catalog, &ca, &name), "have"),
         Route::Release {
@@ -80,7 +86,11 @@ pub(super) fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> (Reply, &'stat
             have,
         } => (
             super::holding::release_reply(&ctx.catalog, &sha256, &ca, &name, have, head),
-            if have { "have" } else { "release" },
+            match name.as_str() {
+                _ if have => "have",
+                MANIFEST_NAME | SIGNATURE_NAME => "release",
+                _ => "chunks",
+            },
         ),
     }
 }

@@ -181,6 +181,9 @@ async fn serve(stream: &TcpStream, peer: SocketAddr, slot: &Slot, ctx: &Ctx) {
         m.response_seconds.observe(started.elapsed().as_secs_f64());
         if result.is_ok() && !head_only {
             m.sent_bytes.inc_by(body_len);
+            if class == "chunks" && matches!(status, 200 | 206) {
+                ctx.metrics.chunks.served(body_len);
+            }
         }
         match result {
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {

@@ -77,6 +77,8 @@ pub struct Mirror {
     pub base_url: String,
     /// Wakes the provider's rescan (and so the publisher) after a switch.
     pub rescan: Arc<Notify>,
+    /// Chunks received are counted here (`/metrics`, the status page).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Mirror {
@@ -265,6 +267,7 @@ impl Mirror {
         share::look_once(&self.client, query, &sha, Some(&own_url), &found).await;
         let fetching = {
             let (checked, found, holding) = (checked.clone(), found.clone(), holding.clone());
+            let metrics = self.metrics.clone();
             let target = FetchTarget::All {
                 dir: target.clone(),
             };
@@ -274,6 +277,7 @@ impl Mirror {
                 let swarm = Swarm {
                     peers: Some(&peers),
                     holding: Some(&holding),
+                    metrics: Some(&metrics.chunks),
                 };
                 fetch::run(&checked, &target, &limits, swarm)
             })

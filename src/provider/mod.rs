@@ -202,6 +202,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
                     catalog: catalog.clone(),
                     base_url: base_url.clone(),
                     rescan: rescan.clone(),
+                    metrics: metrics.clone(),
                 };
                 tokio::spawn(mirror.run(shutdown.clone()))
             })

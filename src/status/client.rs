@@ -21,6 +21,8 @@ struct WireStatus {
     problems: heapless::Vec<heapless::String<256>, { super::MAX_PROBLEMS }>,
     dht: WireDht,
     http: WireHttp,
+    #[serde(default)]
+    chunks: Option<super::ChunkFigures>,
     channels: Channels,
 }
 
@@ -117,6 +119,10 @@ pub fn query(base: &str) -> Result<(String, bool), StatusError> {
             published,
             c.url
         ));
+    }
+    // Older plasmds say nothing of chunks.
+    if let Some(c) = &s.chunks {
+        out.push_str(&format!("Release chunks: {}\n", super::chunk_line(c)));
     }
     for p in &s.problems {
         out.push_str(&format!("problem: {p}\n"));

@@ -26,6 +26,26 @@ pub use page::refresh_from_query;
 
 /// A status page rendered without auto-refresh (`Status::html(None)`), as
 /// the one that refreshes every `refresh` seconds.
+/// `3.0 MiB from peers, 1.0 MiB from origins, 1 bad chunk refused; 5.0 MiB
+/// served to boards in 4 requests`: the page's and `plasmd status`'s line.
+pub fn chunk_line(c: &ChunkFigures) -> String {
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let mut line = format!(
+        "{:.1} MiB from peers, {:.1} MiB from origins",
+        mib(c.from_peers_bytes),
+        mib(c.from_origin_bytes)
+    );
+    if c.bad > 0 {
+        line.push_str(&format!(", {} bad chunk(s) refused", c.bad));
+    }
+    line.push_str(&format!(
+        "; {:.1} MiB served to boards in {} request(s)",
+        mib(c.served_bytes),
+        c.served_requests
+    ));
+    line
+}
+
 pub fn page_with_refresh(page: &[u8], refresh: Option<u32>) -> Vec<u8> {
     match std::str::from_utf8(page) {
         Ok(p) => page::with_refresh(p, refresh).into_bytes(),
@@ -66,7 +86,20 @@ pub struct Status {
     pub open_connections: i64,
     /// Responses being sent now.
     pub downloads: i64,
+    pub chunks: ChunkFigures,
     pub channels: Vec<ChannelStatus>,
+}
+
+/// Release chunks this plasmd downloaded (a mirror), by where they came
+/// from, and served to boards (see "Boot storms").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ChunkFigures {
+    pub from_peers_bytes: u64,
+    pub from_origin_bytes: u64,
+    /// Chunks that did not verify.
+    pub bad: u64,
+    pub served_bytes: u64,
+    pub served_requests: u64,
 }
 
 /// One advertised channel/arch.
@@ -153,6 +186,16 @@ impl StatusSource {
             records_stored: d.records_stored.get(),
             open_connections: self.metrics.http.open_connections.get(),
             downloads: self.metrics.http.responses_in_progress.get(),
+            chunks: {
+                let c = &self.metrics.chunks;
+                ChunkFigures {
+                    from_peers_bytes: c.received_bytes(false),
+                    from_origin_bytes: c.received_bytes(true),
+                    bad: c.bad.get(),
+                    served_bytes: c.served_bytes.get(),
+                    served_requests: c.served_requests.get(),
+                }
+            },
             channels,
         }
     }
@@ -180,6 +223,7 @@ impl Status {
                 open_connections: self.open_connections,
                 downloads: self.downloads,
             },
+            chunks: self.chunks,
             channels: self
                 .channels
                 .iter()
@@ -233,6 +277,7 @@ struct WireStatus<'a> {
     problems: &'a [String],
     dht: WireDht,
     http: WireHttp,
+    chunks: ChunkFigures,
     channels: Vec<WireChannel<'a>>,
 }
 
@@ -285,6 +330,13 @@ mod tests {
             records_stored: 2,
             open_connections: 5,
             downloads: 1,
+            chunks: ChunkFigures {
+                from_peers_bytes: 3 << 20,
+                from_origin_bytes: 1 << 20,
+                bad: 1,
+                served_bytes: 5 << 20,
+                served_requests: 4,
+            },
             channels: vec![
                 ChannelStatus {
                     channel: "stable".into(),
@@ -314,7 +366,9 @@ mod tests {
             "{{\"plasmd\":\"{}\",\"peer_id\":\"12D3KooW\",\"addrs\":[\"/ip4/192.0.2.1/tcp/4001\"],\
              \"now\":1795345200,\"healthy\":true,\"problems\":[],\
              \"dht\":{{\"routing_table_peers\":3,\"records_stored\":2}},\
-             \"http\":{{\"open_connections\":5,\"downloads\":1}},\"channels\":[\
+             \"http\":{{\"open_connections\":5,\"downloads\":1}},\
+             \"chunks\":{{\"from_peers_bytes\":3145728,\"from_origin_bytes\":1048576,\"bad\":1,\
+             \"served_bytes\":5242880,\"served_requests\":4}},\"channels\":[\
              {{\"channel\":\"stable\",\"arch\":\"arm64\",\"version\":\"2026.11 \\\"lts\\\"\",\
              \"release_seq\":7,\"release_key\":\"0123456789abcdef\",\"signed\":true,\
              \"url\":\"http://192.0.2.1:8080/stable/arm64/manifest.json\",\

@@ -115,6 +115,10 @@ fn render_plain(s: &Status) -> String {
             plural(s.downloads, "download")
         ),
     );
+    let c = &s.chunks;
+    if c.from_peers_bytes + c.from_origin_bytes + c.served_requests > 0 {
+        item(&mut h, "Release chunks", &esc(&super::chunk_line(c)));
+    }
     item(&mut h, "As of", &utc(s.now));
     h.push_str("</dl></section>\n");
     if s.channels.is_empty() {
@@ -270,6 +274,7 @@ mod tests {
             records_stored: 3,
             open_connections: 2,
             downloads: 0,
+            chunks: Default::default(),
             channels: vec![ChannelStatus {
                 channel: "stable".into(),
                 arch: "arm64".into(),

@@ -28,6 +28,7 @@ use super::client::{get_small, get_span, Limits};
 use super::FetchError;
 use crate::manifest::held::{parse_have, Held};
 use crate::manifest::{chunk_span, CHUNK_SIZE};
+use crate::metrics::ChunkMetrics;
 pub use plan::Failure;
 use plan::{Pick, Plan};
 
@@ -55,6 +56,8 @@ pub struct Job<'a> {
     pub held: &'a Held,
     /// Part of a rack's download: peers are looked for while it runs.
     pub shared: bool,
+    /// Where chunks received and bad chunks are counted, if anywhere.
+    pub metrics: Option<&'a ChunkMetrics>,
 }
 
 impl Job<'_> {
@@ -290,12 +293,24 @@ fn work(job: &Job, shared: &Shared, limits: &Limits) -> Option<String> {
                 first,
                 count,
             } => {
-                let url = shared.lock().sources[source].url.clone();
+                let (url, origin) = {
+                    let plan = shared.lock();
+                    (
+                        plan.sources[source].url.clone(),
+                        plan.sources[source].origin,
+                    )
+                };
                 let result = fetch_run(job, &url, first, count, limits, |i, len| {
                     shared.lock().chunk_done(source, i, len, Instant::now());
+                    if let Some(m) = job.metrics {
+                        m.received(origin, len);
+                    }
                 });
                 if let Err(Failure::Fatal(why) | Failure::BadChunk(why)) = &result {
                     log::warn!("{}: dropping source {url}: {why}", job.name);
+                }
+                if let (Err(Failure::BadChunk(_)), Some(m)) = (&result, job.metrics) {
+                    m.bad.inc();
                 }
                 shared.lock().finish_run(source, first, count, result.err());
             }
