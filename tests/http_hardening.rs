@@ -325,3 +325,31 @@ fn an_artifact_replaced_during_a_download_is_never_torn() {
         body.len()
     );
 }
+
+#[test]
+fn an_upload_cap_holds_every_response_together_to_its_rate() {
+    let dir = TempDir::new("http-cap");
+    let root = artifacts(dir.path());
+    let data: Vec<u8> = (0..1_500_000).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.join("stable/arm64/rootfs.img"), &data).unwrap();
+    // 1 MB/s in all: two boards fetching 1.5 MB each take about 3 s.
+    let s = serve(dir.path(), &root, &["--http-max-rate", "1000000"]);
+    let port = s.http_port;
+    let started = Instant::now();
+    let boards: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || http(port, "GET", "/stable/arm64/rootfs.img")))
+        .collect();
+    // Small answers are not held back by the cap.
+    let (status, _, _) = http(port, "GET", "/healthz");
+    assert_eq!(status, 200);
+    for b in boards {
+        let (status, _, body) = b.join().unwrap();
+        assert_eq!(status, 200);
+        assert!(body == data, "byte-exact under the cap");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500),
+        "3 MB went out in {took:?} under a 1 MB/s cap"
+    );
+}

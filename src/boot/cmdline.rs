@@ -9,9 +9,10 @@
 //! `phase.rate_window=SECS` (how slow a provider may send; see
 //! `fetch::Limits`), `phase.share_port=PORT` (where the board serves the
 //! chunks it verified to the rest of the rack while it downloads; default
-//! 8090, 0 turns sharing off) and `phase.seed_linger=SECS` (how long at
+//! 8090, 0 turns sharing off), `phase.seed_linger=SECS` (how long at
 //! most it keeps serving before kexec; default 60, 0 not at all; it stops
-//! sooner once nothing was asked for 5 s). Other words are the kernel's
+//! sooner once nothing was asked for 5 s) and `phase.share_rate=BYTES`
+//! (its upload cap; default 0, none). Other words are the kernel's
 //! and are ignored; a `phase.` word we do not know is an error, so a typo
 //! does not silently fall back to a default.
 
@@ -63,6 +64,8 @@ pub struct Settings {
     pub share_port: u16,
     /// How long sharing may go on after the download, before kexec.
     pub linger: crate::discover::share::Linger,
+    /// Upload cap of the share port, bytes per second (0: none).
+    pub share_rate: u64,
 }
 
 /// The architecture name boards use for the machine this runs on.
@@ -128,6 +131,7 @@ pub fn parse(cmdline: &str) -> Result<Settings, CmdlineError> {
         limits: Limits::default(),
         share_port: DEFAULT_SHARE_PORT,
         linger: Default::default(),
+        share_rate: 0,
     };
     for word in cmdline.split_ascii_whitespace() {
         let Some(setting) = word.strip_prefix("phase.") else {
@@ -177,6 +181,9 @@ pub fn parse(cmdline: &str) -> Result<Settings, CmdlineError> {
             "seed_linger" => {
                 s.linger.max = Duration::from_secs(number(name, value, 0, 3600, "seconds")?)
             }
+            "share_rate" => {
+                s.share_rate = number(name, value, 0, MAX_MIN_RATE, "bytes per second")?
+            }
             _ => return Err(bad(format!("phase.{name}: unknown setting"))),
         }
     }
@@ -205,10 +212,11 @@ mod tests {
             "console=ttyAMA0 quiet phase.channel=stable phase.mdns=0 \
              phase.bootstrap=/ip4/192.0.2.1/tcp/4001 phase.release_key={line} \
              phase.state=PHASESTATE phase.timeout=5 phase.min_rate=0 phase.rate_window=20 \
-             phase.share_port=0 phase.seed_linger=10"
+             phase.share_port=0 phase.seed_linger=10 phase.share_rate=4000000"
         ))
         .unwrap();
         assert_eq!((s.share_port, s.linger.max), (0, Duration::from_secs(10)));
+        assert_eq!(s.share_rate, 4_000_000);
         assert_eq!(
             (s.channel.as_str(), s.arch.as_str()),
             ("stable", running_arch())

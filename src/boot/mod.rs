@@ -145,7 +145,7 @@ fn start_sharing(settings: &cmdline::Settings) -> Option<Sharing> {
         return None;
     }
     let listen = std::net::SocketAddr::from(([0, 0, 0, 0], settings.share_port));
-    match Sharing::start(listen, settings.linger) {
+    match Sharing::start(listen, settings.linger, settings.share_rate) {
         Ok(s) => {
             say(&format!(
                 "sharing what this board downloads on port {}",

@@ -73,6 +73,8 @@ Options:
                          holders found there are asked for chunks too (needs --fetch/--fetch-all)
   --seed-linger SECS     after the download, keep serving until no chunk was asked for 5 s, at
                          most SECS (default 60; 0 stops at once)          (needs --seed)
+  --seed-rate BYTES      send at most this many bytes per second to other boards in all
+                         (default 0: no cap)                              (needs --seed)
   --release-key PUBFILE  accept only providers whose manifest is a release signed by this
                          minisign public key, for this channel/arch; repeatable (key rotation);
                          then any provider will do, pinned or not   [discover] release_keys
@@ -117,6 +119,7 @@ where
     let (mut watch, mut interval) = (false, None);
     let (mut min_rate, mut rate_window) = (None::<u64>, None::<u64>);
     let (mut peers, mut seed, mut linger) = (Vec::new(), None::<String>, None);
+    let mut seed_rate = None;
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(DiscoverCommand::Print(DISCOVER_HELP.into())),
@@ -135,6 +138,7 @@ where
             Long("peer") => peers.push(string(&mut p, "--peer")?),
             Long("seed") => seed = Some(string(&mut p, "--seed")?),
             Long("seed-linger") => linger = Some(secs(&mut p, "--seed-linger")?),
+            Long("seed-rate") => seed_rate = Some(bytes_per_sec(&mut p, "--seed-rate")?),
             Long("json") => json = true,
             Long("mdns") => mdns = true,
             Long("all") => all = true,
@@ -217,8 +221,10 @@ where
             "--peer and --seed go with --fetch NAME or --fetch-all DIR".into(),
         ));
     }
-    if linger.is_some() && seed.is_none() {
-        return Err(ConfigError::Args("--seed-linger goes with --seed".into()));
+    if (linger.is_some() || seed_rate.is_some()) && seed.is_none() {
+        return Err(ConfigError::Args(
+            "--seed-linger and --seed-rate go with --seed".into(),
+        ));
     }
     for peer in &peers {
         crate::fetch::check_url(peer).map_err(|e| ConfigError::Invalid(format!("--peer: {e}")))?;
@@ -235,6 +241,13 @@ where
     let mut share = ShareConfig {
         peers,
         seed,
+        rate: in_range(
+            "--seed-rate",
+            seed_rate.unwrap_or(0),
+            0,
+            MAX_MIN_RATE,
+            "bytes per second",
+        )?,
         ..ShareConfig::default()
     };
     if let Some(max) = linger {
@@ -370,5 +383,11 @@ Reads its settings from the kernel command line (/proc/cmdline, or --cmdline):
   phase.min_rate=BYTES      pass over a provider sending slower than this, averaged over
                             the window (default 65536; 0 turns the rule off)
   phase.rate_window=SECS    the window the minimum rate is judged over (default 10)
+  phase.share_port=PORT     serve verified chunks to the rest of the rack while downloading,
+                            on this port (default 8090; 0: do not share)
+  phase.seed_linger=SECS    after the download, keep serving until nothing was asked for 5 s,
+                            at most this long (default 60)
+  phase.share_rate=BYTES    send other boards at most this many bytes per second in all
+                            (default 0: no cap)
 Runs until it has kexec'd into a verified release; never gives up.
 ";

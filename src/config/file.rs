@@ -75,6 +75,7 @@ pub(super) struct HttpSection {
     pub(super) listen: Option<String>,
     pub(super) min_rate: Option<u64>,
     pub(super) rate_window: Option<u64>,
+    pub(super) max_rate: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -95,6 +95,8 @@ Options (each also settable in the --config file; flags win):
                            window, is cut off (default 4096; 0 turns it off)  [http] min_rate
   --http-rate-window SECS  the window the minimum rate is averaged over (default 30,
                            at most 3600)                                     [http] rate_window
+  --http-max-rate BYTES    all responses together send at most this many bytes/s (default 0:
+                           no cap; e.g. a booted board mirroring while it works) [http] max_rate
   --p2p-listen MULTIADDR   libp2p listen address, repeatable (default /ip4/0.0.0.0/tcp/4001)
   --bootstrap MULTIADDR    a DHT peer to join through, repeatable (/ip4/.../tcp/.../p2p/<id>)
   --p2p-announce MULTIADDR address peers should dial, repeatable (e.g. a port forward); when
@@ -166,6 +168,7 @@ pub(super) struct Flags {
     pub(super) http_listen: Option<String>,
     pub(super) http_min_rate: Option<u64>,
     pub(super) http_rate_window: Option<u64>,
+    pub(super) http_max_rate: Option<u64>,
     pub(super) p2p_listen: Vec<String>,
     pub(super) bootstrap: Vec<String>,
     pub(super) announce: Vec<String>,
@@ -235,9 +238,9 @@ where
             "identity" => true,
             "metrics-listen" => sub == Sub::Node,
             "artifacts" | "board" | "channel" | "arch" | "http-listen" | "http-min-rate"
-            | "http-rate-window" | "external-url" | "provider-name" | "refresh-interval"
-            | "check-config" | "sign-key" | "mirror" | "mirror-keep" | "mirror-interval"
-            | "release-key" => sub == Sub::Serve,
+            | "http-rate-window" | "http-max-rate" | "external-url" | "provider-name"
+            | "refresh-interval" | "check-config" | "sign-key" | "mirror" | "mirror-keep"
+            | "mirror-interval" | "release-key" => sub == Sub::Serve,
             _ => true,
         };
         if !allowed {
@@ -268,6 +271,9 @@ where
             }
             Long("http-rate-window") => {
                 f.http_rate_window = Some(secs(&mut p, "--http-rate-window")?)
+            }
+            Long("http-max-rate") => {
+                f.http_max_rate = Some(bytes_per_sec(&mut p, "--http-max-rate")?)
             }
             Long("p2p-listen") => f.p2p_listen.push(string(&mut p, "--p2p-listen")?),
             Long("bootstrap") => f.bootstrap.push(string(&mut p, "--bootstrap")?),
@@ -430,7 +436,15 @@ fn build_serve(f: Flags) -> Result<ServeConfig, ConfigError> {
         MAX_RATE_WINDOW,
         "seconds",
     )?);
+    let max_rate = in_range(
+        "--http-max-rate / [http] max_rate",
+        f.http_max_rate.or(file.http.max_rate).unwrap_or(0),
+        0,
+        MAX_MIN_RATE,
+        "bytes per second",
+    )?;
     let http_limits = HttpLimits {
+        max_rate,
         min_rate,
         rate_window,
     };

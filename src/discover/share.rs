@@ -78,6 +78,8 @@ pub struct ShareConfig {
     /// Serve and announce what is downloaded, on this address.
     pub seed: Option<SocketAddr>,
     pub linger: Linger,
+    /// Upload cap of that server, bytes per second (0: none).
+    pub rate: u64,
 }
 
 /// `--fetch`/`--fetch-all` along the client path, sharing as `share`
@@ -92,7 +94,7 @@ pub fn fetch(
 ) -> Result<(Vec<PathBuf>, Tally), ClientError> {
     let sharing = share
         .seed
-        .map(|listen| Sharing::start(listen, share.linger))
+        .map(|listen| Sharing::start(listen, share.linger, share.rate))
         .transpose()
         .map_err(|e| ClientError::Share(e.to_string()))?;
     let take = |c: &Checked| {
@@ -135,8 +137,9 @@ pub struct Sharing {
 }
 
 impl Sharing {
-    /// Starts the server on `listen` (what it holds is added per download).
-    pub fn start(listen: SocketAddr, linger: Linger) -> Result<Sharing, HttpError> {
+    /// Starts the server on `listen` (what it holds is added per download),
+    /// sending at most `rate` bytes a second in all (0: no cap).
+    pub fn start(listen: SocketAddr, linger: Linger, rate: u64) -> Result<Sharing, HttpError> {
         let catalog = Arc::new(Catalog::new(None, Vec::new(), Vec::new()));
         let metrics = crate::metrics::Metrics::new();
         let server = HttpServer::start(
@@ -144,7 +147,10 @@ impl Sharing {
             catalog.clone(),
             metrics.clone(),
             StatusSlot::default(),
-            HttpLimits::default(),
+            HttpLimits {
+                max_rate: rate,
+                ..HttpLimits::default()
+            },
         )?;
         Ok(Sharing {
             server,

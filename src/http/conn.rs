@@ -171,7 +171,7 @@ async fn serve(stream: &TcpStream, peer: SocketAddr, slot: &Slot, ctx: &Ctx) {
                 reply,
                 head_only,
                 keep,
-                &ctx.limits,
+                Pacer::new(&ctx.limits, ctx.cap.clone()),
                 &ctx.warmer,
                 &date,
             ))
@@ -292,11 +292,10 @@ pub async fn send(
     reply: Reply,
     head_only: bool,
     keep: bool,
-    limits: &HttpLimits,
+    mut pacer: Pacer,
     warmer: &Warmer,
     date: &str,
 ) -> io::Result<()> {
-    let mut pacer = Pacer::new(limits);
     let head = reply.head_bytes(keep, date);
     let Body::File { file, start, len } = reply.body else {
         let body = if head_only {
@@ -369,10 +368,14 @@ async fn send_file(
         let count = usize::try_from(ready - offset)
             .unwrap_or(usize::MAX)
             .min(TURN_BYTES);
+        // Under an upload cap, only what it allows now (waiting for it is
+        // not the client's slowness).
+        let count = pacer.allowance(count).await;
         let sent = stream.try_io(Interest::WRITABLE, || {
             nix::sys::sendfile::sendfile64(stream.as_fd(), file.as_fd(), Some(&mut offset), count)
                 .map_err(io::Error::from)
         });
+        pacer.unused(count - sent.as_ref().map_or(0, |n| *n));
         match sent {
             // The file shrank under us: the client sees a short body and
             // must not take it for the whole file.
@@ -425,7 +428,7 @@ pub async fn refuse(stream: TcpStream, limits: HttpLimits, warmer: Warmer, date:
         Reply::busy(),
         false,
         false,
-        &limits,
+        Pacer::new(&limits, None),
         &warmer,
         &date,
     );

@@ -67,9 +67,14 @@ pub type StatusSlot = Arc<std::sync::OnceLock<crate::status::StatusSource>>;
 use budget::{Admission, Registry};
 use warm::Warmer;
 
-/// Limits a deployment may tune (`--http-min-rate`, `--http-rate-window`).
+/// Limits a deployment may tune (`--http-min-rate`, `--http-rate-window`;
+/// a booting board's share port, `phase.share_rate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
+    /// All responses together send at most this many bytes per second (0:
+    /// no cap): a board sharing chunks while it boots keeps CPU and link
+    /// for its own download.
+    pub max_rate: u64,
     /// A response slower than this many bytes per second, averaged over
     /// `rate_window`, is cut off: a client that stopped reading, or reads a
     /// segment now and then, holds nothing for long.
@@ -81,6 +86,7 @@ pub struct HttpLimits {
 impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
+            max_rate: 0,
             min_rate: 4096,
             rate_window: Duration::from_secs(30),
         }
@@ -148,6 +154,8 @@ struct Ctx {
     /// Set once the provider knows its peer id and URL.
     status: StatusSlot,
     limits: HttpLimits,
+    /// The whole server's upload cap (`limits.max_rate`), if any.
+    cap: Option<Rc<pace::UploadCap>>,
     /// The bounded pool that reads cold file windows off the loop.
     warmer: Warmer,
     registry: RefCell<Registry>,
@@ -188,6 +196,7 @@ impl Ctx {
             metrics,
             status,
             limits,
+            cap: pace::UploadCap::new(limits.max_rate),
             warmer: Warmer::new(BLOCKING_THREADS),
             registry: RefCell::new(Registry::new(budget)),
             stopping: Cell::new(false),
