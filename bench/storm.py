@@ -37,6 +37,8 @@ RATE = os.environ.get("RATE", "100mbit")
 RATE_BPS = float(re.match(r"(\d+)mbit", RATE).group(1)) * 1e6
 LINGER = os.environ.get("LINGER", "30")
 CAP = float(os.environ.get("CAP", "1800"))  # seconds one run may take
+# SEED_RATE=BYTES caps each board's upload (--seed-rate; phase.share_rate).
+SEED_RATE = os.environ.get("SEED_RATE", "")
 # SKIP_ORIGIN=1 leaves out the origin-only runs (N times one board's time
 # each): for trying the peer-assisted runs alone.
 SKIP_ORIGIN = os.environ.get("SKIP_ORIGIN") == "1"
@@ -174,6 +176,8 @@ def run(n, addr, pub, sha, share):
                "--timeout", "120", "--fetch-all", out]
         if share:
             cmd += ["--seed", "0.0.0.0:8090", "--seed-linger", LINGER]
+            if SEED_RATE:
+                cmd += ["--seed-rate", SEED_RATE]
         log = open(os.path.join(WORK, f"b{i}-{'peer' if share else 'origin'}-{n}.log"), "w")
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         running.append(p)
@@ -300,7 +304,7 @@ def main():
                          f"origin_only_s={origin_only:.1f} peer_s={peer:.1f} origin_bytes={sent}")
         print(f"Release of {SIZE_MIB} MiB (one artifact, signed), every link tbf {RATE} both ways; "
               f"boards run phase-discover --release-key --fetch-all (peer-assisted: --seed, "
-              f"--seed-linger {LINGER}). Origin bytes: the provider's plasmd_http_sent_bytes_total "
+              f"--seed-linger {LINGER}{', --seed-rate ' + SEED_RATE if SEED_RATE else ''}). Origin bytes: the provider's plasmd_http_sent_bytes_total "
               f"in the peer-assisted run (origin only sends every board a copy). The last column is "
               f"what this machine's virtual rack carries at all: every board sending the release to "
               f"the next one at once over plain TCP (kernel sendfile, Python receiver).")
