@@ -285,3 +285,53 @@ fn trust_pinning_accepts_only_the_pinned_publisher() {
     assert_eq!(bad.code, 2);
     assert!(bad.stderr.contains("not a peer id"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_rack_of_thirty_holders_is_found_past_the_twenty_kept_per_key() {
+    use plasmd::record::{release_key, release_shard_key, shard_of, RELEASE_SHARDS};
+    let dir = TempDir::new("shards");
+    let (_node, node_addr) = node(dir.path(), "node", 60, None);
+    let sha = "ab".repeat(32);
+    let key = |k: String| libp2p::kad::RecordKey::new(&k);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // 30 boards announce themselves as holders, as `share` does: under
+        // the release key and under their shard of it.
+        let mut holders = Vec::new();
+        for _ in 0..30 {
+            let (client, keypair) = hostile_peer(&node_addr, 60, true).await;
+            let me = keypair.public().to_peer_id();
+            let at = vec!["/ip4/127.0.0.1/tcp/9/http".parse().unwrap()];
+            let shard = release_shard_key("stable", "arm64", &sha, shard_of(&me.to_string()));
+            for k in [release_key("stable", "arm64", &sha), shard] {
+                client.provide_at(key(k), at.clone()).await.unwrap();
+            }
+            holders.push((client, me));
+        }
+        let (asker, _) = hostile_peer(&node_addr, 60, true).await;
+        let found = |k: String| {
+            let asker = asker.clone();
+            async move {
+                let mut rx = asker.get_providers(key(k)).await.unwrap();
+                let mut all = std::collections::HashSet::new();
+                while let Ok(Some(p)) =
+                    tokio::time::timeout(Duration::from_secs(5), rx.recv()).await
+                {
+                    all.insert(p);
+                }
+                all
+            }
+        };
+        let base = found(release_key("stable", "arm64", &sha)).await;
+        assert_eq!(base.len(), 20, "the storage node keeps 20 per key");
+        let mut every = base.clone();
+        for s in 0..RELEASE_SHARDS {
+            every.extend(found(release_shard_key("stable", "arm64", &sha, s)).await);
+        }
+        assert_eq!(every.len(), 30, "every holder is found through the shards");
+        assert!(holders.iter().all(|(_, me)| every.contains(me)));
+    });
+}

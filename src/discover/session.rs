@@ -312,11 +312,26 @@ pub(super) async fn holders(
     until: Instant,
 ) -> Result<Vec<String>, DiscoverError> {
     let (channel, arch) = (&query.channel, &query.arch);
-    let key = libp2p::kad::RecordKey::new(&record::release_key(channel, arch, sha));
-    let mut announced = client.get_providers(key).await?;
+    // The release key (its first 20 holders) and two shards at random: a
+    // look sees up to 60 holders, and every holder of a large rack turns up
+    // in some look.
+    let mut keys = vec![record::release_key(channel, arch, sha)];
+    let shards = shuffled((0..record::RELEASE_SHARDS).collect());
+    keys.extend(
+        shards
+            .iter()
+            .take(2)
+            .map(|s| record::release_shard_key(channel, arch, sha, *s)),
+    );
+    let asks = keys
+        .into_iter()
+        .map(|k| client.get_providers(libp2p::kad::RecordKey::new(&k)));
     let mut peers = HashSet::new();
-    while let Ok(Some(p)) = tokio::time::timeout_at(until, announced.recv()).await {
-        peers.insert(p);
+    for announced in libp2p::futures::future::join_all(asks).await {
+        let mut announced = announced?;
+        while let Ok(Some(p)) = tokio::time::timeout_at(until, announced.recv()).await {
+            peers.insert(p);
+        }
     }
     let mut peers = shuffled(peers.into_iter().collect());
     peers.truncate(max);

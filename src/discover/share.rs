@@ -34,7 +34,7 @@ use crate::fetch::{self, Checked, FetchTarget, Swarm, Tally};
 use crate::http::{HttpError, HttpLimits, HttpServer, StatusSlot};
 use crate::manifest::holding::{holding_path, Holding};
 use crate::manifest::Catalog;
-use crate::record::{holder_key, release_key, ManifestRecord};
+use crate::record::{holder_key, release_key, release_shard_key, shard_of, ManifestRecord};
 
 /// How long a holder's record stays valid: a board shares for one boot.
 const HOLDER_TTL: Duration = Duration::from_secs(600);
@@ -338,14 +338,17 @@ pub(crate) async fn announce(
     // The announcement carries our HTTP address: libp2p passes on only
     // announcements with an address; nothing dials it (the record above
     // says where the chunks are, and `/http` is no libp2p transport).
-    let address = http_multiaddr(url).into_iter().collect();
-    client
-        .provide_at(
-            RecordKey::new(&release_key(&ca.channel, &ca.arch, sha)),
-            address,
-        )
-        .await
-        .map_err(|e| e.to_string())
+    let address: Vec<_> = http_multiaddr(url).into_iter().collect();
+    // Under the release key, where every version looks, and under our
+    // shard of it, where holders past the first 20 are found.
+    let shard = release_shard_key(&ca.channel, &ca.arch, sha, shard_of(&me));
+    for key in [release_key(&ca.channel, &ca.arch, sha), shard] {
+        client
+            .provide_at(RecordKey::new(&key), address.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Every [`LOOK_AGAIN`], the manifest URLs of the holders of release `sha`

@@ -34,6 +34,23 @@ pub fn release_key(channel: &str, arch: &str, manifest_sha256: &str) -> String {
     format!("/phase/{channel}/{arch}/release/{manifest_sha256}")
 }
 
+/// Shards of a release's announcements: storage nodes keep at most 20
+/// announcements per key, so holders also announce under one of these
+/// (by their peer id) and a rack of 160 is found, not only its first 20.
+pub const RELEASE_SHARDS: u8 = 8;
+
+/// Shard `shard` of the release key: `/phase/{channel}/{arch}/release/{sha}/{shard}`
+/// (announcements only, like the release key).
+pub fn release_shard_key(channel: &str, arch: &str, manifest_sha256: &str, shard: u8) -> String {
+    format!("{}/{shard}", release_key(channel, arch, manifest_sha256))
+}
+
+/// The shard a holder announces under: a fixed spread of peer ids.
+pub fn shard_of(peer_id: &str) -> u8 {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(peer_id.as_bytes())[0] % RELEASE_SHARDS
+}
+
 /// A holder's own record of where it serves that release:
 /// `/phase/{channel}/{arch}/release/{sha}/{peer_id}`.
 pub fn holder_key(channel: &str, arch: &str, manifest_sha256: &str, peer_id: &str) -> String {
@@ -49,6 +66,8 @@ pub struct ParsedKey {
     pub provider: Option<String>,
     /// For a release or per-holder key, the release's manifest sha256.
     pub release: Option<String>,
+    /// For a shard of a release key, which one.
+    pub shard: Option<u8>,
 }
 
 /// Splits a record key (the spec key, a per-provider key, a release key or
@@ -64,6 +83,17 @@ pub fn parse_key(key: &[u8]) -> Result<ParsedKey, RecordError> {
         [c, a, "release", sha, p] => (c, a, Some(sha), Some(p)),
         _ => return Err(RecordError::BadKey),
     };
+    // One digit below the shard count is a shard; no peer id is that short.
+    let shard = match (release, provider) {
+        (Some(_), Some(p)) if p.len() == 1 => Some(
+            p.parse::<u8>()
+                .ok()
+                .filter(|s| *s < RELEASE_SHARDS)
+                .ok_or(RecordError::BadKey)?,
+        ),
+        _ => None,
+    };
+    let provider = provider.filter(|_| shard.is_none());
     check_name("channel", channel).map_err(|_| RecordError::BadKey)?;
     check_name("arch", arch).map_err(|_| RecordError::BadKey)?;
     if let Some(sha) = release {
@@ -80,5 +110,6 @@ pub fn parse_key(key: &[u8]) -> Result<ParsedKey, RecordError> {
         arch: arch.to_string(),
         provider: provider.map(|p| p.to_string()),
         release: release.map(|r| r.to_string()),
+        shard,
     })
 }

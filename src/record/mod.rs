@@ -20,7 +20,8 @@ use crate::time::{parse_rfc3339, rfc3339, Now, CLOCK_SKEW_SECS};
 
 mod key;
 pub use key::{
-    holder_key, manifest_dht_key, manifest_key, parse_key, provider_key, release_key, ParsedKey,
+    holder_key, manifest_dht_key, manifest_key, parse_key, provider_key, release_key,
+    release_shard_key, shard_of, ParsedKey, RELEASE_SHARDS,
 };
 
 /// Largest record value we write or accept, from the conventions.

@@ -302,10 +302,36 @@ fn holder_records_name_the_release_of_their_key() {
     let hk2 = holder_key("stable", "arm64", &other_sha, &peer);
     let wrong = r.clone().sign(&hk2, &keypair, 1, expires, SHA).unwrap();
     assert!(decode_for_key(hk2.as_bytes(), &wrong.to_bytes().unwrap(), Now::At(now)).is_err());
-    // Nothing is stored under the release key itself.
+    // Nothing is stored under the release key itself, nor its shards.
     let rk = release_key("stable", "arm64", SHA);
-    let bare = r.sign(&rk, &keypair, 1, expires, SHA).unwrap();
+    let bare = r.clone().sign(&rk, &keypair, 1, expires, SHA).unwrap();
     assert!(decode_for_key(rk.as_bytes(), &bare.to_bytes().unwrap(), Now::At(now)).is_err());
+    let sk = release_shard_key("stable", "arm64", SHA, 3);
+    let sharded = r.sign(&sk, &keypair, 1, expires, SHA).unwrap();
+    assert!(decode_for_key(sk.as_bytes(), &sharded.to_bytes().unwrap(), Now::At(now)).is_err());
+}
+
+#[test]
+fn release_shards_are_announcement_keys_of_their_release() {
+    let parsed = parse_key(release_shard_key("stable", "arm64", SHA, 7).as_bytes()).unwrap();
+    assert_eq!(
+        (parsed.shard, parsed.provider, parsed.release.as_deref()),
+        (Some(7), None, Some(SHA))
+    );
+    for bad in ["8", "x", "-1"] {
+        let key = format!("{}/{bad}", release_key("stable", "arm64", SHA));
+        assert!(parse_key(key.as_bytes()).is_err(), "{key}");
+    }
+    // Every peer id lands in a shard, and ids spread over all of them.
+    let shards: std::collections::HashSet<u8> = (0..200)
+        .map(|_| {
+            let id = libp2p::identity::Keypair::generate_ed25519()
+                .public()
+                .to_peer_id();
+            shard_of(&id.to_string())
+        })
+        .collect();
+    assert_eq!(shards.len(), RELEASE_SHARDS as usize);
 }
 
 #[test]
