@@ -29,7 +29,7 @@ impl TryBoot {
             &all,
             &[("PLASMD", PLASMD)],
         ));
-        let status = t.0.wait_exit(Duration::from_secs(400));
+        let status = t.0.wait_exit(Duration::from_secs(700));
         thread_sleep_ms(100);
         let out = format!("{}{}", t.0.stdout(), t.0.stderr());
         let code = status.and_then(|s| s.code()).unwrap_or(-1);
@@ -153,6 +153,40 @@ fn boards_find_verify_and_kexec_into_the_signed_release_and_refuse_anything_else
         "{out}"
     );
     println!("late provider: {}", line_with(&out, "marker seen"));
+
+    // A rack: three boards power on together next to the provider; each
+    // serves the chunks it verified to the others while it downloads.
+    let (code, out) = TryBoot::run(&[
+        "--no-build",
+        "--boards",
+        "3",
+        "--marker",
+        "rack-boot-ok",
+        "--timeout",
+        "600",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let from_peers: Vec<f64> = out
+        .lines()
+        .filter(|l| l.starts_with("try-boot: board"))
+        .map(|l| {
+            let mib = l
+                .split("verified (")
+                .nth(1)
+                .and_then(|r| r.split(' ').next());
+            mib.and_then(|m| m.parse().ok())
+                .unwrap_or_else(|| panic!("no share in {l:?}:\n{out}"))
+        })
+        .collect();
+    assert_eq!(from_peers.len(), 3, "{out}");
+    assert!(
+        from_peers.iter().any(|m| *m > 0.0),
+        "no board took chunks from another:\n{out}"
+    );
+    println!("rack: {}", line_with(&out, "marker seen"));
+    for l in out.lines().filter(|l| l.starts_with("try-boot: board")) {
+        println!("{l}");
+    }
 
     // The images for real boards are packed from the same stage 1.
     let out = script("image/build-boards")

@@ -322,6 +322,7 @@ fn fetch_boot_files(
             }
         }
     }
+    let tally = std::cell::RefCell::new(fetch::Tally::default());
     let get = |name: &str| -> Result<PathBuf, Failure> {
         // Checked above: every boot file is listed with a hex sha256.
         let sha = p
@@ -333,7 +334,8 @@ fn fetch_boot_files(
         fs::create_dir_all(&sub)
             .map_err(|e| Failure::failed(false, format!("{}: {e}", sub.display())))?;
         let out = sub.join(name);
-        fetch::fetch_artifact(&p.record, &p.artifacts, name, &out, limits, swarm)?;
+        let got = fetch::fetch_artifact(&p.record, &p.artifacts, name, &out, limits, swarm)?;
+        tally.borrow_mut().add(got);
         Ok(out)
     };
     let files = BootFiles {
@@ -342,7 +344,8 @@ fn fetch_boot_files(
         dtb: boot.dtb.as_deref().map(get).transpose()?,
         cmdline: boot.cmdline.clone().unwrap_or_default(),
     };
-    say("verified");
+    // Where the bytes came from: the rack's share, on the console.
+    say(&format!("verified ({})", tally.borrow()));
     Ok(files)
 }
 
