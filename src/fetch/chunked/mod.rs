@@ -306,7 +306,9 @@ fn work(job: &Job, shared: &Shared, limits: &Limits) -> Option<String> {
                         m.received(origin, len);
                     }
                 });
-                if let Err(Failure::Fatal(why) | Failure::BadChunk(why)) = &result {
+                if let Err(Failure::Fatal(why) | Failure::BadChunk(why) | Failure::Moved(why)) =
+                    &result
+                {
                     log::warn!("{}: dropping source {url}: {why}", job.name);
                 }
                 if let (Err(Failure::BadChunk(_)), Some(m)) = (&result, job.metrics) {
@@ -356,11 +358,12 @@ fn fetch_run(
         (200, _) if start == 0 => {}
         (200, _) => return Err(Failure::Fatal("ignores Range requests".into())),
         (416, _) => return Err(Failure::NotHeld),
-        // A mirror that moved on to a newer release: not a fault, but
-        // this source has nothing more of this one under that name.
+        // A mirror that moved on to a newer release, or a file altered
+        // behind its manifest: nothing of this release under that name.
         (412, _) => {
-            return Err(Failure::Fatal(
-                "serves another release of this file now (412)".into(),
+            return Err(Failure::Moved(
+                "its file is not the one the manifest lists (412: another release, or altered)"
+                    .into(),
             ))
         }
         (status, _) => return Err(Failure::Again(format!("status {status}"))),

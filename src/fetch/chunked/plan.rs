@@ -78,7 +78,8 @@ pub struct SourceState {
     /// holding anything meanwhile.
     rest_until: Option<Instant>,
     rests: u32,
-    /// It sent a chunk that did not verify.
+    /// It sent a chunk that did not verify (or, the origin, said its file
+    /// is not the listed one).
     pub sent_bad: bool,
     /// Verified bytes received from it.
     pub bytes: u64,
@@ -519,6 +520,10 @@ impl Plan {
                 src.sent_bad = true;
                 self.bad_chunks += 1;
             }
+            Failure::Moved(why) => {
+                src.dropped = Some(why);
+                src.sent_bad |= src.origin;
+            }
             Failure::Again(why) => {
                 src.failures += 1;
                 if src.failures < MAX_FAILURES {
@@ -547,6 +552,11 @@ pub enum Failure {
     Fatal(String),
     /// A chunk that did not verify: never again in this download, counted.
     BadChunk(String),
+    /// Its file by that name is not the one the manifest lists (`412`): a
+    /// mirror that moved on, or an origin whose file was altered. Never
+    /// again in this download; from the origin, the release is not to be
+    /// had there (like a bad chunk, but nothing was sent).
+    Moved(String),
 }
 
 /// A random seed from std's randomly keyed hasher (no RNG crate).
