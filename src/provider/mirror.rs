@@ -214,13 +214,18 @@ impl Mirror {
         let Some(best) = newer.first() else {
             return Ok(None);
         };
-        self.prune(dir, self.cfg.keep.saturating_sub(1).max(1), current);
+        // Room for the new one first; its own earlier, interrupted
+        // download stays (its verified chunks are resumed).
+        let new_sha = sha256_hex(&best.manifest);
+        let served = current.map_or("", |c| c.sha256.as_str());
+        let keep_before = self.cfg.keep.saturating_sub(1).max(1);
+        self.prune(dir, keep_before, &[served, new_sha.as_str()]);
         let kept = self.download(dir, best, &query).await?;
         if let Some(old) = current {
             self.hold_whole(dir, old);
         }
         self.switch(dir, &kept);
-        self.prune(dir, self.cfg.keep, Some(&kept));
+        self.prune(dir, self.cfg.keep, &[kept.sha256.as_str()]);
         Ok(Some(kept))
     }
 
@@ -383,18 +388,15 @@ impl Mirror {
         }
     }
 
-    /// Deletes releases beyond the `keep` newest complete ones (`current`
-    /// always stays) and any incomplete download but `current`'s: disk use
-    /// stays bounded by `--mirror-keep`.
-    fn prune(&self, dir: &Path, keep: usize, current: Option<&Kept>) {
+    /// Deletes releases beyond the `keep` newest complete ones and any
+    /// incomplete download; those named in `stay` stay whatever they are
+    /// (the one served, the one about to resume): disk use stays bounded by
+    /// `--mirror-keep`.
+    fn prune(&self, dir: &Path, keep: usize, stay: &[&str]) {
         let mut complete = self.on_disk(dir);
         complete.sort_by_key(|k| std::cmp::Reverse(k.release_seq));
-        let mut stay: Vec<String> = complete
-            .iter()
-            .take(keep)
-            .map(|k| k.sha256.clone())
-            .collect();
-        stay.extend(current.map(|c| c.sha256.clone()));
+        let mut stay: Vec<String> = stay.iter().map(|s| s.to_string()).collect();
+        stay.extend(complete.iter().take(keep).map(|k| k.sha256.clone()));
         let Ok(entries) = fs::read_dir(dir) else {
             return;
         };
