@@ -170,3 +170,57 @@ fn an_altered_manifest_behind_a_valid_record_is_refused() {
 fn an_altered_artifact_behind_a_valid_record_is_refused() {
     refused_by_fetch(Tamper::Artifact, "chunk 0 did not verify");
 }
+
+#[test]
+fn a_release_without_chunk_hashes_is_fetched_whole_as_before() {
+    // A manifest as older plasmds wrote it: names, sizes and whole-file
+    // hashes, no `chunk_size` and no `chunks`.
+    let dir = TempDir::new("fetch-whole");
+    let root = artifacts(dir.path());
+    let release = root.join("stable/arm64");
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(release.join("rootfs.img"), &big).unwrap();
+    let listed: Vec<String> = ["vmlinuz", "initrd.img", "board.dtb", "rootfs.img"]
+        .iter()
+        .map(|name| {
+            let path = release.join(name);
+            format!(
+                r#"{{"name": "{name}", "size": {}, "sha256": "{}"}}"#,
+                std::fs::metadata(&path).unwrap().len(),
+                sha256sum(&path)
+            )
+        })
+        .collect();
+    let manifest = format!(
+        r#"{{"version": "old-style", "artifacts": [{}]}}"#,
+        listed.join(", ")
+    );
+    std::fs::write(release.join("manifest.json"), &manifest).unwrap();
+    let s = serve(dir.path(), &root, &[]);
+
+    // Resumed from a prefix, as before: a Range request, the whole file
+    // verified at the end.
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join(".rootfs.img.part"), &big[..1_000_000]).unwrap();
+    let d = discover(&s.p2p_addr, 10, &["--fetch-all", out.to_str().unwrap()]);
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    assert!(std::fs::read(out.join("rootfs.img")).unwrap() == big);
+    assert_eq!(
+        std::fs::read(out.join("vmlinuz")).unwrap(),
+        b"test kernel image\n"
+    );
+    assert!(!out.join(".rootfs.img.part").exists());
+    // The 1 MB already there was not sent again.
+    let (_, _, metrics) = http(s.http_port, "GET", "/metrics");
+    let metrics = String::from_utf8(metrics).unwrap();
+    let sent: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("plasmd_http_sent_bytes_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(sent < 2_500_000, "sent {sent} bytes for a 3.1 MB release");
+    // Nothing of chunks or peers was said: there were none to use.
+    assert!(!d.stderr.contains("from peers"), "{}", d.stderr);
+}
