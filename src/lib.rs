@@ -58,6 +58,7 @@ pub mod dht;
 pub mod fetch;
 pub mod status;
 pub mod http;
+pub mod netboot;
 pub mod board;
 pub mod discover;
 
