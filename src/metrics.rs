@@ -100,6 +100,25 @@ impl ChunkMetrics {
     }
 }
 
+/// A netboot client's kind (`netboot::proxy::Firmware`, or `other`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientLabel {
+    pub client: &'static str,
+}
+
+/// Firmware network boot (`plasmd serve --netboot`): the ProxyDHCP's
+/// answers by client type, what TFTP sent, and the boards that came.
+#[derive(Default, Clone)]
+pub struct NetbootMetrics {
+    /// DHCP requests answered, by client type; `other`: not ours, ignored.
+    pub requests: Family<ClientLabel, Counter>,
+    /// TFTP transfers finished, and the bytes TFTP sent.
+    pub tftp_transfers: Counter,
+    pub tftp_bytes: Counter,
+    /// Distinct boards (hardware addresses) answered since start.
+    pub boards: Counter,
+}
+
 /// The netboot partition a board profile looks for.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
@@ -186,6 +205,7 @@ pub struct Metrics {
     pub http: HttpMetrics,
     pub dht: DhtMetrics,
     pub chunks: ChunkMetrics,
+    pub netboot: NetbootMetrics,
     /// What each channel/arch advertises.
     pub adverts: Family<AdvertLabels, Gauge>,
     /// Watchdog pets, and health-check failures by `check`.
@@ -327,6 +347,28 @@ impl Metrics {
             "bytes of chunks sent to other boards",
             chunks.served_bytes.clone(),
         );
+        let netboot = NetbootMetrics::default();
+        let n = ours.sub_registry_with_prefix("netboot");
+        n.register(
+            "requests",
+            "firmware DHCP requests answered by client type (uefi_pxe, uefi_http, raspberry_pi); other: ignored",
+            netboot.requests.clone(),
+        );
+        n.register(
+            "tftp_transfers",
+            "TFTP transfers finished",
+            netboot.tftp_transfers.clone(),
+        );
+        n.register(
+            "tftp_bytes",
+            "bytes sent over TFTP",
+            netboot.tftp_bytes.clone(),
+        );
+        n.register(
+            "boards",
+            "distinct boards (hardware addresses) answered since start",
+            netboot.boards.clone(),
+        );
         let b = ours.sub_registry_with_prefix("board");
         b.register("watchdog_pets", "hardware watchdog pets", pets.clone());
         b.register(
@@ -345,6 +387,7 @@ impl Metrics {
             http,
             dht,
             chunks,
+            netboot,
             adverts,
             watchdog_pets: pets,
             health_failures: health,

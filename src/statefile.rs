@@ -16,13 +16,23 @@ use std::path::{Path, PathBuf};
 /// Replaces `path` with `bytes` atomically, creating the file (and its
 /// directory) with `mode` if needed.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_with(path, mode, |file| file.write_all(bytes))
+}
+
+/// Replaces `path` atomically with what `write` puts in a new file (for
+/// content too large to hold in memory), as [`write_atomic`] does.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(dir) = dir {
         fs::create_dir_all(dir)?;
     }
     let (tmp_path, mut file) = create_temp(path, mode)?;
     let tmp = tmp_path.as_path();
-    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    let written = write(&mut file).and_then(|()| file.sync_all());
     drop(file);
     if let Err(e) = written {
         let _ = fs::remove_file(tmp);

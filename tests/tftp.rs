@@ -35,16 +35,37 @@ fn curl(port: u16, path: &str, extra: &[&str]) -> (bool, Vec<u8>, String) {
     )
 }
 
-#[test]
-#[ignore = "tier packages: needs curl; bash tests/run installs it"]
-fn curl_fetches_byte_exact_at_every_block_size_and_is_refused_outside_the_root() {
-    let dir = TempDir::new("tftp-curl");
+/// A TFTP server on a port of its own, serving a netboot root holding a
+/// stage-1 (whose bytes are returned), with its counters.
+fn serving(
+    name: &str,
+) -> (
+    TempDir,
+    std::path::PathBuf,
+    Vec<u8>,
+    plasmd::metrics::NetbootMetrics,
+    TftpServer,
+) {
+    let dir = TempDir::new(name);
     let root = dir.path().join("netboot");
     std::fs::create_dir_all(&root).unwrap();
     let data = stage1(&root);
-    std::fs::write(dir.path().join("secret"), b"not for tftp").unwrap();
-    let server = TftpServer::start("127.0.0.1:0".parse().unwrap(), root.clone()).unwrap();
+    let metrics = plasmd::metrics::NetbootMetrics::default();
+    let server = TftpServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        root.clone(),
+        metrics.clone(),
+    )
+    .unwrap();
+    (dir, root, data, metrics, server)
+}
+
+#[test]
+#[ignore = "tier packages: needs curl; bash tests/run installs it"]
+fn curl_fetches_byte_exact_at_every_block_size_and_is_refused_outside_the_root() {
+    let (dir, root, data, metrics, server) = serving("tftp-curl");
     let port = server.local_addr().port();
+    std::fs::write(dir.path().join("secret"), b"not for tftp").unwrap();
 
     for blksize in [None, Some("512"), Some("1468"), Some("8192")] {
         let extra: Vec<&str> = blksize.map_or(vec![], |b| vec!["--tftp-blksize", b]);
@@ -57,6 +78,14 @@ fn curl_fetches_byte_exact_at_every_block_size_and_is_refused_outside_the_root()
     std::fs::write(root.join("even"), vec![5u8; 1024]).unwrap();
     let (ok, got, err) = curl(port, "even", &[]);
     assert!(ok && got == vec![5u8; 1024], "{err}");
+    // Counted for /metrics: the five whole transfers and their bytes (the
+    // last ACK may still be on its way when curl exits).
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while metrics.tftp_transfers.get() < 5 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(metrics.tftp_transfers.get(), 5);
+    assert_eq!(metrics.tftp_bytes.get(), 4 * data.len() as u64 + 1024);
 
     for path in ["../secret", "missing.efi", "%2e%2e/secret"] {
         let (ok, got, _) = curl(port, path, &[]);
@@ -94,11 +123,7 @@ fn ack(s: &UdpSocket, port: u16, block: u16) {
 
 #[test]
 fn a_lost_ack_is_made_up_for_and_a_vanished_client_costs_little() {
-    let dir = TempDir::new("tftp-raw");
-    let root = dir.path().join("netboot");
-    std::fs::create_dir_all(&root).unwrap();
-    let data = stage1(&root);
-    let server = TftpServer::start("127.0.0.1:0".parse().unwrap(), root.clone()).unwrap();
+    let (_dir, _root, data, _metrics, server) = serving("tftp-raw");
     let port = server.local_addr().port();
 
     // The window and block firmware asks for; the client's first ACK of

@@ -24,6 +24,8 @@ pub(super) struct FileConfig {
     pub(super) p2p: P2pSection,
     #[serde(default)]
     pub(super) discover: DiscoverSection,
+    #[serde(default)]
+    pub(super) netboot: super::netboot::NetbootSection,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::file::FileConfig;
-use super::{in_range, ConfigError};
-use crate::channel::{check_name, ChannelArch};
+use super::{channel_arch, in_range, ConfigError};
+use crate::channel::ChannelArch;
 use crate::manifest::holding::MAX_HOLDINGS;
 use crate::release::ReleaseKeys;
 
@@ -41,15 +41,16 @@ pub(super) struct MirrorFlags {
     pub(super) mirror: Vec<String>,
     pub(super) keep: Option<u64>,
     pub(super) interval: Option<u64>,
-    pub(super) release_keys: Vec<PathBuf>,
 }
 
 /// `--mirror` and friends merged with `[provider]` (flags win); `None`
-/// when nothing is mirrored.
+/// when nothing is mirrored. `release_keys` are the provider's
+/// (`--release-key`).
 pub(super) fn build_mirror(
     f: &MirrorFlags,
     file: &FileConfig,
     artifacts: Option<&Path>,
+    release_keys: &ReleaseKeys,
 ) -> Result<Option<MirrorConfig>, ConfigError> {
     let p = &file.provider;
     let names = if f.mirror.is_empty() {
@@ -58,29 +59,20 @@ pub(super) fn build_mirror(
         f.mirror.clone()
     };
     if names.is_empty() {
-        if f.keep.is_some() || f.interval.is_some() || !f.release_keys.is_empty() {
+        if f.keep.is_some() || f.interval.is_some() {
             return Err(ConfigError::Invalid(
-                "--mirror-keep, --mirror-interval and --release-key only go with --mirror C/A"
-                    .into(),
+                "--mirror-keep and --mirror-interval only go with --mirror C/A".into(),
             ));
         }
         return Ok(None);
     }
     let mut channel_archs = Vec::new();
     for name in &names {
-        let ca = channel_arch(name)?;
+        let ca = channel_arch("--mirror", name)?;
         if !channel_archs.contains(&ca) {
             channel_archs.push(ca);
         }
     }
-    let key_files = if f.release_keys.is_empty() {
-        p.release_keys.clone().unwrap_or_default()
-    } else {
-        f.release_keys.clone()
-    };
-    let release_keys = ReleaseKeys::load(&key_files).map_err(|e| {
-        ConfigError::Invalid(format!("--release-key / [provider] release_keys: {e}"))
-    })?;
     if release_keys.is_empty() {
         return Err(ConfigError::Invalid(
             "--mirror follows signed releases only: give --release-key PUBFILE".into(),
@@ -109,23 +101,9 @@ pub(super) fn build_mirror(
     )?;
     Ok(Some(MirrorConfig {
         channel_archs,
-        release_keys,
+        release_keys: release_keys.clone(),
         keep: keep as usize,
         interval: Duration::from_secs(interval),
         dir: artifacts.join(".mirror"),
     }))
-}
-
-/// `stable/arm64` → its channel/arch, both names checked.
-fn channel_arch(s: &str) -> Result<ChannelArch, ConfigError> {
-    let bad = |why: String| ConfigError::Invalid(format!("--mirror {s:?}: {why}"));
-    let (channel, arch) = s
-        .split_once('/')
-        .ok_or_else(|| bad("expected CHANNEL/ARCH, e.g. stable/arm64".into()))?;
-    check_name("channel", channel).map_err(|e| bad(e.to_string()))?;
-    check_name("arch", arch).map_err(|e| bad(e.to_string()))?;
-    Ok(ChannelArch {
-        channel: channel.into(),
-        arch: arch.into(),
-    })
 }

@@ -17,6 +17,7 @@ use libp2p::Multiaddr;
 mod discover;
 mod file;
 mod mirror;
+mod netboot;
 mod p2p;
 mod release;
 mod serve;
@@ -132,6 +133,25 @@ fn whole(p: &mut lexopt::Parser, flag: &str, what: &str) -> Result<u64, ConfigEr
     let v = string(p, flag)?;
     v.parse()
         .map_err(|_| ConfigError::Args(format!("{flag}: {v:?} is not {what}")))
+}
+
+/// `stable/arm64` → its channel/arch, both names checked; `flag` names
+/// the setting in errors.
+pub(crate) fn channel_arch(
+    flag: &str,
+    s: &str,
+) -> Result<crate::channel::ChannelArch, ConfigError> {
+    use crate::channel::check_name;
+    let bad = |why: String| ConfigError::Invalid(format!("{flag} {s:?}: {why}"));
+    let (channel, arch) = s
+        .split_once('/')
+        .ok_or_else(|| bad("expected CHANNEL/ARCH, e.g. stable/arm64".into()))?;
+    check_name("channel", channel).map_err(|e| bad(e.to_string()))?;
+    check_name("arch", arch).map_err(|e| bad(e.to_string()))?;
+    Ok(crate::channel::ChannelArch {
+        channel: channel.into(),
+        arch: arch.into(),
+    })
 }
 
 /// Peer ids from flags or the file, `what` naming where they came from.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::file::{load_file, FileConfig};
 pub use super::mirror::MirrorConfig;
 use super::mirror::{build_mirror, MirrorFlags};
+use super::netboot::{build_netboot, NetbootFlags};
 use super::p2p::build_p2p;
 pub use super::p2p::P2pConfig;
 use super::{
@@ -53,6 +54,8 @@ pub struct ServeConfig {
     pub sign_key: Option<std::sync::Arc<SecretKey>>,
     /// `--mirror`: channel/archs followed from other providers.
     pub mirror: Option<MirrorConfig>,
+    /// `--netboot`: answer the firmware's own network boot.
+    pub netboot: Option<crate::netboot::NetbootConfig>,
 }
 
 /// Everything `plasmd node` needs.
@@ -115,13 +118,26 @@ Options (each also settable in the --config file; flags win):
   --mirror C/A             follow channel/arch C/A from other providers (repeatable): fetch
                            each newer signed release, peers first, and serve it; kept in
                            ARTIFACTS/.mirror                                   [provider] mirror
-  --release-key PUBFILE    with --mirror: follow only releases signed by this key (repeatable;
-                           required)                                    [provider] release_keys
+  --release-key PUBFILE    with --mirror: follow only releases signed by this key; with
+                           --netboot: the key the stage-1 trusts (repeatable; required by
+                           both)                                        [provider] release_keys
   --mirror-keep N          releases kept per mirrored channel/arch, the served one included
                            (default 2: the previous one stays for boards still fetching it;
                            1 to 8)                                        [provider] mirror_keep
   --mirror-interval SECS   how often to look for a newer release (default 15)
                                                                       [provider] mirror_interval
+  --netboot                answer the firmware's own network boot (ProxyDHCP on UDP 67 and
+                           4011, TFTP on 69, UEFI HTTP boot under /_netboot/): boards with
+                           nothing on them get the stage-1, which boots only releases signed
+                           by --release-key. Needs root or CAP_NET_BIND_SERVICE (README,
+                           Booting boards with nothing on them)            [netboot] enabled
+  --netboot-dir DIR        holds stage1.efi from `image/build-stage1 --uki` (default
+                           /var/lib/plasmd/netboot); the copies with this provider's
+                           settings go to DIR/.prepared                        [netboot] dir
+  --netboot-channel C/A    the channel/arch the stage-1 boots (default: the one --channel and
+                           --arch name)                                    [netboot] channel
+  --netboot-cmdline WORDS  more kernel command line words for the stage-1, e.g.
+                           phase.bootstrap=/ip4/192.0.2.1/tcp/4001         [netboot] cmdline
   --check-config           check the flags and config file (and board profile), print OK and
                            what would be advertised (channel/arch, version, signature, URL), exit
   -h, --help               print this help
@@ -184,6 +200,8 @@ pub(super) struct Flags {
     pub(super) trust: Vec<String>,
     pub(super) metrics_listen: Option<String>,
     pub(super) mirror: MirrorFlags,
+    pub(super) release_keys: Vec<PathBuf>,
+    pub(super) netboot: NetbootFlags,
 }
 
 /// Which flags a subcommand accepts.
@@ -240,7 +258,8 @@ where
             "artifacts" | "board" | "channel" | "arch" | "http-listen" | "http-min-rate"
             | "http-rate-window" | "http-max-rate" | "external-url" | "provider-name"
             | "refresh-interval" | "check-config" | "sign-key" | "mirror" | "mirror-keep"
-            | "mirror-interval" | "release-key" => sub == Sub::Serve,
+            | "mirror-interval" | "release-key" | "netboot" | "netboot-dir" | "netboot-channel"
+            | "netboot-cmdline" => sub == Sub::Serve,
             _ => true,
         };
         if !allowed {
@@ -287,7 +306,15 @@ where
             Long("mirror") => f.mirror.mirror.push(string(&mut p, "--mirror")?),
             Long("mirror-keep") => f.mirror.keep = Some(count(&mut p, "--mirror-keep")?),
             Long("mirror-interval") => f.mirror.interval = Some(secs(&mut p, "--mirror-interval")?),
-            Long("release-key") => f.mirror.release_keys.push(p.value()?.into()),
+            Long("release-key") => f.release_keys.push(p.value()?.into()),
+            Long("netboot") => f.netboot.on = true,
+            Long("netboot-dir") => f.netboot.dir = Some(p.value()?.into()),
+            Long("netboot-channel") => {
+                f.netboot.channel = Some(string(&mut p, "--netboot-channel")?)
+            }
+            Long("netboot-cmdline") => {
+                f.netboot.cmdline = Some(string(&mut p, "--netboot-cmdline")?)
+            }
             Long("trust") => f.trust.push(string(&mut p, "--trust")?),
             Long("metrics-listen") => f.metrics_listen = Some(string(&mut p, "--metrics-listen")?),
             Long("provider-name") => f.provider_name = Some(string(&mut p, "--provider-name")?),
@@ -494,10 +521,25 @@ fn build_serve(f: Flags) -> Result<ServeConfig, ConfigError> {
             None => None,
         };
 
-    let mirror = build_mirror(&f.mirror, &file, artifacts.as_deref())?;
+    let key_files = if f.release_keys.is_empty() {
+        file.provider.release_keys.clone().unwrap_or_default()
+    } else {
+        f.release_keys.clone()
+    };
+    let release_keys = crate::release::ReleaseKeys::load(&key_files).map_err(|e| {
+        ConfigError::Invalid(format!("--release-key / [provider] release_keys: {e}"))
+    })?;
+    let mirror = build_mirror(&f.mirror, &file, artifacts.as_deref(), &release_keys)?;
+    let netboot = build_netboot(&f.netboot, &file.netboot, &channels, &archs, &release_keys)?;
+    if !f.release_keys.is_empty() && mirror.is_none() && netboot.is_none() {
+        return Err(ConfigError::Invalid(
+            "--release-key goes with --mirror C/A or --netboot".into(),
+        ));
+    }
 
     Ok(ServeConfig {
         mirror,
+        netboot,
         sign_key,
         artifacts,
         board,

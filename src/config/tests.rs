@@ -322,3 +322,111 @@ fn a_mirror_needs_a_release_key_and_an_artifacts_root() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn netboot_needs_a_key_and_a_channel_and_takes_groups_from_the_file() {
+    let dir = std::env::temp_dir().join(format!("plasmd-netboot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (public, secret) = (dir.join("fleet.pub"), dir.join("fleet.key"));
+    crate::minisign::keygen(&public, &secret).unwrap();
+    let key = public.to_str().unwrap();
+    let root = dir.to_str().unwrap();
+    let base = ["--artifacts", root, "--netboot", "--release-key", key];
+
+    // One channel and arch served: the stage-1 boots that one.
+    let c = serve(&[&base[..], &["--channel", "stable", "--arch", "arm64"]].concat()).unwrap();
+    let n = c.netboot.expect("netboot on");
+    assert_eq!(n.default.to_string(), "stable/arm64");
+    assert_eq!(n.root, std::path::Path::new("/var/lib/plasmd/netboot"));
+    assert_eq!(n.cache, n.root.join(".prepared"));
+    assert_eq!(n.dhcp.dhcp.port(), 67);
+    assert_eq!(n.dhcp.client_port, 68);
+    assert_eq!(n.tftp.port(), 69);
+    let words = n.words(&n.default);
+    let line = std::fs::read_to_string(&public).unwrap();
+    assert!(
+        words.contains(&format!(
+            "phase.release_key={}",
+            line.lines().nth(1).unwrap()
+        )),
+        "{words}"
+    );
+    assert!(words.contains("phase.channel=stable phase.arch=arm64"));
+
+    let refused = |args: &[&str], why: &str| {
+        let e = serve(args).unwrap_err().to_string();
+        assert!(e.contains(why), "{args:?}: {e}");
+    };
+    refused(&base, "--netboot-channel");
+    refused(
+        &[
+            "--artifacts",
+            root,
+            "--netboot",
+            "--netboot-channel",
+            "stable/arm64",
+        ],
+        "--release-key",
+    );
+    refused(
+        &[&base[..], &["--netboot-channel", "stable"]].concat(),
+        "CHANNEL/ARCH",
+    );
+    refused(
+        &["--artifacts", root, "--netboot-channel", "stable/arm64"],
+        "only go with --netboot",
+    );
+    refused(
+        &["--artifacts", root, "--release-key", key],
+        "--mirror C/A or --netboot",
+    );
+    let long = "x".repeat(2100);
+    refused(
+        &[
+            &base[..],
+            &["--netboot-channel", "a/b", "--netboot-cmdline", &long],
+        ]
+        .concat(),
+        "over the kernel's",
+    );
+
+    let file = dir.join("netboot.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[provider]\nrelease_keys = [{key:?}]\n[netboot]\nenabled = true\nchannel = \"stable/arm64\"\ndir = {root:?}\ncmdline = \"phase.mdns=0\"\n\n[[netboot.group]]\nname = \"lab\"\nchannel = \"testing\"\nmacs = [\"52:54:00:12:34:10\"]\n"
+        ),
+    )
+    .unwrap();
+    let c = serve(&["--artifacts", root, "--config", file.to_str().unwrap()]).unwrap();
+    let n = c.netboot.expect("enabled in the file");
+    assert_eq!(n.root, dir);
+    assert_eq!(
+        n.channel_of(&[0x52, 0x54, 0, 0x12, 0x34, 0x10]).to_string(),
+        "testing/arm64"
+    );
+    assert_eq!(
+        n.channel_of(&[0x52, 0x54, 0, 0x12, 0x34, 0x11]).to_string(),
+        "stable/arm64"
+    );
+    assert!(n.words(&n.default).ends_with(" phase.mdns=0"));
+    std::fs::write(
+        &file,
+        "[netboot]\nenabled = true\n[[netboot.group]]\nname = \"lab\"\nchannel = \"testing\"\nmacs = [\"52:54:00:12:34\"]\n",
+    )
+    .unwrap();
+    refused(
+        &[
+            &base[..],
+            &[
+                "--netboot-channel",
+                "a/b",
+                "--config",
+                file.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+        "not a MAC address",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

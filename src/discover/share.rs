@@ -145,6 +145,7 @@ impl Sharing {
         let server = HttpServer::start(
             listen,
             catalog.clone(),
+            None,
             metrics.clone(),
             StatusSlot::default(),
             HttpLimits {

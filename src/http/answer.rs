@@ -62,6 +62,10 @@ pub(super) fn answer(head: &Head, ctx: &Ctx, peer: SocketAddr) -> (Reply, &'stat
             (Reply::text(400, "bad request path\n"), "other")
         }
         Route::NotFound => (Reply::text(404, "not found\n"), "other"),
+        Route::Netboot(rel) => match &ctx.netboot {
+            Some(root) => (files::netboot_reply(root, &rel, head), "netboot"),
+            None => (Reply::text(404, "not found\n"), "other"),
+        },
         Route::File(ca, name) if name == MANIFEST_NAME => {
             (files::manifest_reply(&ctx.catalog, &ca, head), "manifest")
         }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::parse::{parse_range, Head, RangeSpec};
 use crate::channel::ChannelArch;
-use crate::manifest::{Catalog, Manifest, OpenError};
+use crate::manifest::{Catalog, Manifest, OpenArtifact, OpenError};
 
 /// How long clients may cache a manifest: short, it changes with the files.
 const MANIFEST_CACHE: &str = "max-age=10";
@@ -201,18 +201,41 @@ pub fn have_reply(catalog: &Catalog, ca: &ChannelArch, name: &str) -> Reply {
 
 /// The answer for an artifact: the open file and which of its bytes.
 pub fn artifact_reply(catalog: &Catalog, ca: &ChannelArch, name: &str, head: &Head) -> Reply {
-    let open = match catalog.open(ca, name) {
-        Ok(open) => open,
+    match catalog.open(ca, name) {
+        Ok(open) => open_reply(open, name, head),
         Err(OpenError::Exhausted(e)) => {
             log::warn!("HTTP: cannot open {ca}/{name}: {e}; answering 503");
-            return Reply::busy();
+            Reply::busy()
         }
         Err(OpenError::Unavailable(e)) => {
             log::info!("HTTP: not serving {ca}/{name}: {e}");
-            return Reply::text(404, "not found\n");
+            Reply::text(404, "not found\n")
         }
-        Err(OpenError::NotListed) => return Reply::text(404, "not found\n"),
-    };
+        Err(OpenError::NotListed) => Reply::text(404, "not found\n"),
+    }
+}
+
+/// The answer for a file of the prepared netboot tree (`/_netboot/…`,
+/// see `netboot`): opened beneath `root` as artifacts are.
+pub fn netboot_reply(root: &std::path::Path, rel: &str, head: &Head) -> Reply {
+    match crate::beneath::open_regular(root, std::path::Path::new(rel)) {
+        Ok((file, meta)) => open_reply(
+            OpenArtifact {
+                file,
+                size: meta.len(),
+                modified: meta.modified().ok(),
+                sha256: None,
+            },
+            rel,
+            head,
+        ),
+        Err(e) if e.is_exhaustion() => Reply::busy(),
+        Err(_) => Reply::text(404, "not found\n"),
+    }
+}
+
+/// The answer for an open file: validators, then the bytes asked for.
+fn open_reply(open: OpenArtifact, name: &str, head: &Head) -> Reply {
     let mut headers = vec![
         ("Content-Type", content_type(name).to_string()),
         ("Accept-Ranges", "bytes".to_string()),
@@ -331,6 +354,8 @@ fn content_type(name: &str) -> &'static str {
         Some("xz") => "application/x-xz",
         Some("zst") => "application/zstd",
         Some("tar") => "application/x-tar",
+        // What EDK2's HTTP boot looks for (it also goes by the extension).
+        Some("efi") => "application/efi",
         _ => "application/octet-stream",
     }
 }

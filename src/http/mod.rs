@@ -49,6 +49,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread;
@@ -150,6 +151,8 @@ impl LoopProbe {
 /// What every connection task on the loop shares.
 struct Ctx {
     catalog: Arc<Catalog>,
+    /// The prepared netboot tree served under `/_netboot/`, if netboot is on.
+    netboot: Option<PathBuf>,
     metrics: Arc<Metrics>,
     /// Set once the provider knows its peer id and URL.
     status: StatusSlot,
@@ -186,6 +189,7 @@ pub(crate) enum Generated {
 impl Ctx {
     fn new(
         catalog: Arc<Catalog>,
+        netboot: Option<PathBuf>,
         metrics: Arc<Metrics>,
         status: StatusSlot,
         limits: HttpLimits,
@@ -193,6 +197,7 @@ impl Ctx {
     ) -> Self {
         Ctx {
             catalog,
+            netboot,
             metrics,
             status,
             limits,
@@ -210,6 +215,7 @@ impl Ctx {
     fn for_tests() -> Self {
         Ctx::new(
             Arc::new(Catalog::new(None, vec![], vec![])),
+            None,
             Metrics::new(),
             StatusSlot::default(),
             HttpLimits::default(),
@@ -260,10 +266,12 @@ impl Ctx {
 }
 
 impl HttpServer {
-    /// Binds `listen` and starts the loop on a thread of its own.
+    /// Binds `listen` and starts the loop on a thread of its own; serves
+    /// `catalog`'s files, and `netboot`'s under `/_netboot/` if given.
     pub fn start(
         listen: SocketAddr,
         catalog: Arc<Catalog>,
+        netboot: Option<PathBuf>,
         metrics: Arc<Metrics>,
         status: StatusSlot,
         limits: HttpLimits,
@@ -291,7 +299,7 @@ impl HttpServer {
         let thread = thread::Builder::new()
             .name("http".into())
             .spawn(move || {
-                let ctx = Rc::new(Ctx::new(catalog, metrics, status, limits, budget));
+                let ctx = Rc::new(Ctx::new(catalog, netboot, metrics, status, limits, budget));
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, run(listener, ctx, stop_rx, probe_rx));
                 // Dropping the tasks closes every connection still open; a

@@ -1,6 +1,7 @@
 //! What a request target asks for ([`Route`]), without touching the
 //! filesystem: the fixed paths, `/{channel}/{arch}/{file}` (`?have` for its
-//! chunk list) and `/_release/{manifest_sha256}/{channel}/{arch}/{file}`.
+//! chunk list), `/_release/{manifest_sha256}/{channel}/{arch}/{file}` and
+//! `/_netboot/{channel}/{arch}/{file}`.
 //! Anything that tries to leave the tree is refused; this module does no
 //! I/O.
 
@@ -30,6 +31,9 @@ pub enum Route {
         name: String,
         have: bool,
     },
+    /// `/_netboot/{channel}/{arch}/{file}`: a file of the prepared netboot
+    /// tree (UEFI HTTP boot's stage-1, see `netboot`), as a relative path.
+    Netboot(String),
     /// A path that tries to leave the tree or is malformed: 400, logged.
     Refused(&'static str),
     NotFound,
@@ -77,6 +81,16 @@ pub fn route(url: &str) -> Route {
         segments.push(seg);
     }
     let have = query.split('#').next() == Some("have");
+    if let [first, rest @ ..] = segments.as_slice() {
+        if first == "_netboot" {
+            return match file_route(rest, false) {
+                Route::File(ca, name) => {
+                    Route::Netboot(format!("{}/{}/{name}", ca.channel, ca.arch))
+                }
+                _ => Route::NotFound,
+            };
+        }
+    }
     if let [first, sha, rest @ ..] = segments.as_slice() {
         if first == "_release" {
             let hex =
@@ -218,6 +232,18 @@ mod tests {
             format!("/_release/{sha}/stable/arm64/.hidden"),
         ] {
             assert_eq!(route(&bad), Route::NotFound, "{bad}");
+        }
+        assert_eq!(
+            route("/_netboot/stable/arm64/stage1.efi"),
+            Route::Netboot("stable/arm64/stage1.efi".into())
+        );
+        for bad in [
+            "/_netboot/stage1.efi",
+            "/_netboot/stable/arm64/.prepared",
+            "/_netboot/../arm64/stage1.efi",
+        ] {
+            assert_ne!(route(bad), Route::Netboot(bad.into()), "{bad}");
+            assert!(!matches!(route(bad), Route::Netboot(_)), "{bad}");
         }
         assert_eq!(route("/?refresh=0"), Route::Page(None));
         assert_eq!(route("/stable/arm64"), Route::NotFound);

@@ -124,6 +124,17 @@ fn firmware_of(a: &Asked) -> Option<Firmware> {
 /// The answer to `request` (a DHCP message that came in on `port`), or
 /// `None` when it is not ours to answer or does not parse.
 pub fn answer(request: &[u8], port: Port, boot: &BootInfo) -> Option<(Vec<u8>, Firmware)> {
+    answer_with(request, port, |_| boot.clone()).map(|(reply, firmware, _)| (reply, firmware))
+}
+
+/// [`answer`], with the boot information chosen by the client's hardware
+/// address (`boot` is called only for a request we answer); also returns
+/// that address.
+pub fn answer_with(
+    request: &[u8],
+    port: Port,
+    boot: impl FnOnce(&[u8]) -> BootInfo,
+) -> Option<(Vec<u8>, Firmware, Vec<u8>)> {
     let msg = borrowed::Message::new(request).ok()?;
     // The hardware address is at most 16 bytes; a larger length is a lie
     // (and would read past the field).
@@ -137,6 +148,8 @@ pub fn answer(request: &[u8], port: Port, boot: &BootInfo) -> Option<(Vec<u8>, F
         _ => return None,
     };
     let firmware = firmware_of(&a)?;
+    let mac = msg.chaddr().get(..usize::from(msg.hlen()))?.to_vec();
+    let boot = &boot(&mac);
     let file = match firmware {
         Firmware::UefiPxe => boot.uefi_file.as_str(),
         Firmware::UefiHttp => boot.uefi_url.as_str(),
@@ -176,7 +189,7 @@ pub fn answer(request: &[u8], port: Port, boot: &BootInfo) -> Option<(Vec<u8>, F
     if !a.machine.is_empty() && a.machine.len() <= 255 {
         opts.insert(DhcpOption::ClientMachineIdentifier(a.machine.clone()));
     }
-    Some((reply.to_vec().ok()?, firmware))
+    Some((reply.to_vec().ok()?, firmware, mac))
 }
 
 /// Option 43 as the Raspberry Pi bootloader looks for it: a PXE boot menu

@@ -33,6 +33,7 @@ use crate::http::{HttpError, HttpServer};
 use crate::identity::{self, IdentityError};
 use crate::manifest::Catalog;
 use crate::metrics::Metrics;
+use crate::netboot::Netboot;
 use crate::shutdown::{self, Shutdown};
 use crate::status::StatusSource;
 use publisher::{Publisher, SeqCounter, SeqError, Snapshot};
@@ -53,6 +54,8 @@ pub enum ProviderError {
     Dht(#[from] DhtError),
     #[error(transparent)]
     Watchdog(#[from] WatchdogError),
+    #[error(transparent)]
+    Netboot(#[from] crate::netboot::NetbootError),
     #[error("cannot start: {0}")]
     Runtime(std::io::Error),
 }
@@ -61,7 +64,10 @@ impl ProviderError {
     /// 2 for what the user must fix (key file, address in use), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ProviderError::Identity(_) | ProviderError::Seq(_) | ProviderError::Http(_) => 2,
+            ProviderError::Identity(_)
+            | ProviderError::Seq(_)
+            | ProviderError::Http(_)
+            | ProviderError::Netboot(_) => 2,
             ProviderError::Dht(DhtError::Listen(..)) => 2,
             _ => 1,
         }
@@ -145,6 +151,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
     let http = HttpServer::start(
         cfg.http_listen,
         catalog.clone(),
+        cfg.netboot.as_ref().map(|n| n.cache.clone()),
         metrics.clone(),
         status.clone(),
         cfg.http_limits,
@@ -155,6 +162,20 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
     };
     println!("plasmd {} peer id {peer_id}", env!("CARGO_PKG_VERSION"));
     println!("HTTP listening on {}", http.local_addr());
+    let netboot = match &cfg.netboot {
+        Some(n) => {
+            let nb = Netboot::start(n.clone(), http.local_addr().port(), metrics.netboot.clone())?;
+            println!(
+                "netboot: answering firmware (ProxyDHCP {} and {}, TFTP {}); boards boot {}",
+                n.dhcp.dhcp,
+                n.dhcp.pxe,
+                nb.tftp_addr(),
+                n.default
+            );
+            Some(nb)
+        }
+        None => None,
+    };
 
     let rt = runtime()?;
     let result = rt.block_on(async {
@@ -262,6 +283,9 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
         .await;
         Ok(())
     });
+    if let Some(nb) = netboot {
+        nb.stop();
+    }
     http.stop();
     result
 }
@@ -335,6 +359,7 @@ pub fn node(cfg: NodeConfig) -> Result<(), ProviderError> {
             let server = HttpServer::start(
                 addr,
                 empty,
+                None,
                 metrics.clone(),
                 StatusSlot::default(),
                 Default::default(),

@@ -142,6 +142,11 @@ impl ReleaseKeys {
     }
 
     /// True when no key is configured (releases are not checked).
+    /// The base64 line of each key (what `phase.release_key=` takes).
+    pub fn base64_lines(&self) -> Vec<String> {
+        self.0.iter().map(|k| k.base64.clone()).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -28,6 +28,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
 use crate::beneath::{self, BeneathError};
+use crate::metrics::NetbootMetrics;
 use packet::{ErrorCode, Packet};
 
 /// Transfers at once; more requests are refused with an error.
@@ -57,8 +58,13 @@ pub struct TftpServer {
 }
 
 impl TftpServer {
-    /// Serves the files beneath `root` on `listen` (UDP).
-    pub fn start(listen: SocketAddr, root: PathBuf) -> Result<TftpServer, TftpError> {
+    /// Serves the files beneath `root` on `listen` (UDP), counting what it
+    /// sends in `metrics`.
+    pub fn start(
+        listen: SocketAddr,
+        root: PathBuf,
+        metrics: NetbootMetrics,
+    ) -> Result<TftpServer, TftpError> {
         let std_socket =
             std::net::UdpSocket::bind(listen).map_err(|e| TftpError::Bind(listen, e))?;
         std_socket
@@ -78,7 +84,7 @@ impl TftpServer {
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, async move {
                     match UdpSocket::from_std(std_socket) {
-                        Ok(socket) => serve(socket, Arc::new(root), stop_rx).await,
+                        Ok(socket) => serve(socket, Arc::new(root), metrics, stop_rx).await,
                         Err(e) => log::error!("TFTP: {e}"),
                     }
                 });
@@ -120,7 +126,12 @@ impl Drop for TftpServer {
     }
 }
 
-async fn serve(socket: UdpSocket, root: Arc<PathBuf>, mut stop: oneshot::Receiver<()>) {
+async fn serve(
+    socket: UdpSocket,
+    root: Arc<PathBuf>,
+    metrics: NetbootMetrics,
+    mut stop: oneshot::Receiver<()>,
+) {
     let sessions = Rc::new(Cell::new(0usize));
     // A request is at most 512 bytes; one more tells a larger one apart.
     let mut buf = [0u8; packet::MAX_REQUEST + 1];
@@ -138,12 +149,14 @@ async fn serve(socket: UdpSocket, root: Arc<PathBuf>, mut stop: oneshot::Receive
         let reply = match packet::parse(&buf[..n]) {
             Ok(Packet::Read { file, asked }) if sessions.get() < MAX_SESSIONS => {
                 let file = file.to_string();
-                let (root, sessions) = (root.clone(), sessions.clone());
+                let (root, sessions, metrics) = (root.clone(), sessions.clone(), metrics.clone());
                 sessions.set(sessions.get() + 1);
                 let local = socket.local_addr().ok();
                 tokio::task::spawn_local(async move {
                     if let Some(local) = local {
-                        transfer(local, client, &file, asked, &root).await;
+                        if transfer(local, client, &file, asked, &root, &metrics).await {
+                            metrics.tftp_transfers.inc();
+                        }
                     }
                     sessions.set(sessions.get() - 1);
                 });
@@ -165,20 +178,22 @@ async fn serve(socket: UdpSocket, root: Arc<PathBuf>, mut stop: oneshot::Receive
     }
 }
 
-/// One file to one client, from a socket of its own.
+/// One file to one client, from a socket of its own; whether it was all
+/// sent and acknowledged.
 async fn transfer(
     local: SocketAddr,
     client: SocketAddr,
     name: &str,
     asked: packet::Asked,
     root: &Path,
-) {
+    metrics: &NetbootMetrics,
+) -> bool {
     let bind = SocketAddr::new(local.ip(), 0);
     let Ok(socket) = UdpSocket::bind(bind).await else {
-        return;
+        return false;
     };
     if socket.connect(client).await.is_err() {
-        return;
+        return false;
     }
     let rel = Path::new(name.trim_start_matches('/'));
     let (file, meta) = match beneath::open_regular(root, rel) {
@@ -191,7 +206,7 @@ async fn transfer(
             };
             log::info!("TFTP: {client} asked for {name:?}: {why}");
             let _ = socket.send(&packet::error(code, why)).await;
-            return;
+            return false;
         }
     };
     let g = packet::grant(&asked, meta.len());
@@ -216,8 +231,13 @@ async fn transfer(
                 g.blksize,
                 g.windowsize
             );
+            metrics.tftp_bytes.inc_by(t.size);
+            true
         }
-        Err(why) => log::info!("TFTP: {name} to {client} ended: {why}"),
+        Err(why) => {
+            log::info!("TFTP: {name} to {client} ended: {why}");
+            false
+        }
     }
 }
 

@@ -1,0 +1,214 @@
+//! `plasmd serve --netboot` and its settings (`--netboot-dir`,
+//! `--netboot-channel`, `--netboot-cmdline`; `[netboot]` with its
+//! `[[netboot.group]]`s in the file), checked into a
+//! [`NetbootConfig`]. Answering firmware is `netboot`'s; this module only
+//! says what to answer with.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{channel_arch, ConfigError};
+use crate::channel::{check_name, ChannelArch};
+use crate::netboot::dhcp::DhcpListen;
+use crate::netboot::{Group, NetbootConfig};
+use crate::release::ReleaseKeys;
+
+/// The operator's netboot directory by default.
+pub const DEFAULT_NETBOOT_DIR: &str = "/var/lib/plasmd/netboot";
+/// Groups at most: each is a stage-1 prepared on disk.
+const MAX_GROUPS: usize = 16;
+
+/// `[netboot]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NetbootSection {
+    pub(super) enabled: Option<bool>,
+    pub(super) dir: Option<PathBuf>,
+    pub(super) cache: Option<PathBuf>,
+    pub(super) channel: Option<String>,
+    pub(super) cmdline: Option<String>,
+    /// Firmware uses 67, 4011 and 69; other ports are for tests.
+    pub(super) dhcp_port: Option<u16>,
+    pub(super) pxe_port: Option<u16>,
+    pub(super) tftp_port: Option<u16>,
+    #[serde(default)]
+    pub(super) group: Vec<GroupSection>,
+}
+
+/// `[[netboot.group]]`: boards (by hardware address) that boot another
+/// channel.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GroupSection {
+    pub(super) name: String,
+    pub(super) channel: String,
+    pub(super) macs: Vec<String>,
+}
+
+/// The netboot flags, before merging with the file.
+#[derive(Debug, Default)]
+pub(super) struct NetbootFlags {
+    pub(super) on: bool,
+    pub(super) dir: Option<PathBuf>,
+    pub(super) channel: Option<String>,
+    pub(super) cmdline: Option<String>,
+}
+
+/// `--netboot` and friends merged with `[netboot]` (flags win); `None`
+/// when netboot is off. `channels`/`archs` are the served ones (to default
+/// the channel/arch when they name exactly one); `keys` the provider's
+/// release keys.
+pub(super) fn build_netboot(
+    f: &NetbootFlags,
+    section: &NetbootSection,
+    channels: &[String],
+    archs: &[String],
+    keys: &ReleaseKeys,
+) -> Result<Option<NetbootConfig>, ConfigError> {
+    if !(f.on || section.enabled == Some(true)) {
+        if f.dir.is_some() || f.channel.is_some() || f.cmdline.is_some() {
+            return Err(ConfigError::Invalid(
+                "--netboot-dir, --netboot-channel and --netboot-cmdline only go with --netboot"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let default = match f.channel.as_ref().or(section.channel.as_ref()) {
+        Some(s) => channel_arch("--netboot-channel", s)?,
+        None => match (channels, archs) {
+            ([c], [a]) => ChannelArch {
+                channel: c.clone(),
+                arch: a.clone(),
+            },
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "--netboot: say which channel/arch the stage-1 boots with --netboot-channel C/A (or serve exactly one --channel and --arch)".into(),
+                ))
+            }
+        },
+    };
+    if keys.is_empty() {
+        return Err(ConfigError::Invalid(
+            "--netboot hands boards a stage-1 that boots only signed releases: give --release-key PUBFILE (the key it trusts)".into(),
+        ));
+    }
+    let extra_words = f
+        .cmdline
+        .clone()
+        .or(section.cmdline.clone())
+        .unwrap_or_default();
+    if extra_words.contains(['\n', '\r', '\0']) {
+        return Err(ConfigError::Invalid(
+            "--netboot-cmdline: one line of kernel command line words".into(),
+        ));
+    }
+    if section.group.len() > MAX_GROUPS {
+        return Err(ConfigError::Invalid(format!(
+            "[netboot]: at most {MAX_GROUPS} groups"
+        )));
+    }
+    let mut groups = Vec::new();
+    for g in &section.group {
+        let bad =
+            |why: String| ConfigError::Invalid(format!("[[netboot.group]] {:?}: {why}", g.name));
+        check_name("group name", &g.name).map_err(|e| bad(e.to_string()))?;
+        check_name("channel", &g.channel).map_err(|e| bad(e.to_string()))?;
+        let macs = g
+            .macs
+            .iter()
+            .map(|m| {
+                parse_mac(m).ok_or_else(|| {
+                    bad(format!("{m:?} is not a MAC address like 52:54:00:12:34:56"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        groups.push(Group {
+            name: g.name.clone(),
+            channel: g.channel.clone(),
+            macs,
+        });
+    }
+    let dir = f
+        .dir
+        .clone()
+        .or(section.dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_NETBOOT_DIR));
+    let cache = section
+        .cache
+        .clone()
+        .unwrap_or_else(|| dir.join(".prepared"));
+    let any = Ipv4Addr::UNSPECIFIED;
+    let dhcp_port = section.dhcp_port.unwrap_or(67);
+    let cfg = NetbootConfig {
+        root: dir,
+        cache,
+        default,
+        groups,
+        release_keys: keys.base64_lines(),
+        extra_words,
+        dhcp: DhcpListen {
+            dhcp: SocketAddrV4::new(any, dhcp_port),
+            pxe: SocketAddrV4::new(any, section.pxe_port.unwrap_or(4011)),
+            // Clients listen on the port above the server's (67 → 68).
+            client_port: dhcp_port.wrapping_add(1),
+        },
+        tftp: SocketAddr::V4(SocketAddrV4::new(any, section.tftp_port.unwrap_or(69))),
+    };
+    // Every stage-1 must hold its words.
+    for ca in std::iter::once(&cfg.default.channel).chain(cfg.groups.iter().map(|g| &g.channel)) {
+        let ca = ChannelArch {
+            channel: ca.clone(),
+            arch: cfg.default.arch.clone(),
+        };
+        let need = cfg.words(&ca).len() + crate::netboot::stage1::TEMPLATE_WORD.len();
+        if need > crate::netboot::stage1::CMDLINE_ROOM {
+            return Err(ConfigError::Invalid(format!(
+                "--netboot: the stage-1's command line for {ca} would be {need} bytes, over the kernel's {}",
+                crate::netboot::stage1::CMDLINE_ROOM
+            )));
+        }
+    }
+    Ok(Some(cfg))
+}
+
+/// `52:54:00:12:34:56` (or with dashes) → its six bytes.
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split([':', '-']);
+    for b in &mut mac {
+        let p = parts.next()?;
+        // from_str_radix would take a sign ("+5").
+        if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_strictly() {
+        assert_eq!(
+            parse_mac("52:54:00:12:34:0a"),
+            Some([0x52, 0x54, 0, 0x12, 0x34, 0x0a])
+        );
+        assert_eq!(parse_mac("dc-a6-32-01-36-c2").map(|m| m[0]), Some(0xdc));
+        for bad in [
+            "",
+            "52:54:00:12:34",
+            "52:54:00:12:34:56:78",
+            "5:54:00:12:34:56",
+            "zz:54:00:12:34:56",
+            "+5:54:00:12:34:56",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+    }
+}
