@@ -16,6 +16,7 @@ image_host_tools() {
   command -v mcopy >/dev/null || pkgs+=(mtools)
   command -v sfdisk >/dev/null || pkgs+=(fdisk)
   command -v qemu-system-aarch64 >/dev/null || pkgs+=(qemu-system-arm)
+  command -v aarch64-linux-gnu-objcopy >/dev/null || pkgs+=(binutils-aarch64-linux-gnu)
   if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     $sudo dpkg --add-architecture arm64
     updated=no

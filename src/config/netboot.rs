@@ -52,6 +52,7 @@ pub(super) struct GroupSection {
 pub(super) struct NetbootFlags {
     pub(super) on: bool,
     pub(super) dir: Option<PathBuf>,
+    pub(super) cache: Option<PathBuf>,
     pub(super) channel: Option<String>,
     pub(super) cmdline: Option<String>,
 }
@@ -68,9 +69,9 @@ pub(super) fn build_netboot(
     keys: &ReleaseKeys,
 ) -> Result<Option<NetbootConfig>, ConfigError> {
     if !(f.on || section.enabled == Some(true)) {
-        if f.dir.is_some() || f.channel.is_some() || f.cmdline.is_some() {
+        if f.dir.is_some() || f.cache.is_some() || f.channel.is_some() || f.cmdline.is_some() {
             return Err(ConfigError::Invalid(
-                "--netboot-dir, --netboot-channel and --netboot-cmdline only go with --netboot"
+                "--netboot-dir, --netboot-cache, --netboot-channel and --netboot-cmdline only go with --netboot"
                     .into(),
             ));
         }
@@ -136,9 +137,10 @@ pub(super) fn build_netboot(
         .clone()
         .or(section.dir.clone())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_NETBOOT_DIR));
-    let cache = section
+    let cache = f
         .cache
         .clone()
+        .or(section.cache.clone())
         .unwrap_or_else(|| dir.join(".prepared"));
     let any = Ipv4Addr::UNSPECIFIED;
     let dhcp_port = section.dhcp_port.unwrap_or(67);

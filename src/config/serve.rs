@@ -131,9 +131,11 @@ Options (each also settable in the --config file; flags win):
                            nothing on them get the stage-1, which boots only releases signed
                            by --release-key. Needs root or CAP_NET_BIND_SERVICE (README,
                            Booting boards with nothing on them)            [netboot] enabled
-  --netboot-dir DIR        holds stage1.efi from `image/build-stage1 --uki` (default
+  --netboot-dir DIR        holds stage1.efi from image/build-stage1 (default
                            /var/lib/plasmd/netboot); the copies with this provider's
-                           settings go to DIR/.prepared                        [netboot] dir
+                           settings go to --netboot-cache                      [netboot] dir
+  --netboot-cache DIR      where those copies are written and served from (default
+                           DIR/.prepared; about 40 MB per channel)           [netboot] cache
   --netboot-channel C/A    the channel/arch the stage-1 boots (default: the one --channel and
                            --arch name)                                    [netboot] channel
   --netboot-cmdline WORDS  more kernel command line words for the stage-1, e.g.
@@ -258,8 +260,8 @@ where
             "artifacts" | "board" | "channel" | "arch" | "http-listen" | "http-min-rate"
             | "http-rate-window" | "http-max-rate" | "external-url" | "provider-name"
             | "refresh-interval" | "check-config" | "sign-key" | "mirror" | "mirror-keep"
-            | "mirror-interval" | "release-key" | "netboot" | "netboot-dir" | "netboot-channel"
-            | "netboot-cmdline" => sub == Sub::Serve,
+            | "mirror-interval" | "release-key" | "netboot" | "netboot-dir" | "netboot-cache"
+            | "netboot-channel" | "netboot-cmdline" => sub == Sub::Serve,
             _ => true,
         };
         if !allowed {
@@ -309,6 +311,7 @@ where
             Long("release-key") => f.release_keys.push(p.value()?.into()),
             Long("netboot") => f.netboot.on = true,
             Long("netboot-dir") => f.netboot.dir = Some(p.value()?.into()),
+            Long("netboot-cache") => f.netboot.cache = Some(p.value()?.into()),
             Long("netboot-channel") => {
                 f.netboot.channel = Some(string(&mut p, "--netboot-channel")?)
             }
