@@ -18,6 +18,10 @@ use common::*;
 /// its guests and namespace) if the test ends first.
 struct TryBoot(Proc);
 
+/// Held by each test for its runs: they share the images and the work
+/// directory, and 2 cores carry one set of guests at a time.
+static GUESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl TryBoot {
     fn run(args: &[&str]) -> (i32, String) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/image/try-boot");
@@ -58,6 +62,7 @@ fn line_with<'a>(out: &'a str, needle: &str) -> &'a str {
 #[test]
 #[ignore = "tier qemu: boots two arm64 guests in a network namespace, as root (3-4 min); bash tests/run"]
 fn boards_find_verify_and_kexec_into_the_signed_release_and_refuse_anything_else() {
+    let _guests = GUESTS.lock().unwrap_or_else(|e| e.into_inner());
     assert!(is_root(), "needs root for its network namespace");
     assert!(
         Command::new("ip").arg("-V").output().is_ok(),
@@ -228,4 +233,60 @@ fn boards_find_verify_and_kexec_into_the_signed_release_and_refuse_anything_else
         extlinux.contains("initrd /initramfs.gz") && extlinux.contains(key),
         "{extlinux}"
     );
+}
+
+#[test]
+#[ignore = "tier qemu: boots three arm64 guests in a network namespace, as root (2 min); bash tests/run"]
+fn a_board_with_nothing_on_it_boots_through_its_firmware_from_plasmd_serve_netboot() {
+    let _guests = GUESTS.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(is_root(), "needs root for its network namespace");
+    // No disk and no kernel: Debian's EDK2 alone, on a LAN whose DHCP
+    // server (busybox udhcpd) knows nothing of netboot. PXE first: the
+    // provider's ProxyDHCP names the stage-1, its TFTP server sends it.
+    let (code, out) = TryBoot::run(&[
+        "--netboot",
+        "pxe",
+        "--marker",
+        "netboot-pxe-ok",
+        "--timeout",
+        "240",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    for step in [
+        // The address from the LAN's server, the file from plasmd.
+        "Station IP address is 192.0.2.1",
+        "NBP filename is stable/arm64/stage1.efi",
+        "netboot: uefi_pxe 52:54:00:12:34:10 (DHCP) answered from 192.0.2.1",
+        "TFTP: sent stable/arm64/stage1.efi",
+        // The stage-1 with the provider's settings, then as any board.
+        "looking for stable/arm64",
+        "verified",
+        "stage 2 up: netboot-pxe-ok",
+    ] {
+        assert!(out.contains(step), "{step:?} missing:\n{out}");
+    }
+    println!("PXE: {}", line_with(&out, "marker seen"));
+    println!("{}", line_with(&out, "TFTP: sent").trim());
+
+    // UEFI HTTP boot (PXE turned off in the firmware): a URL on the
+    // provider's HTTP server instead.
+    let (code, out) = TryBoot::run(&[
+        "--no-build",
+        "--netboot",
+        "http",
+        "--marker",
+        "netboot-http-ok",
+        "--timeout",
+        "240",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    for step in [
+        "netboot: uefi_http 52:54:00:12:34:10 (DHCP) answered",
+        "URI: http://192.0.2.1:8080/_netboot/stable/arm64/stage1.efi",
+        "stage 2 up: netboot-http-ok",
+    ] {
+        assert!(out.contains(step), "{step:?} missing:\n{out}");
+    }
+    assert!(!out.contains("TFTP: sent"), "{out}");
+    println!("HTTP boot: {}", line_with(&out, "marker seen"));
 }
