@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::net::UdpSocket;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::tftp::{ack, request};
 use common::*;
 use plasmd::netboot::tftp::TftpServer;
 
@@ -53,7 +53,7 @@ fn serving(
     let metrics = plasmd::metrics::NetbootMetrics::default();
     let server = TftpServer::start(
         "127.0.0.1:0".parse().unwrap(),
-        root.clone(),
+        vec![root.clone()],
         metrics.clone(),
     )
     .unwrap();
@@ -91,34 +91,6 @@ fn curl_fetches_byte_exact_at_every_block_size_and_is_refused_outside_the_root()
         let (ok, got, _) = curl(port, path, &[]);
         assert!(!ok && got.is_empty(), "{path} was served");
     }
-}
-
-/// A client written here: sends a read request and returns its socket
-/// and the first packet back.
-fn request(port: u16, file: &str, options: &[(&str, &str)]) -> (UdpSocket, Vec<u8>, u16) {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut rrq = vec![0, 1];
-    for f in [file, "octet"] {
-        rrq.extend_from_slice(f.as_bytes());
-        rrq.push(0);
-    }
-    for (k, v) in options {
-        for f in [k, v] {
-            rrq.extend_from_slice(f.as_bytes());
-            rrq.push(0);
-        }
-    }
-    s.send_to(&rrq, ("127.0.0.1", port)).unwrap();
-    let mut buf = vec![0u8; 2048];
-    let (n, from) = s.recv_from(&mut buf).unwrap();
-    buf.truncate(n);
-    (s, buf, from.port())
-}
-
-fn ack(s: &UdpSocket, port: u16, block: u16) {
-    let b = block.to_be_bytes();
-    s.send_to(&[0, 4, b[0], b[1]], ("127.0.0.1", port)).unwrap();
 }
 
 #[test]

@@ -11,8 +11,7 @@ use serde::Deserialize;
 
 use super::{channel_arch, ConfigError};
 use crate::channel::{check_name, ChannelArch};
-use crate::netboot::dhcp::DhcpListen;
-use crate::netboot::{Group, NetbootConfig};
+use crate::netboot::{DhcpListen, Group, NetbootConfig};
 use crate::release::ReleaseKeys;
 
 /// The operator's netboot directory by default.
@@ -68,7 +67,13 @@ pub(super) fn build_netboot(
     archs: &[String],
     keys: &ReleaseKeys,
 ) -> Result<Option<NetbootConfig>, ConfigError> {
-    if !(f.on || section.enabled == Some(true)) {
+    let on = f.on || section.enabled == Some(true);
+    if on && !crate::netboot::BUILT {
+        return Err(ConfigError::Invalid(
+            crate::netboot::NetbootError::NotBuilt.to_string(),
+        ));
+    }
+    if !on {
         if f.dir.is_some() || f.cache.is_some() || f.channel.is_some() || f.cmdline.is_some() {
             return Err(ConfigError::Invalid(
                 "--netboot-dir, --netboot-cache, --netboot-channel and --netboot-cmdline only go with --netboot"

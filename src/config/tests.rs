@@ -324,6 +324,16 @@ fn a_mirror_needs_a_release_key_and_an_artifacts_root() {
 }
 
 #[test]
+#[cfg(not(feature = "netboot"))]
+fn netboot_is_refused_by_a_build_without_it() {
+    let e = serve(&["--artifacts", "/", "--netboot"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("built without it"), "{e}");
+}
+
+#[test]
+#[cfg(feature = "netboot")]
 fn netboot_needs_a_key_and_a_channel_and_takes_groups_from_the_file() {
     let dir = std::env::temp_dir().join(format!("plasmd-netboot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

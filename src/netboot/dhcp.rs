@@ -28,6 +28,7 @@ use nix::sys::socket::{
 };
 
 use super::proxy::{self, BootInfo, Firmware, Port};
+use super::DhcpListen;
 
 /// Answers sent per second at most, all clients together: a rack powering
 /// on asks a few times each; more than this is a flood.
@@ -47,27 +48,6 @@ pub enum DhcpError {
     Setup(SocketAddrV4, nix::Error),
     #[error("ProxyDHCP: cannot start: {0}")]
     Start(std::io::Error),
-}
-
-/// Where the two sockets listen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DhcpListen {
-    /// Normally `0.0.0.0:67`.
-    pub dhcp: SocketAddrV4,
-    /// Normally `0.0.0.0:4011`.
-    pub pxe: SocketAddrV4,
-    /// Where broadcast answers go: normally port 68 (a test may move it).
-    pub client_port: u16,
-}
-
-impl Default for DhcpListen {
-    fn default() -> Self {
-        DhcpListen {
-            dhcp: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67),
-            pxe: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 4011),
-            client_port: 68,
-        }
-    }
 }
 
 /// What to tell a client: its boot information given the server address
@@ -232,13 +212,24 @@ fn serve(
     }
     let dest = match port {
         Port::Pxe => SocketAddrV4::new(from.ip(), from.port()),
+        // RFC 2131 4.1: to the relay if relayed, to the client's own
+        // address if it has one, else broadcast (firmware has none yet).
         Port::Dhcp => {
-            let giaddr = Ipv4Addr::new(request[24], request[25], request[26], request[27]);
-            if giaddr.is_unspecified() {
-                SocketAddrV4::new(Ipv4Addr::BROADCAST, listen.client_port)
-            } else {
-                // Relayed: the relay takes it to the client's LAN.
+            let ip = |at: usize| {
+                Ipv4Addr::new(
+                    request[at],
+                    request[at + 1],
+                    request[at + 2],
+                    request[at + 3],
+                )
+            };
+            let (ciaddr, giaddr) = (ip(12), ip(24));
+            if !giaddr.is_unspecified() {
                 SocketAddrV4::new(giaddr, listen.dhcp.port())
+            } else if !ciaddr.is_unspecified() {
+                SocketAddrV4::new(ciaddr, listen.client_port)
+            } else {
+                SocketAddrV4::new(Ipv4Addr::BROADCAST, listen.client_port)
             }
         }
     };

@@ -9,45 +9,79 @@
 //! - [`tftp`]: a read-only TFTP server (its packets in `tftp::packet`);
 //! - [`stage1`]: the stage-1 UKI with this provider's settings filled in.
 //!
-//! [`Netboot`] starts them together from a [`NetbootConfig`]; the HTTP
-//! server serves the same prepared files under `/_netboot/` for UEFI HTTP
-//! boot. What is not here: the flags (`config`), and deciding when to
-//! start and stop (`provider`).
+//! [`Netboot`] (`server`) starts them together from a [`NetbootConfig`];
+//! the HTTP server serves the same prepared files under `/_netboot/` for
+//! UEFI HTTP boot. What is not here: the flags (`config`), and deciding
+//! when to start and stop (`provider`).
+//!
+//! The sockets and packets (`dhcp`, `proxy`, `tftp`, `server`) are built
+//! only with the cargo feature `netboot` (see `Cargo.toml`: they would take
+//! the aarch64 binary past its size budget); this file and `stage1` are
+//! always built, so the configuration can say what is missing.
 
+#[cfg(feature = "netboot")]
 pub mod dhcp;
+#[cfg(feature = "netboot")]
 pub mod proxy;
+#[cfg(feature = "netboot")]
+mod server;
 pub mod stage1;
+#[cfg(feature = "netboot")]
 pub mod tftp;
 
-use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use crate::channel::ChannelArch;
-use crate::metrics::{ClientLabel, NetbootMetrics};
-use dhcp::{DhcpListen, DhcpServer};
-use proxy::{BootInfo, Firmware};
-use tftp::TftpServer;
+#[cfg(feature = "netboot")]
+pub use server::Netboot;
+
+/// Whether this plasmd answers firmware (built with the `netboot` feature).
+pub const BUILT: bool = cfg!(feature = "netboot");
 
 /// The stage-1 file's name, in the operator's netboot directory and in
 /// the prepared tree (`{channel}/{arch}/stage1.efi`).
 pub const STAGE1_NAME: &str = "stage1.efi";
 /// The HTTP path the prepared tree is served under.
 pub const HTTP_PREFIX: &str = "/_netboot/";
-/// Boards remembered for the `boards` counter (beyond it, new boards are
-/// no longer counted: the set stays bounded).
-const MAX_BOARDS: usize = 4096;
 
 /// Why netboot could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NetbootError {
     #[error("netboot: {0}")]
     Stage1(#[from] stage1::Stage1Error),
+    #[cfg(feature = "netboot")]
     #[error(transparent)]
     Dhcp(#[from] dhcp::DhcpError),
+    #[cfg(feature = "netboot")]
     #[error(transparent)]
     Tftp(#[from] tftp::TftpError),
+    #[error("netboot: this plasmd was built without it (cargo feature `netboot`; the board image and the Debian package have it)")]
+    NotBuilt,
+    #[error("netboot: nothing to hand firmware in {0}: put stage1.efi there (image/build-stage1) for UEFI boards, rpi/ (image/build-boards) for Raspberry Pis")]
+    Nothing(PathBuf),
+}
+
+/// Where the ProxyDHCP's two sockets listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DhcpListen {
+    /// Normally `0.0.0.0:67`.
+    pub dhcp: SocketAddrV4,
+    /// Normally `0.0.0.0:4011`.
+    pub pxe: SocketAddrV4,
+    /// Where broadcast answers go: normally port 68 (a test may move it).
+    pub client_port: u16,
+}
+
+impl Default for DhcpListen {
+    fn default() -> Self {
+        DhcpListen {
+            dhcp: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67),
+            pxe: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 4011),
+            client_port: 68,
+        }
+    }
 }
 
 /// A group of boards (by hardware address) booting another channel.
@@ -93,7 +127,7 @@ impl NetbootConfig {
     }
 
     /// Every channel/arch a stage-1 is prepared for.
-    fn prepared(&self) -> Vec<ChannelArch> {
+    pub fn prepared(&self) -> Vec<ChannelArch> {
         let mut all = vec![self.default.clone()];
         for g in &self.groups {
             let ca = ChannelArch {
@@ -130,104 +164,94 @@ pub fn stage1_path(ca: &ChannelArch) -> String {
     format!("{}/{}/{STAGE1_NAME}", ca.channel, ca.arch)
 }
 
-/// Fills in the stage-1 of every channel/arch the configuration boots into
-/// `cfg.cache`; logs what it made.
-pub fn prepare(cfg: &NetbootConfig) -> Result<(), NetbootError> {
+/// The Raspberry Pi boot file set's directory in the operator's netboot
+/// directory (`image/build-boards` makes it), served from TFTP's root.
+pub const RPI_DIR: &str = "rpi";
+/// The Pi bootloader's command line file, filled in like the UKI's.
+const RPI_CMDLINE: &str = "cmdline.txt";
+
+/// What [`prepare`] found to hand firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    /// A stage-1 for UEFI boards.
+    pub uefi: bool,
+    /// A file set for Raspberry Pi boards.
+    pub raspberry_pi: bool,
+}
+
+/// Fills in what firmware gets, into `cfg.cache`: the UEFI stage-1 of
+/// every channel/arch the configuration boots (from `DIR/stage1.efi`) and
+/// the Raspberry Pi's `cmdline.txt` (from `DIR/rpi/`, default channel);
+/// logs what it made. Either may be missing, not both.
+pub fn prepare(cfg: &NetbootConfig) -> Result<Prepared, NetbootError> {
     let source = cfg.root.join(STAGE1_NAME);
-    for ca in cfg.prepared() {
-        let out = cfg.cache.join(stage1_path(&ca));
-        let filled = stage1::prepare(&source, &out, &cfg.words(&ca))?;
-        if filled {
-            log::info!("netboot: stage-1 for {ca} prepared at {}", out.display());
-        } else {
-            log::warn!(
-                "netboot: {} has no {} word: served as it is (a signed UKI?), without this provider's channel and keys",
-                source.display(),
-                stage1::TEMPLATE_WORD
-            );
+    let uefi = source.is_file();
+    if uefi {
+        for ca in cfg.prepared() {
+            let out = cfg.cache.join(stage1_path(&ca));
+            if stage1::prepare(&source, &out, &cfg.words(&ca))? {
+                log::info!("netboot: stage-1 for {ca} prepared at {}", out.display());
+            } else {
+                log::warn!(
+                    "netboot: {} has no {} word: served as it is (a signed UKI?), without this provider's channel and keys",
+                    source.display(),
+                    stage1::TEMPLATE_WORD
+                );
+            }
         }
     }
-    Ok(())
-}
-
-/// Netboot running: the ProxyDHCP and TFTP servers.
-pub struct Netboot {
-    dhcp: DhcpServer,
-    tftp: TftpServer,
-}
-
-/// What the ProxyDHCP tells each board, and the counters it keeps.
-struct Answers {
-    cfg: NetbootConfig,
-    http_port: u16,
-    metrics: NetbootMetrics,
-    seen: Mutex<HashSet<Vec<u8>>>,
-}
-
-impl dhcp::Boards for Answers {
-    fn boot_info(&self, server: Ipv4Addr, mac: &[u8]) -> BootInfo {
-        let path = stage1_path(&self.cfg.channel_of(mac));
-        BootInfo {
-            server,
-            uefi_url: format!("http://{server}:{}{HTTP_PREFIX}{path}", self.http_port),
-            uefi_file: path,
-        }
+    let rpi = cfg.root.join(RPI_DIR);
+    let raspberry_pi = rpi.is_dir();
+    if raspberry_pi {
+        let template = rpi.join(RPI_CMDLINE);
+        let io = |p: &std::path::Path| {
+            let p = p.to_path_buf();
+            move |e| NetbootError::Stage1(stage1::Stage1Error::Io(p, e))
+        };
+        // A kernel command line: a few hundred bytes, 4 KiB at most read.
+        let mut text = Vec::new();
+        std::fs::File::open(&template)
+            .and_then(|f| std::io::Read::take(f, 4096).read_to_end(&mut text))
+            .map_err(io(&template))?;
+        let text = String::from_utf8_lossy(&text);
+        let filled = stage1::fill(&text, &cfg.words(&cfg.default))
+            .unwrap_or_else(|| text.trim_end().to_string());
+        let out = cfg.cache.join(RPI_CMDLINE);
+        crate::statefile::write_atomic(&out, format!("{filled}\n").as_bytes(), 0o644)
+            .map_err(io(&out))?;
+        log::info!(
+            "netboot: Raspberry Pi file set from {} with {} ({})",
+            rpi.display(),
+            out.display(),
+            cfg.default
+        );
     }
-
-    fn answered(&self, firmware: Firmware, mac: &[u8]) {
-        self.metrics
-            .requests
-            .get_or_create(&ClientLabel {
-                client: firmware.as_str(),
-            })
-            .inc();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() < MAX_BOARDS && seen.insert(mac.to_vec()) {
-            self.metrics.boards.inc();
-        }
+    if !uefi && !raspberry_pi {
+        return Err(NetbootError::Nothing(cfg.root.clone()));
     }
-
-    fn ignored(&self) {
-        self.metrics
-            .requests
-            .get_or_create(&ClientLabel { client: "other" })
-            .inc();
-    }
+    Ok(Prepared { uefi, raspberry_pi })
 }
 
+/// Without the `netboot` feature there is nothing to start: `config`
+/// refuses `--netboot` first, so this is never made.
+#[cfg(not(feature = "netboot"))]
+pub struct Netboot(std::convert::Infallible);
+
+#[cfg(not(feature = "netboot"))]
 impl Netboot {
-    /// Prepares the stage-1s and starts answering firmware; `http_port` is
-    /// the HTTP server's, for UEFI HTTP boot URLs.
     pub fn start(
-        cfg: NetbootConfig,
-        http_port: u16,
-        metrics: NetbootMetrics,
+        _: NetbootConfig,
+        _: u16,
+        _: crate::metrics::NetbootMetrics,
     ) -> Result<Netboot, NetbootError> {
-        prepare(&cfg)?;
-        let tftp = TftpServer::start(cfg.tftp, cfg.cache.clone(), metrics.clone())?;
-        let listen = cfg.dhcp;
-        let dhcp = DhcpServer::start(
-            listen,
-            Answers {
-                cfg,
-                http_port,
-                metrics,
-                seen: Mutex::default(),
-            },
-        )?;
-        let (d, p) = dhcp.local_addrs();
-        log::info!("netboot: ProxyDHCP on {d} and {p}");
-        Ok(Netboot { dhcp, tftp })
+        Err(NetbootError::NotBuilt)
     }
 
-    /// Where TFTP listens.
     pub fn tftp_addr(&self) -> SocketAddr {
-        self.tftp.local_addr()
+        match self.0 {}
     }
 
-    /// Stops answering firmware.
     pub fn stop(self) {
-        self.dhcp.stop();
-        self.tftp.stop();
+        match self.0 {}
     }
 }

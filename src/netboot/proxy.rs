@@ -31,6 +31,11 @@ pub struct BootInfo {
     pub uefi_file: String,
     /// The UEFI stage-1 over HTTP, e.g. `http://192.0.2.1:8080/_netboot/stage1.efi`.
     pub uefi_url: String,
+    /// Which kinds of firmware there is something for (UEFI: a stage-1;
+    /// the Raspberry Pi: its file set); the others get no answer, so that
+    /// another server on the LAN may give one.
+    pub uefi: bool,
+    pub raspberry_pi: bool,
 }
 
 /// The kinds of firmware answered.
@@ -84,27 +89,42 @@ const DISCOVER: u8 = 1;
 const REQUEST: u8 = 3;
 const INFORM: u8 = 8;
 
-/// Reads options 53, 60, 93 and 97 from their raw bytes. Only these are
-/// looked at: `dhcproto`'s typed decoding of every other option asserts on
-/// lengths a hostile packet can get wrong, so it is not used on requests.
-fn asked(msg: &borrowed::Message) -> Asked {
+/// Where the options start: after the 236-byte header and the magic
+/// cookie (RFC 2131 3).
+const OPTIONS_AT: usize = 240;
+const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+
+/// Reads options 53, 60, 93 and 97 from the request's raw bytes, walking
+/// every option on the way: a cookie missing, an option running past the
+/// end, or no end option makes the whole request malformed (`None`), so a
+/// damaged packet is dropped rather than half read. (`dhcproto`'s typed
+/// decoding asserts on lengths a hostile packet can get wrong, and its
+/// lazy reader stops quietly at a bad one, so neither reads requests.)
+fn asked(request: &[u8]) -> Option<Asked> {
+    if request.get(OPTIONS_AT - 4..OPTIONS_AT) != Some(&MAGIC_COOKIE[..]) {
+        return None;
+    }
     let mut a = Asked::default();
-    for opt in msg.opts() {
-        match u8::from(opt.code()) {
-            53 => a.msg_type = opt.data().first().copied(),
-            60 => a.class = opt.data().to_vec(),
-            // A list of architectures: the first one is the client's.
-            93 => {
-                a.arch = opt
-                    .data()
-                    .get(..2)
-                    .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    let mut at = OPTIONS_AT;
+    loop {
+        match *request.get(at)? {
+            0 => at += 1, // pad
+            255 => return Some(a),
+            code => {
+                let len = usize::from(*request.get(at + 1)?);
+                let data = request.get(at + 2..at + 2 + len)?;
+                match code {
+                    53 => a.msg_type = data.first().copied(),
+                    60 => a.class = data.to_vec(),
+                    // A list of architectures: the first one is the client's.
+                    93 => a.arch = data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])),
+                    97 => a.machine = data.to_vec(),
+                    _ => {}
+                }
+                at += 2 + len;
             }
-            97 => a.machine = opt.data().to_vec(),
-            _ => {}
         }
     }
-    a
 }
 
 /// The kind of firmware a request comes from, if it is one we answer.
@@ -141,7 +161,7 @@ pub fn answer_with(
     if msg.opcode() != Opcode::BootRequest || msg.hlen() > 16 {
         return None;
     }
-    let a = asked(&msg);
+    let a = asked(request)?;
     let kind = match (a.msg_type?, port) {
         (DISCOVER, Port::Dhcp) => MessageType::Offer,
         (REQUEST | INFORM, Port::Pxe) => MessageType::Ack,
@@ -150,6 +170,13 @@ pub fn answer_with(
     let firmware = firmware_of(&a)?;
     let mac = msg.chaddr().get(..usize::from(msg.hlen()))?.to_vec();
     let boot = &boot(&mac);
+    let served = match firmware {
+        Firmware::UefiPxe | Firmware::UefiHttp => boot.uefi,
+        Firmware::RaspberryPi => boot.raspberry_pi,
+    };
+    if !served {
+        return None;
+    }
     let file = match firmware {
         Firmware::UefiPxe => boot.uefi_file.as_str(),
         Firmware::UefiHttp => boot.uefi_url.as_str(),
@@ -218,6 +245,8 @@ mod tests {
             server: Ipv4Addr::new(192, 0, 2, 1),
             uefi_file: "stage1.efi".into(),
             uefi_url: "http://192.0.2.1:8080/_netboot/stage1.efi".into(),
+            uefi: true,
+            raspberry_pi: true,
         }
     }
 
@@ -331,10 +360,13 @@ mod tests {
         for n in 0..good.len() {
             let _ = answer(&good[..n], Port::Dhcp, &boot());
         }
+        // The last option (97) claims more bytes than there are; no end.
         let mut bad_len = good.clone();
-        let at = bad_len.len() - 4;
+        let at = bad_len.len() - 1 - 17 - 1;
+        assert_eq!((bad_len[at - 1], bad_len[at]), (97, 17));
         bad_len[at] = 250;
-        let _ = answer(&bad_len, Port::Dhcp, &boot());
+        assert!(answer(&bad_len, Port::Dhcp, &boot()).is_none());
+        assert!(answer(&good[..good.len() - 1], Port::Dhcp, &boot()).is_none());
         let mut huge_55 = good[..240].to_vec();
         huge_55.extend_from_slice(&[53, 1, 1, 55, 255]);
         huge_55.extend(std::iter::repeat_n(1u8, 255));
@@ -346,5 +378,11 @@ mod tests {
         lie[2] = 255;
         assert!(answer(&lie, Port::Dhcp, &boot()).is_none());
         assert!(answer(&good, Port::Dhcp, &boot()).is_some());
+        // Nothing for UEFI here: another server may answer it.
+        let no_uefi = BootInfo {
+            uefi: false,
+            ..boot()
+        };
+        assert!(answer(&good, Port::Dhcp, &no_uefi).is_none());
     }
 }

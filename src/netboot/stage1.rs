@@ -110,22 +110,19 @@ pub fn read_cmdline(path: &Path) -> Result<(u64, String), Stage1Error> {
     Ok((offset, String::from_utf8_lossy(&text).into_owned()))
 }
 
-/// The command line with [`TEMPLATE_WORD`] replaced by `words`, padded
-/// with spaces to `room` bytes; `None` when the template word is absent.
-pub fn fill(template: &str, words: &str, room: usize) -> Option<Result<String, usize>> {
+/// The command line `template` with [`TEMPLATE_WORD`] replaced by
+/// `words` (and trailing padding gone); `None` when the word is absent.
+pub fn fill(template: &str, words: &str) -> Option<String> {
     let text = template.trim_end_matches([' ', '\0', '\n']);
     if !text.split_ascii_whitespace().any(|w| w == TEMPLATE_WORD) {
         return None;
     }
-    let filled = text
-        .split_ascii_whitespace()
-        .map(|w| if w == TEMPLATE_WORD { words } else { w })
-        .collect::<Vec<_>>()
-        .join(" ");
-    if filled.len() > room {
-        return Some(Err(filled.len()));
-    }
-    Some(Ok(format!("{filled:room$}")))
+    Some(
+        text.split_ascii_whitespace()
+            .map(|w| if w == TEMPLATE_WORD { words } else { w })
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 /// Makes `out` the stage-1 at `source` with `words` in its command line
@@ -133,16 +130,18 @@ pub fn fill(template: &str, words: &str, room: usize) -> Option<Result<String, u
 /// whether the command line was filled in (false: served as it is).
 pub fn prepare(source: &Path, out: &Path, words: &str) -> Result<bool, Stage1Error> {
     let (offset, template) = read_cmdline(source)?;
-    let filled = match fill(&template, words, template.len()) {
+    // Padded with spaces to the section's size: the file keeps its layout.
+    let room = template.len();
+    let filled = match fill(&template, words) {
         None => None,
-        Some(Ok(text)) => Some(text),
-        Some(Err(need)) => {
+        Some(text) if text.len() > room => {
             return Err(Stage1Error::TooLong {
                 path: source.to_path_buf(),
-                need,
-                room: template.len(),
+                need: text.len(),
+                room,
             })
         }
+        Some(text) => Some(format!("{text:room$}")),
     };
     if up_to_date(source, out, offset, filled.as_deref()) {
         return Ok(filled.is_some());

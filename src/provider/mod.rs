@@ -196,6 +196,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ProviderError> {
             refresh_interval: cfg.dht.refresh_interval,
             catalog: catalog.clone(),
             metrics: metrics.clone(),
+            netboot: netboot.is_some(),
         });
         let dht_task = tokio::spawn(event_loop.run());
 

@@ -23,6 +23,8 @@ struct WireStatus {
     http: WireHttp,
     #[serde(default)]
     chunks: Option<super::ChunkFigures>,
+    #[serde(default)]
+    netboot: Option<super::NetbootFigures>,
     channels: Channels,
 }
 
@@ -123,6 +125,9 @@ pub fn query(base: &str) -> Result<(String, bool), StatusError> {
     // Older plasmds say nothing of chunks.
     if let Some(c) = &s.chunks {
         out.push_str(&format!("Release chunks: {}\n", super::chunk_line(c)));
+    }
+    if let Some(n) = &s.netboot {
+        out.push_str(&format!("Netboot: {}\n", super::netboot_line(n)));
     }
     for p in &s.problems {
         out.push_str(&format!("problem: {p}\n"));

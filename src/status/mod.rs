@@ -71,6 +71,8 @@ pub struct StatusSource {
     pub refresh_interval: Duration,
     pub catalog: Arc<Catalog>,
     pub metrics: Arc<Metrics>,
+    /// `plasmd serve --netboot` is on: the status says what it answered.
+    pub netboot: bool,
 }
 
 /// A plasmd's status at one moment.
@@ -87,7 +89,37 @@ pub struct Status {
     /// Responses being sent now.
     pub downloads: i64,
     pub chunks: ChunkFigures,
+    /// With `--netboot`: what firmware asked and got.
+    pub netboot: Option<NetbootFigures>,
     pub channels: Vec<ChannelStatus>,
+}
+
+/// Firmware network boot (`plasmd serve --netboot`): DHCP requests
+/// answered by client type, what TFTP sent, boards seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct NetbootFigures {
+    pub uefi_pxe: u64,
+    pub uefi_http: u64,
+    pub raspberry_pi: u64,
+    /// DHCP requests that were not ours to answer.
+    pub ignored: u64,
+    pub boards: u64,
+    pub tftp_transfers: u64,
+    pub tftp_bytes: u64,
+}
+
+/// The netboot figures in one line, for the page and `plasmd status`.
+pub fn netboot_line(n: &NetbootFigures) -> String {
+    format!(
+        "{} board(s) answered: {} UEFI PXE, {} UEFI HTTP, {} Raspberry Pi request(s) ({} other DHCP ignored); TFTP sent {:.1} MiB in {} transfer(s)",
+        n.boards,
+        n.uefi_pxe,
+        n.uefi_http,
+        n.raspberry_pi,
+        n.ignored,
+        n.tftp_bytes as f64 / 1048576.0,
+        n.tftp_transfers
+    )
 }
 
 /// Release chunks this plasmd downloaded (a mirror), by where they came
@@ -196,6 +228,23 @@ impl StatusSource {
                     served_requests: c.served_requests.get(),
                 }
             },
+            netboot: self.netboot.then(|| {
+                let n = &self.metrics.netboot;
+                let asked = |client| {
+                    n.requests
+                        .get(&crate::metrics::ClientLabel { client })
+                        .map_or(0, |c| c.get())
+                };
+                NetbootFigures {
+                    uefi_pxe: asked("uefi_pxe"),
+                    uefi_http: asked("uefi_http"),
+                    raspberry_pi: asked("raspberry_pi"),
+                    ignored: asked("other"),
+                    boards: n.boards.get(),
+                    tftp_transfers: n.tftp_transfers.get(),
+                    tftp_bytes: n.tftp_bytes.get(),
+                }
+            }),
             channels,
         }
     }
@@ -224,6 +273,7 @@ impl Status {
                 downloads: self.downloads,
             },
             chunks: self.chunks,
+            netboot: self.netboot,
             channels: self
                 .channels
                 .iter()
@@ -278,6 +328,8 @@ struct WireStatus<'a> {
     dht: WireDht,
     http: WireHttp,
     chunks: ChunkFigures,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netboot: Option<NetbootFigures>,
     channels: Vec<WireChannel<'a>>,
 }
 
@@ -321,7 +373,7 @@ mod tests {
 
     #[test]
     fn status_json_keeps_its_wire_form() {
-        let s = Status {
+        let mut s = Status {
             peer_id: "12D3KooW".into(),
             addrs: vec!["/ip4/192.0.2.1/tcp/4001".into()],
             now: 1_795_345_200,
@@ -337,6 +389,15 @@ mod tests {
                 served_bytes: 5 << 20,
                 served_requests: 4,
             },
+            netboot: Some(NetbootFigures {
+                uefi_pxe: 2,
+                uefi_http: 1,
+                raspberry_pi: 0,
+                ignored: 9,
+                boards: 3,
+                tftp_transfers: 2,
+                tftp_bytes: 7,
+            }),
             channels: vec![
                 ChannelStatus {
                     channel: "stable".into(),
@@ -368,7 +429,9 @@ mod tests {
              \"dht\":{{\"routing_table_peers\":3,\"records_stored\":2}},\
              \"http\":{{\"open_connections\":5,\"downloads\":1}},\
              \"chunks\":{{\"from_peers_bytes\":3145728,\"from_origin_bytes\":1048576,\"bad\":1,\
-             \"served_bytes\":5242880,\"served_requests\":4}},\"channels\":[\
+             \"served_bytes\":5242880,\"served_requests\":4}},\
+             \"netboot\":{{\"uefi_pxe\":2,\"uefi_http\":1,\"raspberry_pi\":0,\"ignored\":9,\
+             \"boards\":3,\"tftp_transfers\":2,\"tftp_bytes\":7}},\"channels\":[\
              {{\"channel\":\"stable\",\"arch\":\"arm64\",\"version\":\"2026.11 \\\"lts\\\"\",\
              \"release_seq\":7,\"release_key\":\"0123456789abcdef\",\"signed\":true,\
              \"url\":\"http://192.0.2.1:8080/stable/arm64/manifest.json\",\
@@ -381,5 +444,8 @@ mod tests {
             "ab".repeat(32)
         );
         assert_eq!(s.json(), expected);
+        // Without --netboot, no netboot object at all.
+        s.netboot = None;
+        assert!(!s.json().contains("netboot"));
     }
 }

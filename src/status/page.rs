@@ -119,6 +119,9 @@ fn render_plain(s: &Status) -> String {
     if c.from_peers_bytes + c.from_origin_bytes + c.served_requests > 0 {
         item(&mut h, "Release chunks", &esc(&super::chunk_line(c)));
     }
+    if let Some(n) = &s.netboot {
+        item(&mut h, "Netboot", &esc(&super::netboot_line(n)));
+    }
     item(&mut h, "As of", &utc(s.now));
     h.push_str("</dl></section>\n");
     if s.channels.is_empty() {
@@ -275,6 +278,7 @@ mod tests {
             open_connections: 2,
             downloads: 0,
             chunks: Default::default(),
+            netboot: None,
             channels: vec![ChannelStatus {
                 channel: "stable".into(),
                 arch: "arm64".into(),

@@ -15,6 +15,7 @@ pub const DISCOVER: &str = env!("CARGO_BIN_EXE_phase-discover");
 
 #[path = "../../src/testdir.rs"]
 mod testdir;
+pub mod tftp;
 #[allow(unused_imports)]
 pub use testdir::TempDir;
 

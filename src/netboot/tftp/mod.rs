@@ -5,12 +5,13 @@
 //! One socket takes read requests; each transfer runs from a socket of its
 //! own (a new port, as RFC 1350 has it), on a thread of the server's own so
 //! neither the HTTP loop nor the DHT waits on it. Files are opened beneath
-//! the netboot root exactly as HTTP opens artifacts (`beneath`). Bounded:
+//! the netboot roots (the first that has the file) exactly as HTTP opens
+//! artifacts (`beneath`). Bounded:
 //! [`MAX_SESSIONS`] transfers at once, [`MAX_TRIES`] sends of a window, and
 //! until a client has acknowledged anything it gets one packet per try, so
 //! a forged source address cannot turn a 20-byte request into a flood.
 //!
-//! The packets themselves are `packet`'s; which root and port are the
+//! The packets themselves are `packet`'s; which roots and port are the
 //! provider's to say.
 
 pub mod packet;
@@ -58,11 +59,11 @@ pub struct TftpServer {
 }
 
 impl TftpServer {
-    /// Serves the files beneath `root` on `listen` (UDP), counting what it
-    /// sends in `metrics`.
+    /// Serves the files beneath `roots` (a name is looked for in each in
+    /// turn) on `listen` (UDP), counting what it sends in `metrics`.
     pub fn start(
         listen: SocketAddr,
-        root: PathBuf,
+        roots: Vec<PathBuf>,
         metrics: NetbootMetrics,
     ) -> Result<TftpServer, TftpError> {
         let std_socket =
@@ -84,7 +85,7 @@ impl TftpServer {
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, async move {
                     match UdpSocket::from_std(std_socket) {
-                        Ok(socket) => serve(socket, Arc::new(root), metrics, stop_rx).await,
+                        Ok(socket) => serve(socket, Arc::new(roots), metrics, stop_rx).await,
                         Err(e) => log::error!("TFTP: {e}"),
                     }
                 });
@@ -128,7 +129,7 @@ impl Drop for TftpServer {
 
 async fn serve(
     socket: UdpSocket,
-    root: Arc<PathBuf>,
+    root: Arc<Vec<PathBuf>>,
     metrics: NetbootMetrics,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -185,7 +186,7 @@ async fn transfer(
     client: SocketAddr,
     name: &str,
     asked: packet::Asked,
-    root: &Path,
+    roots: &[PathBuf],
     metrics: &NetbootMetrics,
 ) -> bool {
     let bind = SocketAddr::new(local.ip(), 0);
@@ -196,7 +197,7 @@ async fn transfer(
         return false;
     }
     let rel = Path::new(name.trim_start_matches('/'));
-    let (file, meta) = match beneath::open_regular(root, rel) {
+    let (file, meta) = match open_first(roots, rel) {
         Ok(opened) => opened,
         Err(e) => {
             let (code, why) = match e {
@@ -239,6 +240,24 @@ async fn transfer(
             false
         }
     }
+}
+
+/// `rel` beneath the first of `roots` that has it. A path that leaves a
+/// root is refused at once; a file missing from every root is the last
+/// root's error.
+fn open_first(
+    roots: &[PathBuf],
+    rel: &Path,
+) -> Result<(std::fs::File, std::fs::Metadata), BeneathError> {
+    let mut last = BeneathError::Io(std::io::ErrorKind::NotFound.into());
+    for root in roots {
+        match beneath::open_regular(root, rel) {
+            Ok(opened) => return Ok(opened),
+            Err(BeneathError::Outside) => return Err(BeneathError::Outside),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// The state of one transfer.

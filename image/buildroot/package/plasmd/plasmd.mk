@@ -10,6 +10,9 @@ PLASMD_SITE = $(BR2_EXTERNAL_PLASMD_PATH)/../..
 PLASMD_SITE_METHOD = local
 PLASMD_LICENSE = MIT or Apache-2.0
 PLASMD_INIT_DIR = $(BR2_EXTERNAL_PLASMD_PATH)/../init
+# Boards answer the firmware's own network boot (`plasmd serve --netboot`);
+# about 100 KB more binary (README, "Binary size").
+PLASMD_CARGO_BUILD_OPTS = --features netboot
 
 define PLASMD_INSTALL_CONFIG
 	$(INSTALL) -D -m 0644 $(PLASMD_INIT_DIR)/plasmd.toml \

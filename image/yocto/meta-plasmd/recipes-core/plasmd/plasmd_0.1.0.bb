@@ -20,6 +20,10 @@ inherit cargo cargo-update-recipe-crates systemd update-rc.d
 # `bitbake -c update_crates plasmd`).
 require ${BPN}-crates.inc
 
+# Boards answer the firmware's own network boot (`plasmd serve --netboot`);
+# about 100 KB more binary (README, "Binary size").
+CARGO_BUILD_FLAGS:append = " --features netboot"
+
 SYSTEMD_SERVICE:${PN} = "plasmd.service"
 INITSCRIPT_NAME = "plasmd"
 INITSCRIPT_PARAMS = "defaults 50"
