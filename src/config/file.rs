@@ -24,6 +24,7 @@ pub(super) struct FileConfig {
     pub(super) p2p: P2pSection,
     #[serde(default)]
     pub(super) discover: DiscoverSection,
+    /// Read only with the `netboot` feature (see `config::netboot`).
     #[serde(default)]
     pub(super) netboot: super::netboot::NetbootSection,
 }

@@ -2,24 +2,32 @@
 //! `--netboot-channel`, `--netboot-cmdline`; `[netboot]` with its
 //! `[[netboot.group]]`s in the file), checked into a
 //! [`NetbootConfig`]. Answering firmware is `netboot`'s; this module only
-//! says what to answer with.
+//! says what to answer with. Without the cargo feature `netboot` only the
+//! flags are parsed, and any netboot setting is refused with the reason.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
-use serde::Deserialize;
-
-use super::{channel_arch, ConfigError};
-use crate::channel::{check_name, ChannelArch};
-use crate::netboot::{DhcpListen, Group, NetbootConfig};
+use super::ConfigError;
+use crate::netboot::NetbootConfig;
 use crate::release::ReleaseKeys;
+#[cfg(feature = "netboot")]
+use {
+    super::channel_arch,
+    crate::channel::{check_name, ChannelArch},
+    crate::netboot::{DhcpListen, Group},
+    serde::Deserialize,
+    std::net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+};
 
 /// The operator's netboot directory by default.
+#[cfg(feature = "netboot")]
 pub const DEFAULT_NETBOOT_DIR: &str = "/var/lib/plasmd/netboot";
 /// Groups at most: each is a stage-1 prepared on disk.
+#[cfg(feature = "netboot")]
 const MAX_GROUPS: usize = 16;
 
 /// `[netboot]` in the config file.
+#[cfg(feature = "netboot")]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NetbootSection {
@@ -36,8 +44,15 @@ pub(super) struct NetbootSection {
     pub(super) group: Vec<GroupSection>,
 }
 
+/// Without the `netboot` feature a `[netboot]` section is not read, only
+/// noticed (and refused by [`build_netboot`]): parsing it would cost the
+/// size the feature saves.
+#[cfg(not(feature = "netboot"))]
+pub(super) type NetbootSection = Option<serde::de::IgnoredAny>;
+
 /// `[[netboot.group]]`: boards (by hardware address) that boot another
 /// channel.
+#[cfg(feature = "netboot")]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct GroupSection {
@@ -60,6 +75,7 @@ pub(super) struct NetbootFlags {
 /// when netboot is off. `channels`/`archs` are the served ones (to default
 /// the channel/arch when they name exactly one); `keys` the provider's
 /// release keys.
+#[cfg(feature = "netboot")]
 pub(super) fn build_netboot(
     f: &NetbootFlags,
     section: &NetbootSection,
@@ -68,11 +84,6 @@ pub(super) fn build_netboot(
     keys: &ReleaseKeys,
 ) -> Result<Option<NetbootConfig>, ConfigError> {
     let on = f.on || section.enabled == Some(true);
-    if on && !crate::netboot::BUILT {
-        return Err(ConfigError::Invalid(
-            crate::netboot::NetbootError::NotBuilt.to_string(),
-        ));
-    }
     if !on {
         if f.dir.is_some() || f.cache.is_some() || f.channel.is_some() || f.cmdline.is_some() {
             return Err(ConfigError::Invalid(
@@ -170,18 +181,38 @@ pub(super) fn build_netboot(
             channel: ca.clone(),
             arch: cfg.default.arch.clone(),
         };
-        let need = cfg.words(&ca).len() + crate::netboot::stage1::TEMPLATE_WORD.len();
-        if need > crate::netboot::stage1::CMDLINE_ROOM {
+        let need = cfg.words(&ca).len() + crate::netboot::TEMPLATE_WORD.len();
+        if need > crate::netboot::CMDLINE_ROOM {
             return Err(ConfigError::Invalid(format!(
                 "--netboot: the stage-1's command line for {ca} would be {need} bytes, over the kernel's {}",
-                crate::netboot::stage1::CMDLINE_ROOM
+                crate::netboot::CMDLINE_ROOM
             )));
         }
     }
     Ok(Some(cfg))
 }
 
+/// Without the `netboot` feature: any netboot setting, flag or section,
+/// is refused with the reason.
+#[cfg(not(feature = "netboot"))]
+pub(super) fn build_netboot(
+    f: &NetbootFlags,
+    section: &NetbootSection,
+    _: &[String],
+    _: &[String],
+    _: &ReleaseKeys,
+) -> Result<Option<NetbootConfig>, ConfigError> {
+    let asked = f.on || f.dir.is_some() || f.cache.is_some() || f.channel.is_some();
+    if asked || f.cmdline.is_some() || section.is_some() {
+        return Err(ConfigError::Invalid(
+            crate::netboot::NetbootError::NotBuilt.to_string(),
+        ));
+    }
+    Ok(None)
+}
+
 /// `52:54:00:12:34:56` (or with dashes) → its six bytes.
+#[cfg(feature = "netboot")]
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = s.split([':', '-']);
@@ -196,7 +227,7 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "netboot"))]
 mod tests {
     use super::*;
 

@@ -330,6 +330,16 @@ fn netboot_is_refused_by_a_build_without_it() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("built without it"), "{e}");
+    // A [netboot] section too: whatever it says, this build cannot honour it.
+    let path = std::env::temp_dir().join(format!("plasmd-nonb-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[netboot]\nenabled = true\nchannel = \"stable/arm64\"\n",
+    )
+    .unwrap();
+    let e = serve(&["--artifacts", "/", "--config", path.to_str().unwrap()]).unwrap_err();
+    assert!(e.to_string().contains("built without it"), "{e}");
+    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]

@@ -14,10 +14,10 @@
 //! UEFI HTTP boot. What is not here: the flags (`config`), and deciding
 //! when to start and stop (`provider`).
 //!
-//! The sockets and packets (`dhcp`, `proxy`, `tftp`, `server`) are built
-//! only with the cargo feature `netboot` (see `Cargo.toml`: they would take
-//! the aarch64 binary past its size budget); this file and `stage1` are
-//! always built, so the configuration can say what is missing.
+//! Everything but this file (the configuration's types) is built only
+//! with the cargo feature `netboot` (see `Cargo.toml`: it would take the
+//! aarch64 binary past its size budget); without it, the configuration
+//! says what is missing.
 
 #[cfg(feature = "netboot")]
 pub mod dhcp;
@@ -25,17 +25,24 @@ pub mod dhcp;
 pub mod proxy;
 #[cfg(feature = "netboot")]
 mod server;
+#[cfg(feature = "netboot")]
 pub mod stage1;
 #[cfg(feature = "netboot")]
 pub mod tftp;
 
-use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use crate::channel::ChannelArch;
 #[cfg(feature = "netboot")]
 pub use server::Netboot;
+
+/// The word `image/build-stage1` leaves in the stage-1's command line for
+/// a provider to replace (see `stage1`).
+pub const TEMPLATE_WORD: &str = "plasmd.netboot=template";
+/// The room for the stage-1's command line: arm64's kernel command line
+/// holds 2,048 bytes with its NUL.
+pub const CMDLINE_ROOM: usize = 2047;
 
 /// Whether this plasmd answers firmware (built with the `netboot` feature).
 pub const BUILT: bool = cfg!(feature = "netboot");
@@ -49,8 +56,12 @@ pub const HTTP_PREFIX: &str = "/_netboot/";
 /// Why netboot could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NetbootError {
+    #[cfg(feature = "netboot")]
     #[error("netboot: {0}")]
     Stage1(#[from] stage1::Stage1Error),
+    #[cfg(feature = "netboot")]
+    #[error("netboot: nothing to hand firmware in {0}: put stage1.efi there (image/build-stage1) for UEFI boards, rpi/ (image/build-boards) for Raspberry Pis")]
+    Nothing(PathBuf),
     #[cfg(feature = "netboot")]
     #[error(transparent)]
     Dhcp(#[from] dhcp::DhcpError),
@@ -59,8 +70,6 @@ pub enum NetbootError {
     Tftp(#[from] tftp::TftpError),
     #[error("netboot: this plasmd was built without it (cargo feature `netboot`; the board image and the Debian package have it)")]
     NotBuilt,
-    #[error("netboot: nothing to hand firmware in {0}: put stage1.efi there (image/build-stage1) for UEFI boards, rpi/ (image/build-boards) for Raspberry Pis")]
-    Nothing(PathBuf),
 }
 
 /// Where the ProxyDHCP's two sockets listen.
@@ -162,74 +171,6 @@ impl NetbootConfig {
 /// The prepared stage-1 of `ca`, relative to the cache.
 pub fn stage1_path(ca: &ChannelArch) -> String {
     format!("{}/{}/{STAGE1_NAME}", ca.channel, ca.arch)
-}
-
-/// The Raspberry Pi boot file set's directory in the operator's netboot
-/// directory (`image/build-boards` makes it), served from TFTP's root.
-pub const RPI_DIR: &str = "rpi";
-/// The Pi bootloader's command line file, filled in like the UKI's.
-const RPI_CMDLINE: &str = "cmdline.txt";
-
-/// What [`prepare`] found to hand firmware.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Prepared {
-    /// A stage-1 for UEFI boards.
-    pub uefi: bool,
-    /// A file set for Raspberry Pi boards.
-    pub raspberry_pi: bool,
-}
-
-/// Fills in what firmware gets, into `cfg.cache`: the UEFI stage-1 of
-/// every channel/arch the configuration boots (from `DIR/stage1.efi`) and
-/// the Raspberry Pi's `cmdline.txt` (from `DIR/rpi/`, default channel);
-/// logs what it made. Either may be missing, not both.
-pub fn prepare(cfg: &NetbootConfig) -> Result<Prepared, NetbootError> {
-    let source = cfg.root.join(STAGE1_NAME);
-    let uefi = source.is_file();
-    if uefi {
-        for ca in cfg.prepared() {
-            let out = cfg.cache.join(stage1_path(&ca));
-            if stage1::prepare(&source, &out, &cfg.words(&ca))? {
-                log::info!("netboot: stage-1 for {ca} prepared at {}", out.display());
-            } else {
-                log::warn!(
-                    "netboot: {} has no {} word: served as it is (a signed UKI?), without this provider's channel and keys",
-                    source.display(),
-                    stage1::TEMPLATE_WORD
-                );
-            }
-        }
-    }
-    let rpi = cfg.root.join(RPI_DIR);
-    let raspberry_pi = rpi.is_dir();
-    if raspberry_pi {
-        let template = rpi.join(RPI_CMDLINE);
-        let io = |p: &std::path::Path| {
-            let p = p.to_path_buf();
-            move |e| NetbootError::Stage1(stage1::Stage1Error::Io(p, e))
-        };
-        // A kernel command line: a few hundred bytes, 4 KiB at most read.
-        let mut text = Vec::new();
-        std::fs::File::open(&template)
-            .and_then(|f| std::io::Read::take(f, 4096).read_to_end(&mut text))
-            .map_err(io(&template))?;
-        let text = String::from_utf8_lossy(&text);
-        let filled = stage1::fill(&text, &cfg.words(&cfg.default))
-            .unwrap_or_else(|| text.trim_end().to_string());
-        let out = cfg.cache.join(RPI_CMDLINE);
-        crate::statefile::write_atomic(&out, format!("{filled}\n").as_bytes(), 0o644)
-            .map_err(io(&out))?;
-        log::info!(
-            "netboot: Raspberry Pi file set from {} with {} ({})",
-            rpi.display(),
-            out.display(),
-            cfg.default
-        );
-    }
-    if !uefi && !raspberry_pi {
-        return Err(NetbootError::Nothing(cfg.root.clone()));
-    }
-    Ok(Prepared { uefi, raspberry_pi })
 }
 
 /// Without the `netboot` feature there is nothing to start: `config`

@@ -9,12 +9,83 @@ use std::sync::Mutex;
 use super::dhcp::{self, DhcpServer};
 use super::proxy::{BootInfo, Firmware};
 use super::tftp::TftpServer;
-use super::{prepare, stage1_path, NetbootConfig, NetbootError, Prepared, HTTP_PREFIX, RPI_DIR};
+use std::io::Read;
+use std::path::Path;
+
+use super::{stage1, stage1_path, NetbootConfig, NetbootError, HTTP_PREFIX, STAGE1_NAME};
 use crate::metrics::{ClientLabel, NetbootMetrics};
 
 /// Boards remembered for the `boards` counter (beyond it, new boards are
 /// no longer counted: the set stays bounded).
 const MAX_BOARDS: usize = 4096;
+
+/// The Raspberry Pi boot file set's directory in the operator's netboot
+/// directory (`image/build-boards` makes it), served from TFTP's root.
+pub const RPI_DIR: &str = "rpi";
+/// The Pi bootloader's command line file, filled in like the UKI's.
+const RPI_CMDLINE: &str = "cmdline.txt";
+
+/// What [`prepare`] found to hand firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    /// A stage-1 for UEFI boards.
+    pub uefi: bool,
+    /// A file set for Raspberry Pi boards.
+    pub raspberry_pi: bool,
+}
+
+/// Fills in what firmware gets, into `cfg.cache`: the UEFI stage-1 of
+/// every channel/arch the configuration boots (from `DIR/stage1.efi`) and
+/// the Raspberry Pi's `cmdline.txt` (from `DIR/rpi/`, default channel);
+/// logs what it made. Either may be missing, not both.
+pub fn prepare(cfg: &NetbootConfig) -> Result<Prepared, NetbootError> {
+    let source = cfg.root.join(STAGE1_NAME);
+    let uefi = source.is_file();
+    if uefi {
+        for ca in cfg.prepared() {
+            let out = cfg.cache.join(stage1_path(&ca));
+            if stage1::prepare(&source, &out, &cfg.words(&ca))? {
+                log::info!("netboot: stage-1 for {ca} prepared at {}", out.display());
+            } else {
+                log::warn!(
+                    "netboot: {} has no {} word: served as it is (a signed UKI?), without this provider's channel and keys",
+                    source.display(),
+                    stage1::TEMPLATE_WORD
+                );
+            }
+        }
+    }
+    let rpi = cfg.root.join(RPI_DIR);
+    let raspberry_pi = rpi.is_dir();
+    if raspberry_pi {
+        let template = rpi.join(RPI_CMDLINE);
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e| NetbootError::Stage1(stage1::Stage1Error::Io(p, e))
+        };
+        // A kernel command line: a few hundred bytes, 4 KiB at most read.
+        let mut text = Vec::new();
+        std::fs::File::open(&template)
+            .and_then(|f| std::io::Read::take(f, 4096).read_to_end(&mut text))
+            .map_err(io(&template))?;
+        let text = String::from_utf8_lossy(&text);
+        let filled = stage1::fill(&text, &cfg.words(&cfg.default))
+            .unwrap_or_else(|| text.trim_end().to_string());
+        let out = cfg.cache.join(RPI_CMDLINE);
+        crate::statefile::write_atomic(&out, format!("{filled}\n").as_bytes(), 0o644)
+            .map_err(io(&out))?;
+        log::info!(
+            "netboot: Raspberry Pi file set from {} with {} ({})",
+            rpi.display(),
+            out.display(),
+            cfg.default
+        );
+    }
+    if !uefi && !raspberry_pi {
+        return Err(NetbootError::Nothing(cfg.root.clone()));
+    }
+    Ok(Prepared { uefi, raspberry_pi })
+}
 
 /// Netboot running: the ProxyDHCP and TFTP servers.
 pub struct Netboot {

@@ -21,12 +21,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// The word `image/build-stage1 --uki` leaves in the command line for a
-/// provider to replace.
-pub const TEMPLATE_WORD: &str = "plasmd.netboot=template";
-/// The `.cmdline` section's size in a template: arm64's kernel command
-/// line holds 2,048 bytes with its NUL.
-pub const CMDLINE_ROOM: usize = 2047;
+pub use super::{CMDLINE_ROOM, TEMPLATE_WORD};
 /// Sections a PE file may list before we call it malformed (UKIs have
 /// about ten; the format allows 96 in practice).
 const MAX_SECTIONS: usize = 96;
