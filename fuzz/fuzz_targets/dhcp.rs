@@ -9,6 +9,8 @@ fuzz_target!(|data: &[u8]| {
         server: std::net::Ipv4Addr::new(192, 0, 2, 1),
         uefi_file: "stage1.efi".into(),
         uefi_url: "http://192.0.2.1:8080/_netboot/stage1.efi".into(),
+        uefi: true,
+        raspberry_pi: true,
     };
     for port in [Port::Dhcp, Port::Pxe] {
         if let Some((reply, _)) = answer(data, port, &boot) {
