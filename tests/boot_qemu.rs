@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -197,9 +198,24 @@ fn boards_find_verify_and_kexec_into_the_signed_release_and_refuse_anything_else
         println!("{l}");
     }
 
-    // The images for real boards are packed from the same stage 1.
+    // The images for real boards are packed from the same stage 1; the
+    // Pi's boot.img signed with a key of the operator's (whose public half
+    // would be in the Pi's EEPROM), as its HTTP boot needs.
+    let work = concat!(env!("CARGO_MANIFEST_DIR"), "/target/try-boot");
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let (rpi_key, rpi_pub) = (format!("{work}/rpi.pem"), format!("{work}/rpi-public.pem"));
+    openssl(&["genrsa", "-out", &rpi_key, "2048"]);
+    openssl(&["rsa", "-in", &rpi_key, "-pubout", "-out", &rpi_pub]);
     let out = script("image/build-boards")
         .args(["--channel", "stable", "--key", "target/try-boot/fleet.pub"])
+        .args(["--rpi-key", &rpi_key])
         .output()
         .unwrap();
     assert!(
@@ -228,6 +244,42 @@ fn boards_find_verify_and_kexec_into_the_signed_release_and_refuse_anything_else
         "{cmdline}"
     );
     assert!(mtype("rpi/boot.img", "::/config.txt").contains("initramfs initramfs.gz followkernel"));
+    // boot.sig as rpi-eeprom-digest writes it: the image's sha256, ts:,
+    // then an RSA-SHA256 signature that openssl checks with the public key.
+    let sig = std::fs::read_to_string(format!("{boards}/rpi/boot.sig")).unwrap();
+    let lines: Vec<&str> = sig.lines().collect();
+    assert_eq!(lines.len(), 3, "{sig}");
+    assert_eq!(
+        lines[0],
+        sha256sum(Path::new(&format!("{boards}/rpi/boot.img")))
+    );
+    assert!(lines[1].starts_with("ts: "), "{sig}");
+    let hex = lines[2].strip_prefix("rsa2048: ").expect("an rsa2048 line");
+    let raw: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(raw.len(), 256, "a 2048-bit signature");
+    let sig_bin = format!("{work}/boot.sig.bin");
+    std::fs::write(&sig_bin, raw).unwrap();
+    openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        &rpi_pub,
+        "-signature",
+        &sig_bin,
+        &format!("{boards}/rpi/boot.img"),
+    ]);
+    // And the directory `plasmd serve --netboot` takes: the UKI and the
+    // Pi's files, its command line left for the provider to fill in.
+    assert!(Path::new(&format!("{boards}/netboot/stage1.efi")).is_file());
+    let pi_cmdline = std::fs::read_to_string(format!("{boards}/netboot/rpi/cmdline.txt")).unwrap();
+    assert!(
+        pi_cmdline.contains("plasmd.netboot=template"),
+        "{pi_cmdline}"
+    );
+    assert!(Path::new(&format!("{boards}/netboot/rpi/config.txt")).is_file());
     let extlinux = mtype("extlinux.img", "::/extlinux/extlinux.conf");
     assert!(
         extlinux.contains("initrd /initramfs.gz") && extlinux.contains(key),

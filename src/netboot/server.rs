@@ -3,15 +3,14 @@
 //! stage-1s prepared first (`prepare`), and the counters operators see.
 
 use std::collections::HashSet;
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Mutex;
 
 use super::dhcp::{self, DhcpServer};
 use super::proxy::{BootInfo, Firmware};
 use super::tftp::TftpServer;
-use std::io::Read;
-use std::path::Path;
-
 use super::{stage1, stage1_path, NetbootConfig, NetbootError, HTTP_PREFIX, STAGE1_NAME};
 use crate::metrics::{ClientLabel, NetbootMetrics};
 
