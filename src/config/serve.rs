@@ -129,8 +129,10 @@ Options (each also settable in the --config file; flags win):
   --netboot                answer the firmware's own network boot (ProxyDHCP on UDP 67 and
                            4011, TFTP on 69, UEFI HTTP boot under /_netboot/): boards with
                            nothing on them get the stage-1, which boots only releases signed
-                           by --release-key. Needs root or CAP_NET_BIND_SERVICE (README,
-                           Booting boards with nothing on them)            [netboot] enabled
+                           by --release-key. Needs root or CAP_NET_BIND_SERVICE, and a plasmd
+                           built with the netboot feature (the Debian package and the board
+                           image are; README, Booting boards with nothing on them)
+                                                                           [netboot] enabled
   --netboot-dir DIR        holds stage1.efi from image/build-stage1 (default
                            /var/lib/plasmd/netboot); the copies with this provider's
                            settings go to --netboot-cache                      [netboot] dir
