@@ -150,4 +150,21 @@ fn a_lost_ack_is_made_up_for_and_a_vanished_client_costs_little() {
     ack(&s, tid, 1);
     let n = s.recv(&mut buf).unwrap();
     assert_eq!(&buf[4..n], &data[512..1024]);
+
+    // A client that acknowledged block 1 and then only ever says so again
+    // (three times a second): that buys no time. Block 2 comes once a
+    // second, five times in all, and then the transfer is given up.
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut block_2 = 1; // the one just received
+    while started.elapsed() < Duration::from_secs(9) {
+        ack(&s, tid, 1);
+        if let Ok(n) = s.recv(&mut buf) {
+            if n >= 4 && buf[..4] == [0, 3, 0, 2] {
+                block_2 += 1;
+            }
+        }
+    }
+    assert_eq!(block_2, plasmd::netboot::tftp::MAX_TRIES);
 }

@@ -175,7 +175,9 @@ pub(super) fn build_netboot(
         },
         tftp: SocketAddr::V4(SocketAddrV4::new(any, section.tftp_port.unwrap_or(69))),
     };
-    // Every stage-1 must hold its words.
+    // Every stage-1 must hold its words: checked here against the room
+    // `image/build-stage1` leaves, so a misconfiguration is said before
+    // start; `stage1::prepare` checks against the actual file.
     for ca in std::iter::once(&cfg.default.channel).chain(cfg.groups.iter().map(|g| &g.channel)) {
         let ca = ChannelArch {
             channel: ca.clone(),

@@ -58,8 +58,8 @@ impl Firmware {
 }
 
 /// Which port a message came in on: DHCP's (67) is answered for
-/// DISCOVERs, PXE's (4011) for REQUESTs (firmware that did not take the
-/// first answer asks there).
+/// DISCOVERs, PXE's (4011) for REQUESTs and INFORMs (firmware that did not
+/// take the first answer asks there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Port {
     Dhcp,
@@ -72,6 +72,8 @@ const ARCH_ARM64_UEFI: u16 = 0x0b;
 const ARCH_ARM64_UEFI_HTTP: u16 = 0x13;
 /// The x86 BIOS code, which the Raspberry Pi bootloader sends.
 const ARCH_X86_BIOS: u16 = 0;
+/// The shortest BOOTP message (RFC 1542 2.1).
+const MIN_REPLY: usize = 300;
 /// Option 43 for UEFI PXE: PXE_DISCOVERY_CONTROL = 8, boot the file named.
 const PXE_USE_FILE: [u8; 3] = [6, 1, 8];
 
@@ -216,7 +218,13 @@ pub fn answer_with(
     if !a.machine.is_empty() && a.machine.len() <= 255 {
         opts.insert(DhcpOption::ClientMachineIdentifier(a.machine.clone()));
     }
-    Some((reply.to_vec().ok()?, firmware, mac))
+    let mut bytes = reply.to_vec().ok()?;
+    // RFC 1542 2.1: a BOOTP message is at least 300 bytes; some PXE ROMs
+    // drop shorter ones (bytes after the end option are padding).
+    if bytes.len() < MIN_REPLY {
+        bytes.resize(MIN_REPLY, 0);
+    }
+    Some((bytes, firmware, mac))
 }
 
 /// Option 43 as the Raspberry Pi bootloader looks for it: a PXE boot menu
@@ -282,6 +290,7 @@ mod tests {
         let req = discover(b"PXEClient:Arch:00011:UNDI:003000", 11, &[0; 17]);
         let (bytes, fw) = answer(&req, Port::Dhcp, &boot()).expect("answered");
         assert_eq!(fw, Firmware::UefiPxe);
+        assert!(bytes.len() >= 300, "at least a BOOTP message's 300 bytes");
         let r = reply(&bytes);
         assert_eq!(r.opcode(), Opcode::BootReply);
         assert_eq!(r.xid(), 0x1234_5678);

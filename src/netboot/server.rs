@@ -62,11 +62,19 @@ pub fn prepare(cfg: &NetbootConfig) -> Result<Prepared, NetbootError> {
             let p = p.to_path_buf();
             move |e| NetbootError::Stage1(stage1::Stage1Error::Io(p, e))
         };
-        // A kernel command line: a few hundred bytes, 4 KiB at most read.
+        // A kernel command line: a few hundred bytes; one over 4 KiB is
+        // not one.
         let mut text = Vec::new();
         std::fs::File::open(&template)
-            .and_then(|f| std::io::Read::take(f, 4096).read_to_end(&mut text))
+            .and_then(|f| std::io::Read::take(f, 4097).read_to_end(&mut text))
             .map_err(io(&template))?;
+        if text.len() > 4096 {
+            return Err(NetbootError::Stage1(stage1::Stage1Error::TooLong {
+                path: template,
+                need: text.len(),
+                room: 4096,
+            }));
+        }
         let text = String::from_utf8_lossy(&text);
         let filled = stage1::fill(&text, &cfg.words(&cfg.default))
             .unwrap_or_else(|| text.trim_end().to_string());

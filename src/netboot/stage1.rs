@@ -82,8 +82,9 @@ fn cmdline_section(head: &[u8]) -> Result<(u64, usize), &'static str> {
 /// table of any sane image lies within it.
 const HEAD: usize = 64 * 1024;
 
-/// Reads the `.cmdline` of the UKI at `path`: its offset, and its text.
-pub fn read_cmdline(path: &Path) -> Result<(u64, String), Stage1Error> {
+/// Reads the `.cmdline` of the UKI at `path`: its offset, and its bytes
+/// (the section's whole size).
+pub fn read_cmdline(path: &Path) -> Result<(u64, Vec<u8>), Stage1Error> {
     let io = |e| Stage1Error::Io(path.to_path_buf(), e);
     let mut f = File::open(path).map_err(io)?;
     let mut head = Vec::with_capacity(HEAD);
@@ -102,7 +103,7 @@ pub fn read_cmdline(path: &Path) -> Result<(u64, String), Stage1Error> {
     let mut text = vec![0; size];
     f.seek(SeekFrom::Start(offset)).map_err(io)?;
     f.read_exact(&mut text).map_err(io)?;
-    Ok((offset, String::from_utf8_lossy(&text).into_owned()))
+    Ok((offset, text))
 }
 
 /// The command line `template` with [`TEMPLATE_WORD`] replaced by
@@ -125,9 +126,14 @@ pub fn fill(template: &str, words: &str) -> Option<String> {
 /// whether the command line was filled in (false: served as it is).
 pub fn prepare(source: &Path, out: &Path, words: &str) -> Result<bool, Stage1Error> {
     let (offset, template) = read_cmdline(source)?;
-    // Padded with spaces to the section's size: the file keeps its layout.
+    // Counted and padded in bytes, with spaces, to the section's size: the
+    // file keeps its layout. (A template that is not UTF-8 has no word to
+    // replace.)
     let room = template.len();
-    let filled = match fill(&template, words) {
+    let filled = match std::str::from_utf8(&template)
+        .ok()
+        .and_then(|t| fill(t, words))
+    {
         None => None,
         Some(text) if text.len() > room => {
             return Err(Stage1Error::TooLong {
@@ -136,7 +142,11 @@ pub fn prepare(source: &Path, out: &Path, words: &str) -> Result<bool, Stage1Err
                 room,
             })
         }
-        Some(text) => Some(format!("{text:room$}")),
+        Some(text) => {
+            let mut bytes = text.into_bytes();
+            bytes.resize(room, b' ');
+            Some(bytes)
+        }
     };
     if up_to_date(source, out, offset, filled.as_deref()) {
         return Ok(filled.is_some());
@@ -148,7 +158,7 @@ pub fn prepare(source: &Path, out: &Path, words: &str) -> Result<bool, Stage1Err
         io::copy(&mut from, to)?;
         if let Some(text) = &filled {
             to.seek(SeekFrom::Start(offset))?;
-            to.write_all(text.as_bytes())?;
+            to.write_all(text)?;
         }
         Ok(())
     })
@@ -157,20 +167,22 @@ pub fn prepare(source: &Path, out: &Path, words: &str) -> Result<bool, Stage1Err
 }
 
 /// Whether `out` is already `source` with `filled` at `offset`: same
-/// size, newer than the source, the same command line.
-fn up_to_date(source: &Path, out: &Path, offset: u64, filled: Option<&str>) -> bool {
+/// size, made after the source last changed, the same command line. The
+/// change time (`ctime`), not the modification time: a new stage-1 copied
+/// in with its old mtime kept (`cp -p`, `rsync -t`) still counts as new.
+fn up_to_date(source: &Path, out: &Path, offset: u64, filled: Option<&[u8]>) -> bool {
+    use std::os::unix::fs::MetadataExt;
     let (Ok(s), Ok(o)) = (std::fs::metadata(source), std::fs::metadata(out)) else {
         return false;
     };
-    let newer = match (s.modified(), o.modified()) {
-        (Ok(s), Ok(o)) => o >= s,
-        _ => false,
-    };
+    // Strictly newer: change times are kept at the kernel's tick, so a tie
+    // may hide a change made in the same tick (and costs only a copy).
+    let newer = (o.ctime(), o.ctime_nsec()) > (s.ctime(), s.ctime_nsec());
     if s.len() != o.len() || !newer {
         return false;
     }
     let want = match filled {
-        Some(text) => text.to_string(),
+        Some(text) => text.to_vec(),
         None => match read_cmdline(source) {
             Ok((_, text)) => text,
             Err(_) => return false,
@@ -216,6 +228,8 @@ mod tests {
         let template = format!("{template:CMDLINE_ROOM$}");
         let src = dir.path().join("stage1.efi");
         std::fs::write(&src, tiny_pe(&template)).unwrap();
+        // Change times tick coarsely: the copy must come a tick later.
+        std::thread::sleep(std::time::Duration::from_millis(20));
         let out = dir.path().join("cache/stable/arm64/stage1.efi");
         let words = "phase.channel=stable phase.arch=arm64";
         assert!(prepare(&src, &out, words).unwrap());
@@ -223,7 +237,7 @@ mod tests {
         assert_eq!(at, 0x400);
         assert_eq!(text.len(), CMDLINE_ROOM);
         assert_eq!(
-            text.trim_end(),
+            String::from_utf8(text).unwrap().trim_end(),
             "console=ttyAMA0 phase.channel=stable phase.arch=arm64 panic=-1"
         );
         // Everything else is the source's, byte for byte.
@@ -235,11 +249,28 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         prepare(&src, &out, words).unwrap();
         assert_eq!(std::fs::metadata(&out).unwrap().modified().unwrap(), before);
+        let cmdline = |path: &Path| String::from_utf8(read_cmdline(path).unwrap().1).unwrap();
         prepare(&src, &out, "phase.channel=testing").unwrap();
-        assert!(read_cmdline(&out)
+        assert!(cmdline(&out).contains("phase.channel=testing"));
+        // Words of several bytes a character still fill exactly the room.
+        prepare(&src, &out, "plasmd.site=zürich").unwrap();
+        assert_eq!(read_cmdline(&out).unwrap().1.len(), CMDLINE_ROOM);
+        assert!(cmdline(&out).contains("zürich panic=-1"));
+        assert_eq!(std::fs::read(&out).unwrap().len(), a.len());
+        // A new source of the same size whose modification time was kept
+        // (`cp -p`) is still seen as new.
+        let mut other = tiny_pe(&template);
+        other[0x300] = 0x42;
+        let mtime = std::fs::metadata(&src).unwrap().modified().unwrap();
+        std::fs::write(&src, &other).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&src)
             .unwrap()
-            .1
-            .contains("phase.channel=testing"));
+            .set_modified(mtime)
+            .unwrap();
+        prepare(&src, &out, "plasmd.site=zürich").unwrap();
+        assert_eq!(std::fs::read(&out).unwrap()[0x300], 0x42);
         // Too many words for the room.
         let long = "x".repeat(CMDLINE_ROOM);
         assert!(matches!(

@@ -7,9 +7,11 @@
 //! neither the HTTP loop nor the DHT waits on it. Files are opened beneath
 //! the netboot roots (the first that has the file) exactly as HTTP opens
 //! artifacts (`beneath`). Bounded:
-//! [`MAX_SESSIONS`] transfers at once, [`MAX_TRIES`] sends of a window, and
-//! until a client has acknowledged anything it gets one packet per try, so
-//! a forged source address cannot turn a 20-byte request into a flood.
+//! [`MAX_SESSIONS`] transfers at once, [`MAX_TRIES`] sends of a window
+//! (ACKs of older blocks buy no time), a whole transfer at most 30 s plus
+//! its size at 64 KiB/s, and until a client has acknowledged anything it
+//! gets one packet per try, so a forged source address cannot turn a
+//! 20-byte request into a flood.
 //!
 //! The packets themselves are `packet`'s; which roots and port are the
 //! provider's to say.
@@ -41,6 +43,10 @@ pub const MAX_TRIES: u32 = 5;
 const UNCONFIRMED_TRIES: u32 = 2;
 /// Wait for an ACK when the client set no `timeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A whole transfer may take 30 s plus its size at this rate (64 KiB/s;
+/// firmware on a LAN does megabytes a second), then it is given up: a
+/// client that only ever acknowledges old blocks cannot hold a place.
+const MIN_RATE: u64 = 64 * 1024;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -170,8 +176,12 @@ async fn serve(
             )),
             // Stray ACKs and errors belong to no transfer of this port.
             Ok(_) => None,
-            Err(packet::PacketError::TooLarge) | Err(packet::PacketError::Short) => None,
-            Err(e) => Some(packet::error(ErrorCode::IllegalOperation, &e.to_string())),
+            // Malformed: dropped. An error answer would be several times
+            // the size of a forged 6-byte request.
+            Err(e) => {
+                log::debug!("TFTP: {client}: {e}");
+                None
+            }
         };
         if let Some(reply) = reply {
             let _ = socket.send_to(&reply, client).await;
@@ -219,6 +229,8 @@ async fn transfer(
         timeout: g
             .timeout
             .map_or(DEFAULT_TIMEOUT, |s| Duration::from_secs(u64::from(s))),
+        deadline: tokio::time::Instant::now()
+            + Duration::from_secs(30u64.saturating_add(meta.len() / MIN_RATE)),
         confirmed: false,
     };
     let started = Instant::now();
@@ -267,6 +279,8 @@ struct Transfer {
     size: u64,
     g: packet::Granted,
     timeout: Duration,
+    /// When the whole transfer is given up (see [`MIN_RATE`]).
+    deadline: tokio::time::Instant,
     /// The client acknowledged something: it is really there.
     confirmed: bool,
 }
@@ -315,15 +329,17 @@ impl Transfer {
     /// Sends `packets` until block number `block` is acknowledged.
     async fn until_acked(&mut self, packets: &[Vec<u8>], block: u16) -> Result<(), String> {
         let mut tries = 0;
+        let mut due = self.send_all(packets, &mut tries).await?;
         loop {
-            self.send_all(packets, &mut tries).await?;
-            match self.hear().await {
+            match self.hear(due).await {
                 Heard::Ack(n) if n == block => {
                     self.confirmed = true;
                     return Ok(());
                 }
                 Heard::Gone(why) => return Err(why),
-                _ => {}
+                // Another ACK waits out the same timeout: it buys no time.
+                Heard::Ack(_) => {}
+                Heard::Nothing => due = self.send_all(packets, &mut tries).await?,
             }
         }
     }
@@ -337,11 +353,12 @@ impl Transfer {
         end: u64,
     ) -> Result<u64, String> {
         let mut tries = 0;
-        self.send_all(packets, &mut tries).await?;
+        let mut due = self.send_all(packets, &mut tries).await?;
         loop {
-            match self.hear().await {
+            match self.hear(due).await {
                 Heard::Ack(n) => {
-                    // The newest block of this window with that number.
+                    // The newest block of this window with that number; an
+                    // ACK of an older block waits out the same timeout.
                     if let Some(i) = (first..end).rev().find(|i| block_number(*i) == n) {
                         self.confirmed = true;
                         return Ok(i);
@@ -350,12 +367,18 @@ impl Transfer {
                 Heard::Gone(why) => return Err(why),
                 // RFC 7440: after a timeout, the window is sent again from
                 // the first block not acknowledged.
-                Heard::Nothing => self.send_all(packets, &mut tries).await?,
+                Heard::Nothing => due = self.send_all(packets, &mut tries).await?,
             }
         }
     }
 
-    async fn send_all(&self, packets: &[Vec<u8>], tries: &mut u32) -> Result<(), String> {
+    /// Sends `packets` (one more try); returns when to stop waiting for
+    /// their ACK.
+    async fn send_all(
+        &self,
+        packets: &[Vec<u8>],
+        tries: &mut u32,
+    ) -> Result<tokio::time::Instant, String> {
         *tries += 1;
         let most = if self.confirmed {
             MAX_TRIES
@@ -365,21 +388,24 @@ impl Transfer {
         if *tries > most {
             return Err(format!("no answer after {most} tries"));
         }
+        let now = tokio::time::Instant::now();
+        if now > self.deadline {
+            return Err(format!("slower than {} KiB/s: given up", MIN_RATE / 1024));
+        }
         for p in packets {
             self.socket
                 .send(p)
                 .await
                 .map_err(|e| format!("sending: {e}"))?;
         }
-        Ok(())
+        Ok(now + self.timeout)
     }
 
-    /// Waits up to the timeout for an ACK or an error from the client.
-    async fn hear(&self) -> Heard {
+    /// Waits until `due` for an ACK or an error from the client.
+    async fn hear(&self, due: tokio::time::Instant) -> Heard {
         let mut buf = [0u8; 516];
-        let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            let got = tokio::time::timeout_at(deadline, self.socket.recv(&mut buf)).await;
+            let got = tokio::time::timeout_at(due, self.socket.recv(&mut buf)).await;
             let n = match got {
                 Err(_) => return Heard::Nothing,
                 Ok(Err(e)) => return Heard::Gone(format!("receiving: {e}")),

@@ -18,6 +18,9 @@ pub const DEFAULT_BLKSIZE: u16 = 512;
 pub const MAX_BLKSIZE: u16 = 1468;
 /// The largest window we grant (RFC 7440): blocks sent before an ACK.
 pub const MAX_WINDOWSIZE: u16 = 16;
+/// The longest retransmit timeout granted, in seconds (RFC 2349 allows
+/// 255: five tries of that is 21 minutes a block).
+pub const MAX_TIMEOUT: u8 = 10;
 
 const RRQ: u16 = 1;
 const WRQ: u16 = 2;
@@ -174,20 +177,27 @@ pub struct Granted {
 }
 
 /// Settles the options a client asked for, for a file of `size` bytes: a
-/// block or window larger than ours is granted at ours.
+/// block or window larger than ours is granted at ours. Blocks smaller
+/// than the default and timeouts longer than [`MAX_TIMEOUT`] are not
+/// granted (the defaults stand): they would let one client hold a
+/// transfer for hours. An OACK goes first only if it names something.
 pub fn grant(asked: &Asked, size: u64) -> Granted {
-    let blksize = asked.blksize.map(|b| b.min(MAX_BLKSIZE));
-    let windowsize = asked.windowsize.map(|w| w.min(MAX_WINDOWSIZE));
+    let blksize = asked
+        .blksize
+        .filter(|b| *b > DEFAULT_BLKSIZE)
+        .map(|b| b.min(MAX_BLKSIZE));
+    let windowsize = asked
+        .windowsize
+        .filter(|w| *w > 1)
+        .map(|w| w.min(MAX_WINDOWSIZE));
+    let timeout = asked.timeout.filter(|t| *t <= MAX_TIMEOUT);
     let tsize = asked.tsize.then_some(size);
     Granted {
         blksize: blksize.unwrap_or(DEFAULT_BLKSIZE),
         windowsize: windowsize.unwrap_or(1),
-        timeout: asked.timeout,
+        timeout,
         tsize,
-        oack: blksize.is_some()
-            || windowsize.is_some()
-            || asked.timeout.is_some()
-            || tsize.is_some(),
+        oack: blksize.is_some() || windowsize.is_some() || timeout.is_some() || tsize.is_some(),
     }
 }
 
@@ -292,6 +302,22 @@ mod tests {
         let g = grant(&asked, 1);
         assert_eq!((g.blksize, g.windowsize), (MAX_BLKSIZE, MAX_WINDOWSIZE));
         let Packet::Read { asked, .. } = parse(&rrq(&["f", "octet"])).unwrap() else {
+            panic!()
+        };
+        assert!(!grant(&asked, 1).oack);
+        // What would let a client hold a transfer for hours is not granted,
+        // and options that change nothing make no (empty) OACK.
+        let slow = rrq(&["f", "octet", "blksize", "8", "timeout", "255"]);
+        let Packet::Read { asked, .. } = parse(&slow).unwrap() else {
+            panic!()
+        };
+        let g = grant(&asked, 1);
+        assert_eq!(
+            (g.blksize, g.timeout, g.oack),
+            (DEFAULT_BLKSIZE, None, false)
+        );
+        let same = rrq(&["f", "octet", "blksize", "512", "windowsize", "1"]);
+        let Packet::Read { asked, .. } = parse(&same).unwrap() else {
             panic!()
         };
         assert!(!grant(&asked, 1).oack);
