@@ -4,8 +4,9 @@
 //! local address a request came in on (`IP_PKTINFO`: that address is the
 //! server the firmware is told to use, so one plasmd on several LANs
 //! names the right one on each), and sends the answer back out of that
-//! interface: broadcast to port 68 for a client with no address yet, to
-//! the relay for a relayed request, unicast for port 4011.
+//! interface, where `proxy` says (broadcast to port 68 for a client with
+//! no address yet, to the relay for a relayed request, back to the sender
+//! for port 4011).
 //!
 //! Runs on a thread of its own with blocking sockets polled with a short
 //! timeout, so stopping takes at most that long. Answers are capped per
@@ -27,14 +28,14 @@ use nix::sys::socket::{
     SockaddrIn,
 };
 
-use super::proxy::{self, BootInfo, Firmware, Port};
+use super::proxy::{self, Answer, BootInfo, Firmware, Port, To};
 use super::DhcpListen;
 
 /// Answers sent per second at most, all clients together: a rack powering
 /// on asks a few times each; more than this is a flood.
 const MAX_ANSWERS_PER_SEC: u32 = 200;
-/// How often the thread looks at its stop flag.
-const POLL: Duration = Duration::from_millis(200);
+/// How often the thread looks at its stop flag, in milliseconds.
+const POLL_MS: u16 = 200;
 /// A DHCP message is at most 576 bytes unless the client says more
 /// (EDK2: 1472); a larger datagram is read truncated and dropped.
 const MAX_PACKET: usize = 1500;
@@ -99,8 +100,7 @@ impl DhcpServer {
                         PollFd::new(dhcp.as_fd(), PollFlags::POLLIN),
                         PollFd::new(pxe.as_fd(), PollFlags::POLLIN),
                     ];
-                    let timeout = PollTimeout::try_from(POLL).unwrap_or(PollTimeout::NONE);
-                    if poll(&mut fds, timeout).unwrap_or(0) <= 0 {
+                    if poll(&mut fds, PollTimeout::from(POLL_MS)).unwrap_or(0) <= 0 {
                         continue;
                     }
                     let ready = [fds[0].any(), fds[1].any()].map(|r| r.unwrap_or(false));
@@ -125,7 +125,7 @@ impl DhcpServer {
         self.addrs
     }
 
-    /// Stops answering and waits for the thread (at most [`POLL`]).
+    /// Stops answering and waits for the thread (at most [`POLL_MS`]).
     pub fn stop(mut self) {
         self.halt();
     }
@@ -201,8 +201,12 @@ fn serve(
     // The local address the request came to (for a broadcast, the
     // receiving interface's own): the server the firmware should use.
     let server = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
-    let Some((reply, firmware, mac)) =
-        proxy::answer_with(request, port, |mac| boards.boot_info(server, mac))
+    let Some(Answer {
+        bytes,
+        firmware,
+        mac,
+        to,
+    }) = proxy::answer_with(request, port, |mac| boards.boot_info(server, mac))
     else {
         boards.ignored();
         return;
@@ -210,28 +214,12 @@ fn serve(
     if !rate.allow() {
         return;
     }
-    let dest = match port {
-        Port::Pxe => SocketAddrV4::new(from.ip(), from.port()),
-        // RFC 2131 4.1: to the relay if relayed, to the client's own
-        // address if it has one, else broadcast (firmware has none yet).
-        Port::Dhcp => {
-            let ip = |at: usize| {
-                Ipv4Addr::new(
-                    request[at],
-                    request[at + 1],
-                    request[at + 2],
-                    request[at + 3],
-                )
-            };
-            let (ciaddr, giaddr) = (ip(12), ip(24));
-            if !giaddr.is_unspecified() {
-                SocketAddrV4::new(giaddr, listen.dhcp.port())
-            } else if !ciaddr.is_unspecified() {
-                SocketAddrV4::new(ciaddr, listen.client_port)
-            } else {
-                SocketAddrV4::new(Ipv4Addr::BROADCAST, listen.client_port)
-            }
-        }
+    // Relays listen where servers do; clients on the port above.
+    let dest = match to {
+        To::Sender => SocketAddrV4::new(from.ip(), from.port()),
+        To::Relay(ip) => SocketAddrV4::new(ip, listen.dhcp.port()),
+        To::Client(ip) => SocketAddrV4::new(ip, listen.client_port),
+        To::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, listen.client_port),
     };
     // Out of the interface the request came in on, whatever the routes
     // say about 255.255.255.255.
@@ -245,7 +233,7 @@ fn serve(
     let cmsg = [ControlMessage::Ipv4PacketInfo(&out)];
     match sendmsg(
         fd,
-        &[IoSlice::new(&reply)],
+        &[IoSlice::new(&bytes)],
         &cmsg,
         MsgFlags::empty(),
         Some(&SockaddrIn::from(dest)),
@@ -267,7 +255,7 @@ fn serve(
 }
 
 /// `52:54:00:12:34:10`.
-pub fn mac_text(mac: &[u8]) -> String {
+fn mac_text(mac: &[u8]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()

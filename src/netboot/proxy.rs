@@ -72,6 +72,9 @@ const ARCH_ARM64_UEFI: u16 = 0x0b;
 const ARCH_ARM64_UEFI_HTTP: u16 = 0x13;
 /// The x86 BIOS code, which the Raspberry Pi bootloader sends.
 const ARCH_X86_BIOS: u16 = 0;
+/// The longest boot file name or URL: the `file` field's 128 bytes less
+/// its NUL.
+pub const MAX_FILE: usize = 127;
 /// The shortest BOOTP message (RFC 1542 2.1).
 const MIN_REPLY: usize = 300;
 /// Option 43 for UEFI PXE: PXE_DISCOVERY_CONTROL = 8, boot the file named.
@@ -143,20 +146,44 @@ fn firmware_of(a: &Asked) -> Option<Firmware> {
     }
 }
 
+/// Where an answer goes, decided from the request (RFC 2131 4.1); the
+/// ports are the caller's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum To {
+    /// A relay agent (`giaddr`): it carries the answer to the client's LAN.
+    Relay(Ipv4Addr),
+    /// A client that has an address (`ciaddr`).
+    Client(Ipv4Addr),
+    /// Broadcast: firmware has no address yet.
+    Broadcast,
+    /// Back to where the request came from (port 4011).
+    Sender,
+}
+
+/// An answer, and what the caller needs to send and count it.
+#[derive(Debug)]
+pub struct Answer {
+    pub bytes: Vec<u8>,
+    pub firmware: Firmware,
+    /// The client's hardware address.
+    pub mac: Vec<u8>,
+    pub to: To,
+}
+
 /// The answer to `request` (a DHCP message that came in on `port`), or
 /// `None` when it is not ours to answer or does not parse.
 pub fn answer(request: &[u8], port: Port, boot: &BootInfo) -> Option<(Vec<u8>, Firmware)> {
-    answer_with(request, port, |_| boot.clone()).map(|(reply, firmware, _)| (reply, firmware))
+    answer_with(request, port, |_| boot.clone()).map(|a| (a.bytes, a.firmware))
 }
 
 /// [`answer`], with the boot information chosen by the client's hardware
-/// address (`boot` is called only for a request we answer); also returns
-/// that address.
+/// address (`boot` is called only for a request we answer); also says
+/// where the answer goes.
 pub fn answer_with(
     request: &[u8],
     port: Port,
     boot: impl FnOnce(&[u8]) -> BootInfo,
-) -> Option<(Vec<u8>, Firmware, Vec<u8>)> {
+) -> Option<Answer> {
     let msg = borrowed::Message::new(request).ok()?;
     // The hardware address is at most 16 bytes; a larger length is a lie
     // (and would read past the field).
@@ -184,10 +211,9 @@ pub fn answer_with(
         Firmware::UefiHttp => boot.uefi_url.as_str(),
         Firmware::RaspberryPi => "",
     };
-    // The file field holds 128 bytes with its NUL; the caller's to keep
-    // short (`dhcproto` would panic on a longer one).
-    if file.len() > 127 {
-        log::warn!("netboot: boot file name longer than 127 bytes: {file}");
+    // The file field holds 128 bytes with its NUL (`dhcproto` would panic
+    // on a longer one); the names plasmd makes always fit (`server`).
+    if file.len() > MAX_FILE {
         return None;
     }
     let mut reply = Message::default();
@@ -215,7 +241,7 @@ pub fn answer_with(
         opts.insert(DhcpOption::VendorExtensions(v));
     }
     // The client's machine id back, as PXE servers do.
-    if !a.machine.is_empty() && a.machine.len() <= 255 {
+    if !a.machine.is_empty() {
         opts.insert(DhcpOption::ClientMachineIdentifier(a.machine.clone()));
     }
     let mut bytes = reply.to_vec().ok()?;
@@ -224,7 +250,18 @@ pub fn answer_with(
     if bytes.len() < MIN_REPLY {
         bytes.resize(MIN_REPLY, 0);
     }
-    Some((bytes, firmware, mac))
+    let to = match port {
+        Port::Pxe => To::Sender,
+        Port::Dhcp if !msg.giaddr().is_unspecified() => To::Relay(msg.giaddr()),
+        Port::Dhcp if !msg.ciaddr().is_unspecified() => To::Client(msg.ciaddr()),
+        Port::Dhcp => To::Broadcast,
+    };
+    Some(Answer {
+        bytes,
+        firmware,
+        mac,
+        to,
+    })
 }
 
 /// Option 43 as the Raspberry Pi bootloader looks for it: a PXE boot menu
@@ -318,6 +355,22 @@ mod tests {
         let (bytes, _) = answer(&request, Port::Pxe, &boot()).expect("ACK on 4011");
         assert_eq!(reply(&bytes).opts().msg_type(), Some(MessageType::Ack));
         assert!(answer(&request, Port::Dhcp, &boot()).is_none());
+
+        // Where each answer goes (RFC 2131 4.1).
+        let to = |req: &[u8], port| answer_with(req, port, |_| boot()).unwrap().to;
+        assert_eq!(to(&req, Port::Dhcp), To::Broadcast);
+        assert_eq!(to(&request, Port::Pxe), To::Sender);
+        let relay = Ipv4Addr::new(192, 0, 2, 254);
+        let mut relayed = Message::from_bytes(&req).unwrap();
+        relayed.set_giaddr(relay);
+        assert_eq!(to(&relayed.to_vec().unwrap(), Port::Dhcp), To::Relay(relay));
+        let client = Ipv4Addr::new(192, 0, 2, 77);
+        let mut addressed = Message::from_bytes(&req).unwrap();
+        addressed.set_ciaddr(client);
+        assert_eq!(
+            to(&addressed.to_vec().unwrap(), Port::Dhcp),
+            To::Client(client)
+        );
     }
 
     #[test]
