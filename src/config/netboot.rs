@@ -143,7 +143,6 @@ pub(super) fn build_netboot(
             })
             .collect::<Result<Vec<_>, _>>()?;
         groups.push(Group {
-            name: g.name.clone(),
             channel: g.channel.clone(),
             macs,
         });
@@ -160,6 +159,12 @@ pub(super) fn build_netboot(
         .unwrap_or_else(|| dir.join(".prepared"));
     let any = Ipv4Addr::UNSPECIFIED;
     let dhcp_port = section.dhcp_port.unwrap_or(67);
+    // Answers go to the port above (67 → 68): there must be one.
+    if !(1..u16::MAX).contains(&dhcp_port) {
+        return Err(ConfigError::Invalid(format!(
+            "[netboot] dhcp_port {dhcp_port}: use 1 to 65534"
+        )));
+    }
     let cfg = NetbootConfig {
         root: dir,
         cache,
@@ -170,19 +175,14 @@ pub(super) fn build_netboot(
         dhcp: DhcpListen {
             dhcp: SocketAddrV4::new(any, dhcp_port),
             pxe: SocketAddrV4::new(any, section.pxe_port.unwrap_or(4011)),
-            // Clients listen on the port above the server's (67 → 68).
-            client_port: dhcp_port.wrapping_add(1),
+            client_port: dhcp_port + 1,
         },
         tftp: SocketAddr::V4(SocketAddrV4::new(any, section.tftp_port.unwrap_or(69))),
     };
-    // Every stage-1 must hold its words: checked here against the room
-    // `image/build-stage1` leaves, so a misconfiguration is said before
-    // start; `stage1::prepare` checks against the actual file.
-    for ca in std::iter::once(&cfg.default.channel).chain(cfg.groups.iter().map(|g| &g.channel)) {
-        let ca = ChannelArch {
-            channel: ca.clone(),
-            arch: cfg.default.arch.clone(),
-        };
+    // Said before start rather than found by firmware: every stage-1 must
+    // hold its words (against the room `image/build-stage1` leaves;
+    // `stage1::prepare` checks the actual file).
+    for ca in cfg.prepared() {
         let need = cfg.words(&ca).len() + crate::netboot::TEMPLATE_WORD.len();
         if need > crate::netboot::CMDLINE_ROOM {
             return Err(ConfigError::Invalid(format!(

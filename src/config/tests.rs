@@ -448,5 +448,18 @@ fn netboot_needs_a_key_and_a_channel_and_takes_groups_from_the_file() {
         .concat(),
         "not a MAC address",
     );
+    // Answers go to the port above the DHCP port: 65535 has none.
+    std::fs::write(&file, "[netboot]\nenabled = true\ndhcp_port = 65535\n").unwrap();
+    let with_file = [
+        &base[..],
+        &[
+            "--netboot-channel",
+            "a/b",
+            "--config",
+            file.to_str().unwrap(),
+        ],
+    ]
+    .concat();
+    refused(&with_file, "dhcp_port 65535");
     std::fs::remove_dir_all(&dir).unwrap();
 }

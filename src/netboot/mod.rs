@@ -93,10 +93,10 @@ impl Default for DhcpListen {
     }
 }
 
-/// A group of boards (by hardware address) booting another channel.
+/// A group of boards (by hardware address) booting another channel (of
+/// the default arch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
-    pub name: String,
     pub channel: String,
     pub macs: Vec<[u8; 6]>,
 }
@@ -127,11 +127,15 @@ impl NetbootConfig {
     /// The channel/arch the board with hardware address `mac` boots.
     pub fn channel_of(&self, mac: &[u8]) -> ChannelArch {
         match self.groups.iter().find(|g| g.macs.iter().any(|m| m == mac)) {
-            Some(g) => ChannelArch {
-                channel: g.channel.clone(),
-                arch: self.default.arch.clone(),
-            },
+            Some(g) => self.of_group(g),
             None => self.default.clone(),
+        }
+    }
+
+    fn of_group(&self, g: &Group) -> ChannelArch {
+        ChannelArch {
+            channel: g.channel.clone(),
+            arch: self.default.arch.clone(),
         }
     }
 
@@ -139,10 +143,7 @@ impl NetbootConfig {
     pub fn prepared(&self) -> Vec<ChannelArch> {
         let mut all = vec![self.default.clone()];
         for g in &self.groups {
-            let ca = ChannelArch {
-                channel: g.channel.clone(),
-                arch: self.default.arch.clone(),
-            };
+            let ca = self.of_group(g);
             if !all.contains(&ca) {
                 all.push(ca);
             }

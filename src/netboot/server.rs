@@ -12,7 +12,19 @@ use super::dhcp::{self, DhcpServer};
 use super::proxy::{BootInfo, Firmware};
 use super::tftp::TftpServer;
 use super::{stage1, stage1_path, NetbootConfig, NetbootError, HTTP_PREFIX, STAGE1_NAME};
-use crate::metrics::{ClientLabel, NetbootMetrics};
+use crate::metrics::NetbootMetrics;
+
+// The longest HTTP boot URL (the longest address and port, channel and
+// arch names of the longest kind) fits a DHCP answer's file field, so no
+// configuration can make `proxy` refuse to answer.
+const _: () = assert!(
+    "http://255.255.255.255:65535".len()
+        + HTTP_PREFIX.len()
+        + 2 * crate::channel::MAX_NAME
+        + 1
+        + STAGE1_NAME.len()
+        <= super::proxy::MAX_FILE
+);
 
 /// Boards remembered for the `boards` counter (beyond it, new boards are
 /// no longer counted: the set stays bounded).
@@ -122,12 +134,7 @@ impl dhcp::Boards for Answers {
     }
 
     fn answered(&self, firmware: Firmware, mac: &[u8]) {
-        self.metrics
-            .requests
-            .get_or_create(&ClientLabel {
-                client: firmware.as_str(),
-            })
-            .inc();
+        self.metrics.request(firmware.as_str());
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() < MAX_BOARDS && seen.insert(mac.to_vec()) {
             self.metrics.boards.inc();
@@ -135,10 +142,7 @@ impl dhcp::Boards for Answers {
     }
 
     fn ignored(&self) {
-        self.metrics
-            .requests
-            .get_or_create(&ClientLabel { client: "other" })
-            .inc();
+        self.metrics.request(NetbootMetrics::OTHER);
     }
 }
 
