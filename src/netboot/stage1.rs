@@ -148,7 +148,7 @@ pub fn prepare(source: &Path, out: &Path, words: &str) -> Result<bool, Stage1Err
             Some(bytes)
         }
     };
-    if up_to_date(source, out, offset, filled.as_deref()) {
+    if up_to_date(source, out, offset, filled.as_deref().unwrap_or(&template)) {
         return Ok(filled.is_some());
     }
     // Written beside the target and renamed over it: a transfer already
@@ -166,11 +166,11 @@ pub fn prepare(source: &Path, out: &Path, words: &str) -> Result<bool, Stage1Err
     Ok(filled.is_some())
 }
 
-/// Whether `out` is already `source` with `filled` at `offset`: same
+/// Whether `out` is already `source` with `cmdline` at `offset`: same
 /// size, made after the source last changed, the same command line. The
 /// change time (`ctime`), not the modification time: a new stage-1 copied
 /// in with its old mtime kept (`cp -p`, `rsync -t`) still counts as new.
-fn up_to_date(source: &Path, out: &Path, offset: u64, filled: Option<&[u8]>) -> bool {
+fn up_to_date(source: &Path, out: &Path, offset: u64, cmdline: &[u8]) -> bool {
     use std::os::unix::fs::MetadataExt;
     let (Ok(s), Ok(o)) = (std::fs::metadata(source), std::fs::metadata(out)) else {
         return false;
@@ -181,14 +181,7 @@ fn up_to_date(source: &Path, out: &Path, offset: u64, filled: Option<&[u8]>) -> 
     if s.len() != o.len() || !newer {
         return false;
     }
-    let want = match filled {
-        Some(text) => text.to_vec(),
-        None => match read_cmdline(source) {
-            Ok((_, text)) => text,
-            Err(_) => return false,
-        },
-    };
-    matches!(read_cmdline(out), Ok((at, text)) if at == offset && text == want)
+    matches!(read_cmdline(out), Ok((at, text)) if at == offset && text == cmdline)
 }
 
 #[cfg(test)]
