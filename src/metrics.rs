@@ -119,6 +119,24 @@ pub struct NetbootMetrics {
     pub boards: Counter,
 }
 
+impl NetbootMetrics {
+    /// The `client` label of requests not answered.
+    pub const OTHER: &'static str = "other";
+
+    /// Counts one DHCP request from `client` (a firmware kind, or
+    /// [`Self::OTHER`]).
+    pub fn request(&self, client: &'static str) {
+        self.requests.get_or_create(&ClientLabel { client }).inc();
+    }
+
+    /// DHCP requests counted from `client` so far.
+    pub fn requests_from(&self, client: &'static str) -> u64 {
+        self.requests
+            .get(&ClientLabel { client })
+            .map_or(0, |c| c.get())
+    }
+}
+
 /// The netboot partition a board profile looks for.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {

@@ -230,16 +230,11 @@ impl StatusSource {
             },
             netboot: self.netboot.then(|| {
                 let n = &self.metrics.netboot;
-                let asked = |client| {
-                    n.requests
-                        .get(&crate::metrics::ClientLabel { client })
-                        .map_or(0, |c| c.get())
-                };
                 NetbootFigures {
-                    uefi_pxe: asked("uefi_pxe"),
-                    uefi_http: asked("uefi_http"),
-                    raspberry_pi: asked("raspberry_pi"),
-                    ignored: asked("other"),
+                    uefi_pxe: n.requests_from("uefi_pxe"),
+                    uefi_http: n.requests_from("uefi_http"),
+                    raspberry_pi: n.requests_from("raspberry_pi"),
+                    ignored: n.requests_from(crate::metrics::NetbootMetrics::OTHER),
                     boards: n.boards.get(),
                     tftp_transfers: n.tftp_transfers.get(),
                     tftp_bytes: n.tftp_bytes.get(),

@@ -161,9 +161,7 @@ async fn serve(
                 let local = socket.local_addr().ok();
                 tokio::task::spawn_local(async move {
                     if let Some(local) = local {
-                        if transfer(local, client, &file, asked, &root, &metrics).await {
-                            metrics.tftp_transfers.inc();
-                        }
+                        transfer(local, client, &file, asked, &root, &metrics).await;
                     }
                     sessions.set(sessions.get() - 1);
                 });
@@ -189,8 +187,8 @@ async fn serve(
     }
 }
 
-/// One file to one client, from a socket of its own; whether it was all
-/// sent and acknowledged.
+/// One file to one client, from a socket of its own; counted in
+/// `metrics` once all of it is acknowledged.
 async fn transfer(
     local: SocketAddr,
     client: SocketAddr,
@@ -198,13 +196,13 @@ async fn transfer(
     asked: packet::Asked,
     roots: &[PathBuf],
     metrics: &NetbootMetrics,
-) -> bool {
+) {
     let bind = SocketAddr::new(local.ip(), 0);
     let Ok(socket) = UdpSocket::bind(bind).await else {
-        return false;
+        return;
     };
     if socket.connect(client).await.is_err() {
-        return false;
+        return;
     }
     let rel = Path::new(name.trim_start_matches('/'));
     let (file, meta) = match open_first(roots, rel) {
@@ -217,7 +215,7 @@ async fn transfer(
             };
             log::info!("TFTP: {client} asked for {name:?}: {why}");
             let _ = socket.send(&packet::error(code, why)).await;
-            return false;
+            return;
         }
     };
     let g = packet::grant(&asked, meta.len());
@@ -244,13 +242,10 @@ async fn transfer(
                 g.blksize,
                 g.windowsize
             );
+            metrics.tftp_transfers.inc();
             metrics.tftp_bytes.inc_by(t.size);
-            true
         }
-        Err(why) => {
-            log::info!("TFTP: {name} to {client} ended: {why}");
-            false
-        }
+        Err(why) => log::info!("TFTP: {name} to {client} ended: {why}"),
     }
 }
 
